@@ -1,0 +1,40 @@
+# The two commands the README starts with: `make demo` and `make test`. Both set up .venv from scratch if needed.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+
+.PHONY: demo test setup lint clean screenshots
+
+# torch==2.13.0 first: these machines serve that exact version as a CPU build from local disk, while an
+# unpinned `torch` would pull the multi-GB CUDA build. The monitor itself never needs torch.
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip>=25.1" "setuptools>=69" wheel
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install -q "torch==2.13.0"
+	# editable_mode=strict: a link tree mypy and pytest can follow through the package-dir mapping.
+	$(BIN)/python -m pip install -q --group test -e ".[demo]" --config-settings editable_mode=strict
+	touch $@
+
+setup: $(VENV)/.installed
+	# strict editable installs link files that existed at install time: relink so new modules are seen.
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e . --config-settings editable_mode=strict
+
+demo: setup
+	$(BIN)/optitop demo
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	# from build/: the checkout's optitop/ would shadow the installed package (which maps collectors/ etc. in)
+	cd build && ../$(BIN)/mypy --config-file ../pyproject.toml -p optitop
+
+test: lint
+	$(BIN)/pytest
+
+screenshots: setup
+	$(BIN)/python scripts/screenshots.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

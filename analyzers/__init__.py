@@ -1,0 +1,7 @@
+"""Analyzers: pure functions from a window of samples to a Diagnosis. No I/O, no clocks, no threads."""
+
+from __future__ import annotations
+
+from optitop.analyzers.verdict import analyze, judge
+
+__all__ = ["analyze", "judge"]

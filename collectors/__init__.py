@@ -1,0 +1,63 @@
+"""Collectors: one module per data source, each gathering samples off the UI thread.
+
+The registry below is data: the CLI builds ``--no-<name>`` from it, the session and ``doctor`` build
+collectors from it. Modules are imported lazily so NVML/py-spy code costs nothing until it is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass
+
+from optitop.config import CollectorContext
+from optitop.types import Collector
+
+
+@dataclass(frozen=True, slots=True)
+class CollectorSpec:
+    """How to build one collector.
+
+    Attributes:
+        name: the collector's name (series key in the store, ``--no-<name>`` flag).
+        module: the module under ``optitop.collectors`` that defines it.
+        class_name: the class, constructed as ``cls(ctx: CollectorContext)``.
+        default_on: whether it runs unless turned off.
+        help: one line for ``--help`` and ``doctor``.
+    """
+
+    name: str
+    module: str
+    class_name: str
+    default_on: bool
+    help: str
+
+    def build(self, ctx: CollectorContext) -> Collector:
+        """Import the module and construct the collector."""
+        mod = importlib.import_module(f"optitop.collectors.{self.module}")
+        cls = getattr(mod, self.class_name)
+        collector: Collector = cls(ctx)
+        return collector
+
+
+REGISTRY: tuple[CollectorSpec, ...] = (
+    CollectorSpec("process", "process", "ProcessCollector", True, "the target's process tree: CPU, threads, memory"),
+    CollectorSpec("system", "system", "SystemCollector", True, "host CPU cores, load, memory, swap"),
+)
+
+
+def available_specs() -> tuple[CollectorSpec, ...]:
+    """The registered collectors whose module can be found (others land in later work)."""
+    out = []
+    for spec in REGISTRY:
+        if importlib.util.find_spec(f"optitop.collectors.{spec.module}") is not None:
+            out.append(spec)
+    return tuple(out)
+
+
+def spec_by_name(name: str) -> CollectorSpec:
+    """Look a collector up by name (KeyError when unknown)."""
+    for spec in REGISTRY:
+        if spec.name == name:
+            return spec
+    raise KeyError(name)

@@ -1,0 +1,310 @@
+"""The process collector: the target and its descendants — CPU, threads, memory, faults, I/O.
+
+The tree is re-scanned each tick, so DataLoader or engine workers are followed as they appear and exit.
+Every rate divides by the measured interval between samples, and per-process counters are keyed by
+(pid, create time) so a reused pid never produces a bogus delta.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import psutil
+
+from optitop.collectors.procfs import list_tids, read_stat
+from optitop.config import CollectorContext
+from optitop.redact import redact_cmdline
+from optitop.types import Sample, SourceUnavailable, TargetGone
+
+#: How many threads the sample keeps (the busiest first).
+TOP_THREADS = 24
+#: How many processes of the tree the sample lists (the busiest first; the target always).
+TOP_PROCS = 32
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadSample:
+    """One thread over the last tick."""
+
+    tid: int
+    pid: int
+    name: str
+    state: str
+    cpu_pct: float
+
+
+@dataclass(frozen=True, slots=True)
+class ProcInfo:
+    """One process of the target tree over the last tick."""
+
+    pid: int
+    ppid: int
+    name: str
+    cmdline: str
+    cpu_pct: float | None
+    rss_bytes: int | None
+    num_threads: int | None
+    status: str
+    depth: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessSample(Sample):
+    """The target tree over the last tick; rates are None on the first tick.
+
+    CPU percentages are of one core (a process using two full cores reads 200 %); ``cpu_pct_of_allowed``
+    divides by the cores the target may run on.
+    """
+
+    pid: int
+    cpu_pct: float | None
+    cpu_pct_of_allowed: float | None
+    allowed_cores: int
+    rss_bytes: int
+    vol_ctx_switches_per_s: float | None
+    invol_ctx_switches_per_s: float | None
+    minor_faults_per_s: float | None
+    major_faults_per_s: float | None
+    read_bytes_per_s: float | None
+    write_bytes_per_s: float | None
+    num_threads: int
+    num_fds: int | None
+    num_procs: int
+    status: str
+    threads: tuple[ThreadSample, ...]
+    procs: tuple[ProcInfo, ...]
+    denied: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class _Counters:
+    """Cumulative counters of one process at one tick."""
+
+    cpu_s: float
+    vol_ctx: int
+    invol_ctx: int
+    minor_faults: int
+    major_faults: int
+    read_bytes: int | None
+    write_bytes: int | None
+
+
+def _rate(now: float | None, before: float | None, dt: float) -> float | None:
+    if now is None or before is None or dt <= 0:
+        return None
+    return max(0.0, (now - before) / dt)
+
+
+class ProcessCollector:
+    """Samples the target tree; raises TargetGone when the target exits or its pid is reused."""
+
+    name = "process"
+
+    def __init__(self, ctx: CollectorContext) -> None:
+        """Attach to ``ctx.pid``; SourceUnavailable when it does not exist."""
+        self.interval_s = ctx.options.interval_s
+        self.pid = ctx.pid
+        try:
+            self._proc = psutil.Process(ctx.pid)
+            self._create_time = self._proc.create_time()
+        except psutil.NoSuchProcess as exc:
+            raise SourceUnavailable(f"no process with pid {ctx.pid}") from exc
+        self._prev_mono: float | None = None
+        self._prev: dict[tuple[int, float], _Counters] = {}
+        self._prev_threads: dict[tuple[int, int], float] = {}
+        self._procs: dict[int, psutil.Process] = {ctx.pid: self._proc}
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    # -- the tree ----------------------------------------------------------------------------------------
+    def _tree(self) -> list[tuple[psutil.Process, int]]:
+        """The target and its descendants with their depth; psutil objects are reused across ticks."""
+        try:
+            if self._proc.create_time() != self._create_time:
+                raise TargetGone(f"pid {self.pid} now belongs to another process")
+            children = self._proc.children(recursive=True)
+        except psutil.NoSuchProcess as exc:
+            raise TargetGone(f"pid {self.pid} exited") from exc
+        except psutil.AccessDenied:
+            children = []
+        if self._proc.status() == psutil.STATUS_ZOMBIE:
+            raise TargetGone(f"pid {self.pid} exited (zombie)")
+        known = {self.pid: self._proc}
+        for child in children:
+            known[child.pid] = self._procs.get(child.pid, child)
+            if known[child.pid].create_time != child.create_time:  # pragma: no cover - defensive
+                known[child.pid] = child
+        self._procs = known
+        depth: dict[int, int] = {self.pid: 0}
+        out: list[tuple[psutil.Process, int]] = [(self._proc, 0)]
+        for child in children:
+            try:
+                parent = child.ppid()
+            except psutil.Error:
+                continue
+            depth[child.pid] = depth.get(parent, 0) + 1
+            out.append((known[child.pid], depth[child.pid]))
+        return out
+
+    # -- one tick ----------------------------------------------------------------------------------------
+    def sample(self) -> ProcessSample:
+        """Read the whole tree once."""
+        ts = time.time()
+        mono = time.monotonic()
+        dt = None if self._prev_mono is None else mono - self._prev_mono
+        tree = self._tree()
+        denied: set[str] = set()
+        counters: dict[tuple[int, float], _Counters] = {}
+        procs: list[ProcInfo] = []
+        threads: list[ThreadSample] = []
+        thread_cpu: dict[tuple[int, int], float] = {}
+        total_rss = 0
+        total_threads = 0
+        num_fds: int | None = 0
+        target_status = "?"
+        for proc, depth in tree:
+            info = self._read_proc(proc, depth, dt, counters, denied)
+            if info is None:
+                continue
+            procs.append(info)
+            total_rss += info.rss_bytes or 0
+            total_threads += info.num_threads or 0
+            if proc.pid == self.pid:
+                target_status = info.status
+            try:
+                if num_fds is not None:
+                    num_fds += proc.num_fds()
+            except psutil.AccessDenied:
+                denied.add("open fds (needs the same user or root)")
+                num_fds = None
+            except psutil.NoSuchProcess:
+                pass
+            threads.extend(self._read_threads(proc.pid, dt, thread_cpu))
+        if not procs:
+            raise TargetGone(f"pid {self.pid} exited")
+
+        def total_rate(field: str) -> float | None:
+            if dt is None:
+                return None
+            acc = 0.0
+            seen = False
+            for key, now in counters.items():
+                value = getattr(now, field)
+                if value is None:
+                    continue
+                before = self._prev.get(key)
+                if before is None:
+                    # A process born during this tick: all of its counter happened within the tick.
+                    if key[1] >= (ts - dt):
+                        acc += value
+                        seen = True
+                    continue
+                prev_value = getattr(before, field)
+                if prev_value is not None:
+                    acc += max(0, value - prev_value)
+                    seen = True
+            return acc / dt if seen and dt > 0 else (0.0 if dt and dt > 0 else None)
+
+        cpu_pct = None if dt is None else 100.0 * (total_rate("cpu_s") or 0.0)
+        try:
+            allowed = len(self._proc.cpu_affinity() or []) or (psutil.cpu_count() or 1)
+        except (psutil.Error, AttributeError):
+            allowed = psutil.cpu_count() or 1
+        threads.sort(key=lambda t: t.cpu_pct, reverse=True)
+        procs_sorted = [procs[0]] + sorted(procs[1:], key=lambda p: p.cpu_pct or 0.0, reverse=True)
+        self._prev = counters
+        self._prev_threads = thread_cpu
+        self._prev_mono = mono
+        return ProcessSample(
+            ts_s=ts,
+            mono_s=mono,
+            dt_s=dt,
+            pid=self.pid,
+            cpu_pct=cpu_pct,
+            cpu_pct_of_allowed=None if cpu_pct is None else cpu_pct / allowed,
+            allowed_cores=allowed,
+            rss_bytes=total_rss,
+            vol_ctx_switches_per_s=total_rate("vol_ctx"),
+            invol_ctx_switches_per_s=total_rate("invol_ctx"),
+            minor_faults_per_s=total_rate("minor_faults"),
+            major_faults_per_s=total_rate("major_faults"),
+            read_bytes_per_s=total_rate("read_bytes"),
+            write_bytes_per_s=total_rate("write_bytes"),
+            num_threads=total_threads,
+            num_fds=num_fds,
+            num_procs=len(procs),
+            status=target_status,
+            threads=tuple(threads[:TOP_THREADS]),
+            procs=tuple(procs_sorted[:TOP_PROCS]),
+            denied=tuple(sorted(denied)),
+        )
+
+    def _read_proc(
+        self,
+        proc: psutil.Process,
+        depth: int,
+        dt: float | None,
+        counters: dict[tuple[int, float], _Counters],
+        denied: set[str],
+    ) -> ProcInfo | None:
+        try:
+            with proc.oneshot():
+                create = proc.create_time()
+                key = (proc.pid, create)
+                stat = read_stat(f"/proc/{proc.pid}/stat")
+                if stat is None:
+                    return None
+                ctx = proc.num_ctx_switches()
+                mem = proc.memory_info()
+                try:
+                    io = proc.io_counters()
+                    read_b: int | None = io.read_bytes
+                    write_b: int | None = io.write_bytes
+                except (psutil.AccessDenied, AttributeError):
+                    denied.add("I/O bytes (needs the same user or root)")
+                    read_b = write_b = None
+                try:
+                    cmdline = redact_cmdline(proc.cmdline())
+                except psutil.AccessDenied:
+                    cmdline = ""
+                name = proc.name()
+                ppid = proc.ppid()
+                status = proc.status()
+        except psutil.NoSuchProcess:
+            return None
+        except psutil.AccessDenied:
+            denied.add(f"pid {proc.pid} details (needs the same user or root)")
+            return None
+        now = _Counters(
+            stat.cpu_s, ctx.voluntary, ctx.involuntary, stat.minor_faults, stat.major_faults, read_b, write_b
+        )
+        counters[key] = now
+        before = self._prev.get(key)
+        cpu_pct = None
+        if dt is not None and dt > 0:
+            cpu_pct = 100.0 * (now.cpu_s - before.cpu_s) / dt if before else None
+        return ProcInfo(
+            pid=proc.pid,
+            ppid=ppid,
+            name=name,
+            cmdline=cmdline,
+            cpu_pct=None if cpu_pct is None else max(0.0, cpu_pct),
+            rss_bytes=mem.rss,
+            num_threads=stat.num_threads,
+            status=status,
+            depth=depth,
+        )
+
+    def _read_threads(self, pid: int, dt: float | None, seen: dict[tuple[int, int], float]) -> list[ThreadSample]:
+        out = []
+        for tid in list_tids(pid):
+            stat = read_stat(f"/proc/{pid}/task/{tid}/stat")
+            if stat is None:
+                continue
+            seen[(pid, tid)] = stat.cpu_s
+            before = self._prev_threads.get((pid, tid))
+            cpu = 0.0 if dt is None or dt <= 0 or before is None else max(0.0, 100.0 * (stat.cpu_s - before) / dt)
+            out.append(ThreadSample(tid=tid, pid=pid, name=stat.comm, state=stat.state, cpu_pct=cpu))
+        return out

@@ -1,0 +1,1 @@
+"""Bundled demo and scenario workloads (needs the ``demo`` extra: torch)."""

@@ -1,0 +1,5 @@
+"""``python -m optitop``."""
+
+from optitop.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,226 @@
+"""The command line: argument parsing, target resolution and exit codes.
+
+Exit codes: 0 success, 1 a failure while running, 2 bad usage or a target that cannot be resolved.
+Every user error is one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+from optitop import __version__
+from optitop.collectors import REGISTRY
+from optitop.config import Options
+from optitop.target import TargetError, resolve
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A bad argument; the message is printed as ``optitop: …``."""
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
+    return value
+
+
+def _pid(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a pid: {text!r}") from exc
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"not a pid: {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a port: {text!r}") from exc
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"not a port: {text!r}")
+    return value
+
+
+def add_target_args(parser: argparse.ArgumentParser) -> None:
+    """--pid/--port/--name (one of them)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--pid", type=_pid, help="the process to watch")
+    group.add_argument("--port", type=_port, help="watch the process listening on this TCP port")
+    group.add_argument("--name", metavar="PATTERN", help="watch the process whose cmdline matches this regex")
+
+
+def add_collection_args(parser: argparse.ArgumentParser) -> None:
+    """Sampling and collector options shared by every mode that collects."""
+    parser.add_argument("--interval", type=_positive_float, default=1.0, metavar="S", help="seconds between samples")
+    parser.add_argument(
+        "--history",
+        type=_positive_float,
+        default=600.0,
+        metavar="S",
+        help="seconds of history kept (default 600)",
+    )
+    parser.add_argument(
+        "--window",
+        type=_positive_float,
+        default=10.0,
+        metavar="S",
+        help="seconds the analyzer judges (default 10)",
+    )
+    for spec in REGISTRY:
+        parser.add_argument(
+            f"--no-{spec.name}", dest=f"no_{spec.name}", action="store_true", help=f"turn off: {spec.help}"
+        )
+    parser.add_argument(
+        "--metrics-url", action="append", default=[], metavar="URL", help="a Prometheus endpoint (repeatable)"
+    )
+    parser.add_argument("--no-scrape", action="store_true", help="do not discover or scrape /metrics endpoints")
+    parser.add_argument(
+        "--log", action="append", default=[], metavar="PATH", help="a server log to follow (repeatable)"
+    )
+    parser.add_argument(
+        "--pyspy-rate", type=_positive_float, default=20.0, metavar="HZ", help="py-spy samples per second"
+    )
+
+
+def options_from(args: argparse.Namespace) -> Options:
+    """Options from parsed arguments."""
+    disabled = frozenset(spec.name for spec in REGISTRY if getattr(args, f"no_{spec.name}", False))
+    return Options(
+        interval_s=args.interval,
+        history_s=max(args.history, args.interval * 4),
+        analysis_window_s=args.window,
+        disabled=disabled,
+        metrics_urls=tuple(args.metrics_url),
+        scrape=not args.no_scrape,
+        log_paths=tuple(args.log),
+        pyspy_rate_hz=args.pyspy_rate,
+        low_bandwidth=getattr(args, "low_bandwidth", False),
+        monochrome=getattr(args, "mono", False),
+    )
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that exits 2 with a one-line message (argparse already does; kept explicit)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"optitop: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def main_parser() -> argparse.ArgumentParser:
+    """The parser of the live/headless mode (``optitop [--pid …]``)."""
+    parser = _Parser(
+        prog="optitop",
+        description="Live monitor for an ML inference process: CPU, GPU, memory bandwidth, request queue, "
+        "Python stacks, and a verdict on the bottleneck. Subcommands: doctor, demo.",
+    )
+    parser.add_argument("--version", action="version", version=f"optitop {__version__}")
+    add_target_args(parser)
+    add_collection_args(parser)
+    parser.add_argument("--once", action="store_true", help="sample without a UI, print one report and exit")
+    parser.add_argument("--json", action="store_true", help="with --once: print the report as JSON")
+    parser.add_argument(
+        "--duration",
+        type=_positive_float,
+        default=5.0,
+        metavar="S",
+        help="with --once: seconds to sample (default 5)",
+    )
+    parser.add_argument("--low-bandwidth", action="store_true", help="redraw less, for slow SSH links")
+    parser.add_argument("--mono", action="store_true", help="no colour (NO_COLOR is respected too)")
+    return parser
+
+
+def doctor_parser() -> argparse.ArgumentParser:
+    """The parser of ``optitop doctor``."""
+    parser = _Parser(
+        prog="optitop doctor", description="Say, for every data source, whether it works here and why not."
+    )
+    add_target_args(parser)
+    add_collection_args(parser)
+    parser.add_argument("--json", action="store_true", help="print the findings as JSON")
+    return parser
+
+
+def _resolve(args: argparse.Namespace) -> int:
+    return resolve(args.pid, args.port, args.name)
+
+
+def cmd_main(argv: Sequence[str]) -> int:
+    """Live TUI, or ``--once`` headless report."""
+    args = main_parser().parse_args(argv)
+    if args.json and not args.once:
+        raise UsageError("--json goes with --once")
+    pid = _resolve(args)
+    options = options_from(args)
+    if args.once:
+        from optitop.runtime import run_headless
+
+        doc = run_headless(pid, options, args.duration)
+        if args.json:
+            print(json.dumps(doc, indent=2, sort_keys=False))
+        else:
+            from optitop.textreport import format_report
+
+            print(format_report(doc))
+        return EXIT_OK
+    from optitop.tui.app import run_tui
+
+    return run_tui(pid, options)
+
+
+def cmd_doctor(argv: Sequence[str]) -> int:
+    """Check every data source against the target (or the machine when no target is given)."""
+    from optitop.doctor import run_doctor
+
+    args = doctor_parser().parse_args(argv)
+    pid = None if (args.pid is None and args.port is None and args.name is None) else _resolve(args)
+    return run_doctor(pid, options_from(args), as_json=args.json)
+
+
+def cmd_demo(argv: Sequence[str]) -> int:
+    """The bundled inference server with optitop attached."""
+    try:
+        from optitop.demo.cli import main as demo_main
+    except ImportError as exc:
+        raise UsageError(f"the demo needs the demo extra: pip install 'optitop[demo]' ({exc})") from exc
+    return demo_main(argv)
+
+
+SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"doctor": cmd_doctor, "demo": cmd_demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``optitop`` command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    handler = SUBCOMMANDS.get(argv[0]) if argv else None
+    try:
+        if handler is not None:
+            return handler(argv[1:])
+        return cmd_main(argv)
+    except (TargetError, UsageError) as exc:
+        print(f"optitop: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

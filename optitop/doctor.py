@@ -1,0 +1,76 @@
+"""``optitop doctor``: for every data source, whether it works for this target here, and if not why and the fix."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import dataclass
+
+from optitop.collectors import REGISTRY, available_specs
+from optitop.config import CollectorContext, Options
+from optitop.types import SourceUnavailable, TargetGone
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One source's verdict."""
+
+    source: str
+    ok: bool
+    detail: str
+
+
+def check_source(name: str, pid: int, options: Options) -> Finding:
+    """Build one collector and sample it twice (rates and GPM need two readings)."""
+    spec = next(s for s in REGISTRY if s.name == name)
+    try:
+        collector = spec.build(CollectorContext(pid=pid, options=options))
+    except SourceUnavailable as exc:
+        return Finding(name, False, str(exc))
+    except Exception as exc:
+        return Finding(name, False, f"cannot start: {type(exc).__name__}: {exc}")
+    try:
+        collector.sample()
+        time.sleep(min(0.5, options.interval_s))
+        sample = collector.sample()
+        extra = getattr(collector, "describe", None)
+        detail = extra() if callable(extra) else ("ok" if sample is not None else "ok (no data yet)")
+        return Finding(name, True, str(detail))
+    except SourceUnavailable as exc:
+        return Finding(name, False, str(exc))
+    except TargetGone as exc:
+        return Finding(name, False, f"target exited: {exc}")
+    except Exception as exc:
+        return Finding(name, False, f"failed: {type(exc).__name__}: {exc}")
+    finally:
+        with contextlib.suppress(Exception):  # doctor reports, it never crashes
+            collector.close()
+
+
+def run_doctor(pid: int | None, options: Options, as_json: bool = False) -> int:
+    """Print one line per source; exit 0 when every enabled source works, 1 otherwise."""
+    import os
+
+    target_pid = pid if pid is not None else os.getpid()
+    findings = []
+    for spec in available_specs():
+        if spec.name in options.disabled:
+            findings.append(Finding(spec.name, True, f"turned off with --no-{spec.name}"))
+            continue
+        findings.append(check_source(spec.name, target_pid, options))
+    if as_json:
+        print(
+            json.dumps(
+                {"pid": pid, "sources": {f.source: {"ok": f.ok, "detail": f.detail} for f in findings}},
+                indent=2,
+            )
+        )
+    else:
+        who = f"pid {pid}" if pid is not None else "this machine (no --pid given: checked against optitop itself)"
+        print(f"optitop doctor — {who}")
+        width = max(len(f.source) for f in findings) if findings else 8
+        for f in findings:
+            mark = "ok  " if f.ok else "FAIL"
+            print(f"  {mark}  {f.source:<{width}}  {f.detail}")
+    return 0 if all(f.ok for f in findings) else 1

@@ -1,0 +1,83 @@
+"""Building a session for a target: collectors from the registry, the store, the analyzer."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+
+from optitop.analyzers import judge
+from optitop.collectors import REGISTRY, available_specs
+from optitop.config import CollectorContext, Options
+from optitop.serialize import report
+from optitop.session import Session
+from optitop.store import Store
+from optitop.target import describe
+from optitop.types import Collector, SourceState, SourceStatus, SourceUnavailable
+
+
+def build_collectors(ctx: CollectorContext) -> tuple[list[Collector], list[SourceStatus]]:
+    """Every enabled collector, plus a status for each one that is off or could not be built."""
+    built: list[Collector] = []
+    statuses: list[SourceStatus] = []
+    present = {s.name for s in available_specs()}
+    for spec in REGISTRY:
+        if spec.name not in present:
+            continue
+        if spec.name in ctx.options.disabled:
+            statuses.append(SourceStatus(spec.name, SourceState.DISABLED, f"turned off with --no-{spec.name}"))
+            continue
+        if not spec.default_on and spec.name not in ctx.options.disabled:
+            # opt-in collectors are enabled through their own options; build() decides
+            pass
+        try:
+            built.append(spec.build(ctx))
+        except SourceUnavailable as exc:
+            statuses.append(SourceStatus(spec.name, SourceState.UNAVAILABLE, str(exc)))
+        except Exception as exc:  # a broken collector must not stop the others
+            statuses.append(SourceStatus(spec.name, SourceState.ERROR, f"{type(exc).__name__}: {exc}"))
+    return built, statuses
+
+
+def make_session(pid: int, options: Options) -> Session:
+    """A ready-to-start session watching ``pid``."""
+    target = describe(pid)
+    store = Store(target, history_s=options.history_s)
+    collectors, unavailable = build_collectors(CollectorContext(pid=pid, options=options))
+    return Session(store, collectors, options, analyzer=judge, unavailable=unavailable)
+
+
+def run_headless(pid: int, options: Options, duration_s: float, on_stop: Callable[[], None] | None = None) -> dict:
+    """Sample for ``duration_s`` (or until the target exits or SIGTERM/SIGINT/SIGHUP) and return the report."""
+    session = make_session(pid, options)
+    done = threading.Event()
+
+    def _stop(_signum: int, _frame: FrameType | None) -> None:
+        done.set()
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            previous[sig] = signal.signal(sig, _stop)
+    start = time.monotonic()
+    session.start()
+    try:
+        deadline = start + duration_s
+        while not done.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or session.store.target.exited:
+                break
+            done.wait(min(0.1, remaining))
+        elapsed = time.monotonic() - start
+        diagnosis = session.analyze_now()
+        window = session.store.window(max(elapsed, options.interval_s) + options.interval_s)
+    finally:
+        session.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if on_stop:
+            on_stop()
+    assert diagnosis is not None
+    return report(window, diagnosis, elapsed)

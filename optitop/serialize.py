@@ -1,0 +1,116 @@
+"""Turning samples, statuses and verdicts into JSON: one schema for ``--once --json`` and record files."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+import time
+from typing import Any
+
+from optitop import __version__
+from optitop.types import Diagnosis, Sample, SourceStatus, TargetInfo, Window
+
+#: Bumped whenever a key is renamed or removed (adding keys keeps the version).
+SCHEMA_VERSION = 1
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Plain JSON values from dataclasses, enums, tuples; NaN and infinities become None."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _numeric_fields(sample: Sample) -> dict[str, float]:
+    out = {}
+    for f in dataclasses.fields(sample):
+        if f.name in ("ts_s", "mono_s", "dt_s"):
+            continue
+        value = getattr(sample, f.name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            out[f.name] = float(value)
+    return out
+
+
+def aggregate(samples: tuple[Sample, ...]) -> dict[str, dict[str, float]]:
+    """Mean, min and max of every top-level numeric field over the samples (fields that were None are skipped)."""
+    acc: dict[str, list[float]] = {}
+    for sample in samples:
+        for key, value in _numeric_fields(sample).items():
+            acc.setdefault(key, []).append(value)
+    return {
+        key: {"mean": sum(vals) / len(vals), "min": min(vals), "max": max(vals), "n": float(len(vals))}
+        for key, vals in acc.items()
+    }
+
+
+def status_json(status: SourceStatus) -> dict[str, Any]:
+    """A source's status as JSON."""
+    return {
+        "state": status.state.value,
+        "reason": status.reason,
+        "latency_s": status.latency_s,
+        "failures": status.failures,
+    }
+
+
+def target_json(target: TargetInfo) -> dict[str, Any]:
+    """The target as JSON (its cmdline is already redacted)."""
+    return {
+        "pid": target.pid,
+        "name": target.name,
+        "cmdline": target.cmdline,
+        "user": target.username,
+        "host": target.host,
+        "create_time": target.create_time_s,
+        "exited": target.exited,
+        "exited_at": target.exited_at_s,
+        "exit_reason": target.exit_reason,
+    }
+
+
+def diagnosis_json(diagnosis: Diagnosis) -> dict[str, Any]:
+    """A verdict as JSON."""
+    out: dict[str, Any] = to_jsonable(diagnosis)
+    out["secondary"] = [{"category": c, "confidence": p} for c, p in diagnosis.secondary]
+    out.pop("mono_s", None)
+    return out
+
+
+def report(window: Window, diagnosis: Diagnosis, duration_s: float) -> dict[str, Any]:
+    """The headless document: latest values and window aggregates of every collector, sources, verdict."""
+    metrics: dict[str, Any] = {}
+    for name, samples in sorted(window.samples.items()):
+        if not samples:
+            continue
+        metrics[name] = {
+            "latest": to_jsonable(samples[-1]),
+            "window": aggregate(samples),
+            "samples": len(samples),
+        }
+    cost = window.self_cost
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "optitop_version": __version__,
+        "generated_at": time.time(),
+        "duration_s": duration_s,
+        "target": target_json(window.target),
+        "metrics": metrics,
+        "sources": {name: status_json(st) for name, st in sorted(window.statuses.items())},
+        "diagnosis": diagnosis_json(diagnosis),
+        "self": {
+            "cpu_pct": cost.cpu_pct,
+            "rss_bytes": cost.rss_bytes,
+            "slowest_source": cost.slowest_source,
+            "slowest_latency_s": cost.slowest_latency_s,
+        },
+    }

@@ -1,0 +1,232 @@
+"""The session: runs every collector on its own thread, feeds the store, runs the analyzer.
+
+One runner wraps every ``sample()``: it times the call, records ok / unavailable / error with the reason,
+backs off on failure, and keeps a drift-free schedule. A slow source only delays itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+import psutil
+
+from optitop.config import Options
+from optitop.store import Store
+from optitop.types import (
+    Collector,
+    Diagnosis,
+    SelfCost,
+    SourceState,
+    SourceStatus,
+    SourceUnavailable,
+    TargetGone,
+    Window,
+)
+
+log = logging.getLogger(__name__)
+
+#: Longest pause between retries of a failing source.
+MAX_BACKOFF_S = 30.0
+#: A sample() running longer than this many intervals (and at least STALL_MIN_S) is reported as stalled.
+STALL_INTERVALS = 5.0
+STALL_MIN_S = 5.0
+
+Analyzer = Callable[[Window, object], tuple[Diagnosis, object]]
+
+
+class CollectorRunner:
+    """Runs one collector on a daemon thread until stopped."""
+
+    def __init__(self, collector: Collector, store: Store, stop: threading.Event) -> None:
+        """Wrap ``collector``; samples go to ``store``; ``stop`` ends the loop."""
+        self.collector = collector
+        self.name = collector.name
+        self._store = store
+        self._stop = stop
+        self._wake = threading.Event()
+        self.in_call_since: float | None = None
+        self.last_latency_s: float | None = None
+        self.finished = threading.Event()
+        self._status = SourceStatus(self.name, SourceState.STARTING)
+        self._thread = threading.Thread(target=self._run, name=f"optitop-{self.name}", daemon=True)
+
+    def start(self) -> None:
+        """Start the thread."""
+        self._store.register(self.name, self.collector.interval_s)
+        self._thread.start()
+
+    def poke(self) -> None:
+        """Run the next sample now (e.g. on a key press)."""
+        self._wake.set()
+
+    def join(self, timeout: float) -> None:
+        """Wait for the thread to end."""
+        self._thread.join(timeout)
+
+    @property
+    def status(self) -> SourceStatus:
+        """The latest status."""
+        return self._status
+
+    def _set_status(self, status: SourceStatus) -> None:
+        self._status = status
+        self._store.set_status(status)
+
+    def _run(self) -> None:
+        failures = 0
+        next_due = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                start = time.monotonic()
+                self.in_call_since = start
+                try:
+                    sample = self.collector.sample()
+                except TargetGone as exc:
+                    self.in_call_since = None
+                    self._store.mark_target_exited(str(exc))
+                    self._set_status(SourceStatus(self.name, SourceState.UNAVAILABLE, f"target exited: {exc}"))
+                    return
+                except SourceUnavailable as exc:
+                    failures += 1
+                    self._set_status(SourceStatus(self.name, SourceState.UNAVAILABLE, str(exc), failures=failures))
+                except Exception as exc:  # a collector bug must never take the app down
+                    failures += 1
+                    log.debug("collector %s failed", self.name, exc_info=True)
+                    reason = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
+                    self._set_status(SourceStatus(self.name, SourceState.ERROR, reason, failures=failures))
+                else:
+                    end = time.monotonic()
+                    self.last_latency_s = end - start
+                    failures = 0
+                    if sample is not None:
+                        self._store.add(self.name, sample)
+                    self._set_status(SourceStatus(self.name, SourceState.OK, "", self.last_latency_s, end, failures=0))
+                finally:
+                    self.in_call_since = None
+                interval = self.collector.interval_s
+                if failures:
+                    delay = min(MAX_BACKOFF_S, interval * (2 ** min(failures, 6)))
+                    next_due = time.monotonic() + delay
+                else:
+                    next_due += interval
+                    now = time.monotonic()
+                    if next_due < now:  # fell behind (slow call, suspended laptop): skip, don't burst
+                        next_due = now + interval - ((now - next_due) % interval)
+                self._wake.wait(max(0.0, next_due - time.monotonic()))
+                if self._wake.is_set():
+                    self._wake.clear()
+                    next_due = time.monotonic()
+        finally:
+            try:
+                self.collector.close()
+            except Exception:  # closing must not mask the reason we stopped
+                log.debug("closing %s failed", self.name, exc_info=True)
+            self.finished.set()
+
+
+class Session:
+    """Owns the store, the collector runners and the housekeeping thread (analyzer, self cost, stalls)."""
+
+    def __init__(
+        self,
+        store: Store,
+        collectors: Sequence[Collector],
+        options: Options,
+        analyzer: Analyzer | None = None,
+        unavailable: Sequence[SourceStatus] = (),
+    ) -> None:
+        """Prepare runners for ``collectors``; ``unavailable`` lists sources that could not even be built."""
+        self.store = store
+        self.options = options
+        self._stop = threading.Event()
+        self.runners = [CollectorRunner(c, store, self._stop) for c in collectors]
+        self._analyzer = analyzer
+        self._analyzer_state: object = None
+        self._housekeeper = threading.Thread(target=self._housekeep, name="optitop-housekeeping", daemon=True)
+        self._me = psutil.Process(os.getpid())
+        for status in unavailable:
+            store.set_status(status)
+
+    def start(self) -> None:
+        """Start every runner and the housekeeping thread."""
+        for runner in self.runners:
+            runner.start()
+        self._housekeeper.start()
+
+    def stop(self, timeout_s: float = 3.0) -> None:
+        """Stop all threads and close the collectors (bounded wait: a stalled driver call cannot hang exit)."""
+        self._stop.set()
+        for runner in self.runners:
+            runner.poke()
+        deadline = time.monotonic() + timeout_s
+        for runner in self.runners:
+            runner.join(max(0.0, deadline - time.monotonic()))
+        self._housekeeper.join(max(0.0, deadline - time.monotonic()))
+
+    @property
+    def stopped(self) -> bool:
+        """True once stop() was called."""
+        return self._stop.is_set()
+
+    def runner(self, name: str) -> CollectorRunner | None:
+        """The runner of one collector, if it runs."""
+        return next((r for r in self.runners if r.name == name), None)
+
+    def analyze_now(self) -> Diagnosis | None:
+        """Run the analyzer once over the analysis window and store the verdict."""
+        if self._analyzer is None:
+            return None
+        window = self.store.window(self.options.analysis_window_s)
+        diagnosis, self._analyzer_state = self._analyzer(window, self._analyzer_state)
+        self.store.add_diagnosis(diagnosis)
+        return diagnosis
+
+    def _housekeep(self) -> None:
+        self._me.cpu_percent(None)
+        period = max(self.options.interval_s, 0.25)
+        while not self._stop.wait(period):
+            self._check_stalls()
+            self._update_self_cost()
+            try:
+                self.analyze_now()
+            except Exception:  # an analyzer bug must not stop collection
+                log.debug("analyzer failed", exc_info=True)
+
+    def _check_stalls(self) -> None:
+        now = time.monotonic()
+        for runner in self.runners:
+            since = runner.in_call_since
+            limit = max(STALL_MIN_S, STALL_INTERVALS * runner.collector.interval_s)
+            if since is not None and now - since > limit:
+                self.store.set_status(
+                    SourceStatus(
+                        runner.name,
+                        SourceState.ERROR,
+                        f"stalled: a sample has been running for {now - since:.0f} s",
+                        failures=runner.status.failures + 1,
+                    )
+                )
+
+    def _update_self_cost(self) -> None:
+        try:
+            cpu = self._me.cpu_percent(None)
+            rss = self._me.memory_info().rss
+        except psutil.Error:
+            return
+        slowest = max(
+            (r for r in self.runners if r.last_latency_s is not None),
+            key=lambda r: r.last_latency_s or 0.0,
+            default=None,
+        )
+        self.store.set_self_cost(
+            SelfCost(
+                cpu_pct=cpu,
+                rss_bytes=rss,
+                slowest_source=slowest.name if slowest else "",
+                slowest_latency_s=slowest.last_latency_s if slowest else None,
+            )
+        )

@@ -1,0 +1,181 @@
+"""The contracts every stage shares: samples, source status, the collector protocol and the diagnosis.
+
+Data flows one way (collectors -> store -> analyzers -> tui); these types are what crosses each arrow, so
+they are plain, frozen and serialisable (see ``optitop.serialize``).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import ClassVar, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """Base of every collector sample.
+
+    Attributes:
+        ts_s: wall-clock time of the sample (for display and records).
+        mono_s: monotonic time of the sample (for windows and rates: immune to clock jumps).
+        dt_s: the measured seconds since the previous sample of the same collector, or None for the first.
+    """
+
+    ts_s: float
+    mono_s: float
+    dt_s: float | None
+
+
+class SourceState(str, enum.Enum):
+    """Where a data source stands; ``unavailable`` always carries a reason a person can act on."""
+
+    STARTING = "starting"
+    OK = "ok"
+    UNAVAILABLE = "unavailable"
+    ERROR = "error"
+    DISABLED = "disabled"
+
+
+@dataclass(frozen=True, slots=True)
+class SourceStatus:
+    """A collector's health as the session saw it on its last run."""
+
+    name: str
+    state: SourceState
+    reason: str = ""
+    latency_s: float | None = None
+    last_ok_mono_s: float | None = None
+    failures: int = 0
+
+    @property
+    def live(self) -> bool:
+        """True when the last sample succeeded."""
+        return self.state is SourceState.OK
+
+
+class SourceUnavailable(Exception):  # noqa: N818 - a state, not a programming error
+    """Raised by a collector when its source cannot work here; the message says why and how to fix it."""
+
+
+class TargetGone(Exception):  # noqa: N818 - a state, not a programming error
+    """Raised by a collector when the target process has exited."""
+
+
+@runtime_checkable
+class Collector(Protocol):
+    """What the session needs from a data source.
+
+    ``sample()`` runs on the collector's own thread, never on the UI thread. It must not sleep: a source
+    that needs two readings (rates, GPM) keeps the previous one and returns None (or a partial sample)
+    on the first call.
+    """
+
+    name: ClassVar[str]
+    interval_s: float
+
+    def sample(self) -> Sample | None:
+        """Take one reading; raise SourceUnavailable with an actionable reason when it cannot work."""
+        ...
+
+    def close(self) -> None:
+        """Release what the collector holds (subprocesses, handles)."""
+        ...
+
+
+CATEGORIES: tuple[str, ...] = (
+    "compute",
+    "memory_io",
+    "scheduling",
+    "network",
+    "host_cpu",
+    "idle",
+    "none",
+    "unknown",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnosis:
+    """The analyzer's verdict over one window.
+
+    Attributes:
+        category: one of CATEGORIES; ``unknown`` while too little is known to judge.
+        confidence: 0..1.
+        evidence: short lines with the numbers that decided it.
+        fixes: what to try first, most specific first.
+        secondary: other classes with their confidence.
+        missing: sources that would have sharpened the verdict.
+        counter: what would change the verdict.
+    """
+
+    category: str
+    confidence: float
+    evidence: tuple[str, ...] = ()
+    fixes: tuple[str, ...] = ()
+    secondary: tuple[tuple[str, float], ...] = ()
+    missing: tuple[str, ...] = ()
+    counter: tuple[str, ...] = ()
+    ts_s: float = 0.0
+    mono_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class TargetInfo:
+    """Who we are watching; cmdline is already redacted."""
+
+    pid: int
+    name: str
+    cmdline: str
+    username: str
+    create_time_s: float
+    host: str
+    exited: bool = False
+    exited_at_s: float | None = None
+    exit_reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SelfCost:
+    """optitop's own cost, shown in the header so the user can see the monitor is not the problem."""
+
+    cpu_pct: float | None
+    rss_bytes: int | None
+    slowest_source: str = ""
+    slowest_latency_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """An immutable view of the store over a time span: what analyzers and panes receive.
+
+    Attributes:
+        samples: per collector name, its samples in time order (oldest first).
+        statuses: per collector name, its latest status.
+        target: the watched process.
+        now_mono_s: the monotonic time the window was cut at.
+        span_s: the length of the window in seconds.
+        self_cost: optitop's own cost.
+        diagnoses: the recent verdicts, oldest first.
+    """
+
+    samples: dict[str, tuple[Sample, ...]]
+    statuses: dict[str, SourceStatus]
+    target: TargetInfo
+    now_mono_s: float
+    span_s: float
+    self_cost: SelfCost = field(default_factory=lambda: SelfCost(None, None))
+    diagnoses: tuple[Diagnosis, ...] = ()
+
+    def series(self, name: str) -> tuple[Sample, ...]:
+        """The samples of one collector (empty when it produced none)."""
+        return self.samples.get(name, ())
+
+    def latest(self, name: str) -> Sample | None:
+        """The newest sample of one collector, or None."""
+        got = self.samples.get(name)
+        return got[-1] if got else None
+
+    def recent(self, name: str, seconds: float) -> tuple[Sample, ...]:
+        """The samples of one collector from the last ``seconds`` of the window."""
+        start = self.now_mono_s - seconds
+        return tuple(s for s in self.samples.get(name, ()) if s.mono_s >= start)

@@ -1,0 +1,184 @@
+"""The Textual app: lays out the panes and feeds them windows from the store.
+
+Collection runs on the session's threads; the store only sets a dirty flag from those threads, and a UI
+timer renders at the refresh interval when something changed. Panes redraw only when their text changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from typing import ClassVar
+
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widget import Widget
+from textual.widgets import Footer, Static
+
+from optitop.config import Options
+from optitop.session import Session
+from optitop.store import Store
+from optitop.tui.panes.base import Pane
+from optitop.tui.panes.cpu import CpuPane
+from optitop.tui.panes.header import HeaderPane
+from optitop.tui.panes.tree import TreePane
+from optitop.tui.panes.verdict import VerdictPane
+from optitop.types import Window
+
+HELP_TEXT = """optitop — keys
+
+  q          quit (stops everything optitop started)
+  p / space  pause the screen (collection goes on, history is kept)
+  ?          this help
+  ctrl+p     command palette
+
+Panes
+  verdict  the bottleneck class, its confidence, evidence and fixes
+  CPU      the target tree's CPU (of one core), per-core bars,
+           the busiest threads by name (S = R running, S sleeping, D disk)
+  TREE     the target and its children, busiest first
+
+Header: ● live source, ○ starting, ✗ unavailable (doctor says why),
+! failing; 'self' is optitop's own CPU and memory.
+"""
+
+
+class HelpScreen(ModalScreen[None]):
+    """The ? screen."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,q,question_mark", "app.pop_screen", "close"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        """The help text."""
+        yield Static(HELP_TEXT, id="help-body", markup=False)
+
+
+class OptitopApp(App[int]):
+    """The live screen for one target."""
+
+    CSS_PATH = "optitop.tcss"
+    TITLE = "optitop"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("q", "quit", "quit"),
+        Binding("p,space", "toggle_pause", "pause"),
+        Binding("question_mark", "help", "help", key_display="?"),
+    ]
+
+    def __init__(self, store: Store, options: Options, session: Session | None = None) -> None:
+        """Render ``store``; ``session`` (when given) is stopped on exit."""
+        super().__init__()
+        self.store = store
+        self.options = options
+        self.session = session
+        self.paused = False
+        self._dirty = True
+        self._renders = 0
+        self._chart: Widget | None = None
+        store.subscribe(self._on_store_change)
+        if options.monochrome or os.environ.get("NO_COLOR"):
+            self.add_class("-monochrome")
+
+    # -- layout ----------------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        """Header, verdict, CPU, tree, footer."""
+        yield HeaderPane(id="header")
+        yield VerdictPane(id="verdict")
+        with Vertical(id="cpu-box"):
+            yield CpuPane(id="cpu")
+        yield TreePane(id="tree")
+        yield Footer()
+
+    def panes(self) -> list[Pane]:
+        """Every text pane on screen."""
+        return list(self.query(Pane))
+
+    def on_mount(self) -> None:
+        """Start rendering; mount the chart after the first frame; exit cleanly on SIGTERM/SIGHUP."""
+        self.set_interval(self.options.interval_s, self._tick)
+        self.call_after_refresh(self._render_window)
+        self.set_timer(0.3, self._mount_chart)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread (tests)
+                loop.add_signal_handler(sig, self.exit)
+
+    def _mount_chart(self) -> None:
+        if self._chart is not None or self.size.height < 30:
+            return
+        from optitop.tui.panes.chart import HistoryChart
+
+        self._chart = HistoryChart("target CPU % (of one core)", id="cpu-chart")
+        self.query_one("#cpu-box").mount(self._chart, before=0)
+        self._update_chart(self.store.window())
+
+    # -- data ------------------------------------------------------------------------------------------
+    def _on_store_change(self, _name: str) -> None:
+        # Called from collector threads: only a flag, the UI timer does the rest.
+        self._dirty = True
+
+    def _tick(self) -> None:
+        if self._dirty and not self.paused:
+            self._render_window()
+
+    def _render_window(self) -> None:
+        self._dirty = False
+        self._renders += 1
+        window = self.store.window()
+        header = self.query_one(HeaderPane)
+        header.paused = self.paused
+        for pane in self.panes():
+            pane.show(window)
+        every = 10 if self.options.low_bandwidth else 2
+        if self._chart is not None and self._renders % every == 0:
+            self._update_chart(window)
+
+    def _update_chart(self, window: Window) -> None:
+        from optitop.tui.panes.chart import HistoryChart
+
+        if not isinstance(self._chart, HistoryChart):
+            return
+        series = window.series("process")
+        now = window.now_mono_s
+        xs = [s.mono_s - now for s in series]
+        ys = [getattr(s, "cpu_pct", None) for s in series]
+        self._chart.plot_series([("target", xs, ys)])
+
+    # -- actions ---------------------------------------------------------------------------------------
+    def action_toggle_pause(self) -> None:
+        """Freeze the screen; collection continues."""
+        self.paused = not self.paused
+        self._render_window()
+
+    def action_help(self) -> None:
+        """Show the key help."""
+        self.push_screen(HelpScreen())
+
+    def on_unmount(self) -> None:
+        """Stop collection when the app goes."""
+        self.store.unsubscribe(self._on_store_change)
+        if self.session is not None:
+            self.session.stop()
+
+
+def run_tui(pid: int, options: Options) -> int:
+    """Attach the live screen to ``pid`` until the user quits."""
+    from optitop.runtime import make_session
+
+    if not sys.stdout.isatty():
+        print("optitop: the live screen needs a terminal; use --once --json for scripts", file=sys.stderr)
+        return 2
+    session = make_session(pid, options)
+    session.start()
+    app = OptitopApp(session.store, options, session=session)
+    try:
+        app.run()
+    finally:
+        session.stop()
+    return 0

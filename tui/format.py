@@ -1,0 +1,92 @@
+"""Formatting helpers shared by the panes: units, bars, durations. Pure functions, no Textual."""
+
+from __future__ import annotations
+
+import time
+
+BLOCKS = " ▁▂▃▄▅▆▇█"
+
+
+def fmt_bytes(n: float | None, per_s: bool = False) -> str:
+    """1536 -> '1.5 KiB' (binary units); None -> '–'."""
+    if n is None:
+        return "–"
+    suffix = "/s" if per_s else ""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}{suffix}" if unit == "B" else f"{value:.1f} {unit}{suffix}"
+        value /= 1024
+    return f"{value:.1f} TiB{suffix}"  # pragma: no cover
+
+
+def fmt_pct(p: float | None, width: int = 0) -> str:
+    """45.2 -> ' 45%'; None -> '–'."""
+    if p is None:
+        return "–".rjust(width)
+    return f"{p:.0f}%".rjust(width)
+
+
+def fmt_rate(x: float | None, unit: str = "/s") -> str:
+    """A count per second, compact (1.2k/s)."""
+    if x is None:
+        return "–"
+    if x >= 1e6:
+        return f"{x / 1e6:.1f}M{unit}"
+    if x >= 1e3:
+        return f"{x / 1e3:.1f}k{unit}"
+    return f"{x:.0f}{unit}"
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """3725 -> '1h02m'."""
+    if seconds is None or seconds < 0:
+        return "–"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
+
+
+def fmt_clock(ts_s: float | None) -> str:
+    """A wall-clock time as HH:MM:SS (local time)."""
+    if ts_s is None:
+        return "–"
+    return time.strftime("%H:%M:%S", time.localtime(ts_s))
+
+
+def bar(pct: float | None, width: int) -> str:
+    """A horizontal bar of ``width`` cells for 0..100 %, with eighth-cell resolution."""
+    if width <= 0:
+        return ""
+    if pct is None:
+        return "·" * width
+    frac = max(0.0, min(1.0, pct / 100.0))
+    eighths = round(frac * width * 8)
+    full, rem = divmod(eighths, 8)
+    partial = "▏▎▍▌▋▊▉"[rem - 1] if rem else ""
+    return ("█" * full + partial).ljust(width)
+
+
+def spark(values: list[float | None], width: int, top: float = 100.0) -> str:
+    """A one-line sparkline of the last ``width`` values scaled to ``top`` (None draws a gap)."""
+    vals = values[-width:]
+    out = []
+    for v in vals:
+        if v is None:
+            out.append(" ")
+            continue
+        level = max(0, min(8, round(8 * v / top))) if top > 0 else 0
+        out.append(BLOCKS[level])
+    return "".join(out).rjust(width)
+
+
+def clip(text: str, width: int) -> str:
+    """Cut ``text`` to ``width`` characters with an ellipsis."""
+    if width <= 0:
+        return ""
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"

@@ -1,0 +1,69 @@
+"""The pane base: render a Window to rich Text, update the widget only when the text changed.
+
+Text objects (never markup strings) carry names from the target, so a thread called ``[bold]x[/]`` is
+shown literally.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.style import Style
+from rich.text import Text
+from textual.widgets import Static
+
+from optitop.types import Window
+
+CATEGORY_NAMES = ("compute", "memory_io", "scheduling", "network", "host_cpu", "idle", "none", "unknown")
+
+
+class Pane(Static):
+    """A text pane fed with windows.
+
+    Colours are component classes styled in ``optitop.tcss`` (one colour per bottleneck class, used
+    everywhere), so a monochrome theme or NO_COLOR changes them in one place.
+    """
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "pane--title",
+        "pane--dim",
+        "pane--ok",
+        "pane--warn",
+        "pane--bad",
+        "pane--exited",
+        *(f"verdict--{c}" for c in CATEGORY_NAMES),
+    }
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:  # noqa: A002
+        """An empty pane."""
+        super().__init__("", id=id, classes=classes)
+        self._last_key: str | None = None
+        self._last_width = 0
+        self._last_lines = 0
+
+    def content_width(self) -> int:
+        """The width available for text (80 before the first layout)."""
+        return self.content_size.width or 78
+
+    def sty(self, name: str) -> Style:
+        """The Rich style of one component class (empty before the widget is mounted)."""
+        if not self.is_mounted:
+            return Style()
+        return self.get_component_rich_style(name, partial=True, default=Style())
+
+    def build(self, window: Window, width: int) -> Text:
+        """The pane's text for ``window`` at ``width`` columns (override)."""
+        raise NotImplementedError
+
+    def show(self, window: Window) -> bool:
+        """Render ``window``; returns True when the screen changed."""
+        width = self.content_width()
+        text = self.build(window, width)
+        key = text.plain + "\x00" + "".join(f"{s.start},{s.end},{s.style}" for s in text.spans)
+        if key == self._last_key and width == self._last_width:
+            return False
+        lines = text.plain.count("\n") + 1
+        # A relayout is only needed when the pane's height may change.
+        self.update(text, layout=lines != self._last_lines)
+        self._last_key, self._last_width, self._last_lines = key, width, lines
+        return True

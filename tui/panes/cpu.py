@@ -1,0 +1,86 @@
+"""The CPU pane: the target tree's CPU, per-core bars and the busiest threads by name."""
+
+from __future__ import annotations
+
+from typing import cast
+
+from rich.text import Text
+
+from optitop.collectors.process import ProcessSample
+from optitop.collectors.system import SystemSample
+from optitop.tui.format import bar, clip, fmt_bytes, fmt_pct, fmt_rate, spark
+from optitop.tui.panes.base import Pane
+from optitop.types import Window
+
+CORE_CELL = 14  # "c12 ████▌  45%"
+
+
+def core_lines(per_core: tuple[float, ...], width: int, max_lines: int) -> list[str]:
+    """Per-core bars packed into rows; a one-character-per-core strip when they would not fit."""
+    if not per_core:
+        return []
+    per_row = max(1, width // CORE_CELL)
+    rows = (len(per_core) + per_row - 1) // per_row
+    if rows <= max_lines:
+        out = []
+        for r in range(rows):
+            cells = []
+            for i in range(r * per_row, min(len(per_core), (r + 1) * per_row)):
+                cells.append(f"c{i:<2}{bar(per_core[i], 5)}{fmt_pct(per_core[i], 4)}".ljust(CORE_CELL))
+            out.append("".join(cells).rstrip())
+        return out
+    strip = spark(list(per_core), len(per_core))
+    chunk = max(1, width - 6)
+    return [f"cores {strip[i : i + chunk]}" for i in range(0, len(strip), chunk)][:max_lines]
+
+
+class CpuPane(Pane):
+    """Text part of the CPU pane (the chart is a separate widget)."""
+
+    max_threads: int = 6
+    max_core_lines: int = 2
+
+    def build(self, window: Window, width: int) -> Text:
+        """Render CPU numbers, cores and threads."""
+        text = Text()
+        proc = cast("ProcessSample | None", window.latest("process"))
+        system = cast("SystemSample | None", window.latest("system"))
+        text.append("CPU ", style=self.sty("pane--title"))
+        if proc is None:
+            text.append("waiting for the first sample…", style=self.sty("pane--dim"))
+            return text
+        history = [cast(ProcessSample, s).cpu_pct for s in window.series("process")]
+        text.append(f"{fmt_pct(proc.cpu_pct)} of a core")
+        if proc.cpu_pct_of_allowed is not None:
+            text.append(f" ({proc.cpu_pct_of_allowed:.0f}% of {proc.allowed_cores} cores)")
+        top = max(100.0, max((h for h in history if h is not None), default=100.0))
+        spark_width = max(0, width - len(text.plain) - 2)
+        if spark_width >= 8:
+            text.append("  " + spark(history, min(spark_width, 40), top=top), style=self.sty("pane--ok"))
+        text.append("\n")
+        line = (
+            f"ctx {fmt_rate(proc.vol_ctx_switches_per_s)} vol {fmt_rate(proc.invol_ctx_switches_per_s)} invol"
+            f" · faults {fmt_rate(proc.minor_faults_per_s)} minor {fmt_rate(proc.major_faults_per_s)} major"
+            f" · rss {fmt_bytes(proc.rss_bytes)}"
+        )
+        text.append(clip(line, width))
+        if system is not None:
+            extra = (
+                f"host {fmt_pct(system.cpu_busy_pct)} busy · iowait {fmt_pct(system.iowait_pct)}"
+                f" · steal {fmt_pct(system.steal_pct)} · load {system.load_1m:.2f}"
+                f" · mem avail {fmt_bytes(system.mem_available_bytes)}"
+            )
+            text.append("\n" + clip(extra, width), style=self.sty("pane--dim"))
+            for row in core_lines(system.per_core_busy_pct, width, self.max_core_lines):
+                text.append("\n" + row)
+        if proc.threads:
+            text.append("\n")
+            text.append(clip(f"{'TID':>8} {'THREAD':<16} S {'CPU':>5}", width), style=self.sty("pane--dim"))
+            for thread in proc.threads[: self.max_threads]:
+                text.append("\n")
+                text.append(f"{thread.tid:>8} ")
+                text.append(clip(thread.name, 16).ljust(16))  # literal: names are never markup
+                text.append(f" {thread.state} {fmt_pct(thread.cpu_pct, 5)}")
+                if thread.pid != proc.pid:
+                    text.append(f"  pid {thread.pid}", style=self.sty("pane--dim"))
+        return text

@@ -1,0 +1,60 @@
+"""The header: who is watched (pid, redacted cmdline, user, uptime, host), which sources are live, our own cost."""
+
+from __future__ import annotations
+
+import time
+
+from rich.text import Text
+
+from optitop.tui.format import clip, fmt_bytes, fmt_clock, fmt_duration
+from optitop.tui.panes.base import Pane
+from optitop.types import SourceState, Window
+
+_STATE_MARK = {
+    SourceState.OK: ("●", "pane--ok"),
+    SourceState.STARTING: ("○", "pane--dim"),
+    SourceState.UNAVAILABLE: ("✗", "pane--warn"),
+    SourceState.ERROR: ("!", "pane--bad"),
+    SourceState.DISABLED: ("-", "pane--dim"),
+}
+
+
+class HeaderPane(Pane):
+    """Two lines: the target, then sources and optitop's own cost; a third when the target exited."""
+
+    paused: bool = False
+    recording: str = ""
+
+    def build(self, window: Window, width: int) -> Text:
+        """Render the header."""
+        t = window.target
+        uptime = fmt_duration(time.time() - t.create_time_s)
+        text = Text()
+        text.append("optitop ", style="bold")
+        text.append(f"pid {t.pid} ", style="bold")
+        head = f"{t.username}@{t.host} up {uptime}  "
+        text.append(head)
+        text.append(clip(t.cmdline, max(10, width - len(text.plain))), style=self.sty("pane--dim"))
+        text.append("\n")
+        for name, status in sorted(window.statuses.items()):
+            mark, style = _STATE_MARK.get(status.state, ("?", "pane--dim"))
+            text.append(mark + name, style=self.sty(style))
+            text.append(" ")
+        cost = window.self_cost
+        text.append(" self ")
+        text.append("–" if cost.cpu_pct is None else f"{cost.cpu_pct:.1f}%")
+        text.append(f" {fmt_bytes(cost.rss_bytes)}")
+        if cost.slowest_latency_s is not None:
+            text.append(f" slowest {cost.slowest_source} {cost.slowest_latency_s * 1000:.0f}ms")
+        if self.paused:
+            text.append("  PAUSED", style="reverse")
+        if self.recording:
+            text.append(f"  ● REC {self.recording}", style=self.sty("pane--bad"))
+        if t.exited:
+            text.append("\n")
+            reason = f" ({t.exit_reason})" if t.exit_reason else ""
+            text.append(
+                clip(f"target exited at {fmt_clock(t.exited_at_s)}{reason} — history kept, q quits", width),
+                style=self.sty("pane--exited"),
+            )
+        return text
