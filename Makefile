@@ -18,8 +18,8 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	touch $@
 
 setup: $(VENV)/.installed
-	# strict editable installs link files that existed at install time: relink so new modules are seen.
-	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e . --config-settings editable_mode=strict
+	# strict editable installs link the files that existed at install time: link new modules too.
+	$(BIN)/python scripts/relink.py
 
 demo: setup
 	$(BIN)/optitop demo

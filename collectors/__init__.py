@@ -43,6 +43,11 @@ class CollectorSpec:
 REGISTRY: tuple[CollectorSpec, ...] = (
     CollectorSpec("process", "process", "ProcessCollector", True, "the target's process tree: CPU, threads, memory"),
     CollectorSpec("system", "system", "SystemCollector", True, "host CPU cores, load, memory, swap"),
+    CollectorSpec("gpu", "gpu", "GpuCollector", True, "NVIDIA GPUs via NVML (GPM profiling metrics where supported)"),
+    CollectorSpec("queue", "queue", "QueueCollector", True, "the server's Prometheus /metrics (found automatically)"),
+    CollectorSpec("sockets", "sockets", "SocketsCollector", True, "kernel TCP queues of the target's sockets"),
+    CollectorSpec("logs", "logs", "LogsCollector", True, "server log stats lines (--log PATH)"),
+    CollectorSpec("pystacks", "pystacks", "PyStacksCollector", True, "Python thread stacks via py-spy"),
 )
 
 
