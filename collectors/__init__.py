@@ -24,6 +24,7 @@ class CollectorSpec:
         class_name: the class, constructed as ``cls(ctx: CollectorContext)``.
         default_on: whether it runs unless turned off.
         help: one line for ``--help`` and ``doctor``.
+        needs: an Options attribute that must be set for the collector to run, and the hint shown when not.
     """
 
     name: str
@@ -31,6 +32,7 @@ class CollectorSpec:
     class_name: str
     default_on: bool
     help: str
+    needs: tuple[str, str] | None = None
 
     def build(self, ctx: CollectorContext) -> Collector:
         """Import the module and construct the collector."""
@@ -46,7 +48,14 @@ REGISTRY: tuple[CollectorSpec, ...] = (
     CollectorSpec("gpu", "gpu", "GpuCollector", True, "NVIDIA GPUs via NVML (GPM profiling metrics where supported)"),
     CollectorSpec("queue", "queue", "QueueCollector", True, "the server's Prometheus /metrics (found automatically)"),
     CollectorSpec("sockets", "sockets", "SocketsCollector", True, "kernel TCP queues of the target's sockets"),
-    CollectorSpec("logs", "logs", "LogsCollector", True, "server log stats lines (--log PATH)"),
+    CollectorSpec(
+        "logs",
+        "logs",
+        "LogsCollector",
+        True,
+        "server log stats lines (--log PATH)",
+        needs=("log_paths", "off: pass --log PATH to follow a server log"),
+    ),
     CollectorSpec("pystacks", "pystacks", "PyStacksCollector", True, "Python thread stacks via py-spy"),
 )
 

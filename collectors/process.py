@@ -207,7 +207,11 @@ class ProcessCollector:
                     seen = True
             return acc / dt if seen and dt > 0 else (0.0 if dt and dt > 0 else None)
 
-        cpu_pct = None if dt is None else 100.0 * (total_rate("cpu_s") or 0.0)
+        rates = {
+            f: total_rate(f)
+            for f in ("cpu_s", "vol_ctx", "invol_ctx", "minor_faults", "major_faults", "read_bytes", "write_bytes")
+        }
+        cpu_pct = None if dt is None else 100.0 * (rates["cpu_s"] or 0.0)
         try:
             allowed = len(self._proc.cpu_affinity() or []) or (psutil.cpu_count() or 1)
         except (psutil.Error, AttributeError):
@@ -226,12 +230,12 @@ class ProcessCollector:
             cpu_pct_of_allowed=None if cpu_pct is None else cpu_pct / allowed,
             allowed_cores=allowed,
             rss_bytes=total_rss,
-            vol_ctx_switches_per_s=total_rate("vol_ctx"),
-            invol_ctx_switches_per_s=total_rate("invol_ctx"),
-            minor_faults_per_s=total_rate("minor_faults"),
-            major_faults_per_s=total_rate("major_faults"),
-            read_bytes_per_s=total_rate("read_bytes"),
-            write_bytes_per_s=total_rate("write_bytes"),
+            vol_ctx_switches_per_s=rates["vol_ctx"],
+            invol_ctx_switches_per_s=rates["invol_ctx"],
+            minor_faults_per_s=rates["minor_faults"],
+            major_faults_per_s=rates["major_faults"],
+            read_bytes_per_s=rates["read_bytes"],
+            write_bytes_per_s=rates["write_bytes"],
             num_threads=total_threads,
             num_fds=num_fds,
             num_procs=len(procs),

@@ -58,6 +58,9 @@ def run_doctor(pid: int | None, options: Options, as_json: bool = False) -> int:
         if spec.name in options.disabled:
             findings.append(Finding(spec.name, True, f"turned off with --no-{spec.name}"))
             continue
+        if spec.needs is not None and not getattr(options, spec.needs[0]):
+            findings.append(Finding(spec.name, True, spec.needs[1]))
+            continue
         findings.append(check_source(spec.name, target_pid, options))
     if as_json:
         print(

@@ -29,9 +29,9 @@ def build_collectors(ctx: CollectorContext) -> tuple[list[Collector], list[Sourc
         if spec.name in ctx.options.disabled:
             statuses.append(SourceStatus(spec.name, SourceState.DISABLED, f"turned off with --no-{spec.name}"))
             continue
-        if not spec.default_on and spec.name not in ctx.options.disabled:
-            # opt-in collectors are enabled through their own options; build() decides
-            pass
+        if spec.needs is not None and not getattr(ctx.options, spec.needs[0]):
+            statuses.append(SourceStatus(spec.name, SourceState.DISABLED, spec.needs[1]))
+            continue
         try:
             built.append(spec.build(ctx))
         except SourceUnavailable as exc:

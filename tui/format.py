@@ -85,8 +85,17 @@ def spark(values: list[float | None], width: int, top: float = 100.0) -> str:
     return "".join(out).rjust(width)
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in range(32)} | {0x7F: "\\x7f"} | {10: "\\n", 13: "\\r", 9: " "}
+
+
+def printable(text: str) -> str:
+    """Control characters (ANSI escapes, \\r, newlines) made visible, so target text can never repaint the screen."""
+    return text.translate(_CONTROL)
+
+
 def clip(text: str, width: int) -> str:
-    """Cut ``text`` to ``width`` characters with an ellipsis."""
+    """Make ``text`` printable and cut it to ``width`` characters with an ellipsis."""
     if width <= 0:
         return ""
+    text = printable(text)
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"

@@ -1,0 +1,124 @@
+"""The process collector against real targets: named threads, CPU, the tree, exits."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+from conftest import wait_for
+
+from optitop.collectors.process import ProcessCollector, ProcessSample
+from optitop.config import CollectorContext, Options
+from optitop.types import SourceUnavailable, TargetGone
+
+TWO_THREADS = """
+threading.Thread(target=spin, args=("burner",), daemon=True).start()
+threading.Thread(target=nap, args=("sleeper",), daemon=True).start()
+time.sleep(0.2)
+ready()
+time.sleep(600)
+"""
+
+
+def collector(pid: int, interval_s: float = 0.5) -> ProcessCollector:
+    return ProcessCollector(CollectorContext(pid=pid, options=Options(interval_s=interval_s)))
+
+
+def second_sample(c: ProcessCollector) -> ProcessSample:
+    """Two readings a measured interval apart (rates need two)."""
+    first = c.sample()
+    wait_for(lambda: __import__("time").monotonic() - first.mono_s >= 1.0, timeout_s=5)
+    return c.sample()
+
+
+def test_burning_thread_is_named_and_busy(start_target):
+    target = start_target(TWO_THREADS)
+    sample = second_sample(collector(target.pid))
+    names = {t.name: t for t in sample.threads}
+    assert "burner" in names and "sleeper" in names
+    assert names["burner"].cpu_pct > 50.0, names["burner"]
+    assert names["sleeper"].cpu_pct < 20.0
+    assert sample.threads[0].name == "burner"  # busiest first
+    assert sample.cpu_pct is not None and sample.cpu_pct > 50.0
+    assert sample.dt_s is not None and sample.dt_s >= 0.5  # rates over the measured interval
+    assert sample.num_threads >= 3
+    assert sample.allowed_cores >= 1
+
+
+def test_first_sample_has_no_rates(start_target):
+    target = start_target(TWO_THREADS)
+    first = collector(target.pid).sample()
+    assert first.dt_s is None and first.cpu_pct is None
+    assert first.rss_bytes > 0
+
+
+def test_children_are_followed_as_they_appear_and_exit(start_target):
+    target = start_target(
+        """
+        import subprocess
+        ready()
+        line = sys.stdin.readline() if False else None
+        child = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        time.sleep(600)
+        """
+    )
+    c = collector(target.pid)
+
+    def child_seen() -> ProcessSample | None:
+        s = c.sample()
+        return s if s.num_procs >= 2 else None
+
+    sample = wait_for(child_seen, timeout_s=10)
+    child = next(p for p in sample.procs if p.pid != target.pid)
+    assert child.ppid == target.pid and child.depth == 1
+    # the busy child counts in the tree's CPU
+    sample = wait_for(lambda: (s := c.sample()).cpu_pct and s.cpu_pct > 50 and s, timeout_s=10)
+    assert sample.cpu_pct > 50
+    os.kill(child.pid, signal.SIGKILL)
+    wait_for(lambda: c.sample().num_procs == 1, timeout_s=10)
+
+
+def test_exit_is_noticed(start_target):
+    target = start_target("ready()\ntime.sleep(600)\n")
+    c = collector(target.pid)
+    c.sample()
+    target.kill()
+    with pytest.raises(TargetGone):
+        c.sample()
+
+
+def test_missing_pid_is_unavailable():
+    with pytest.raises(SourceUnavailable, match="no process with pid"):
+        collector(2**22 + 12345)
+
+
+def test_markup_in_thread_name_is_kept_literally(start_target):
+    target = start_target(
+        """
+        threading.Thread(target=spin, args=("[bold red]x[/]",), daemon=True).start()
+        time.sleep(0.2)
+        ready()
+        time.sleep(600)
+        """
+    )
+    sample = second_sample(collector(target.pid))
+    assert any(t.name == "[bold red]x[/]" for t in sample.threads)
+
+
+def test_page_faults_of_a_child_touching_fresh_memory(start_target):
+    target = start_target(
+        """
+        import mmap
+        ready()
+        while True:  # fresh anonymous pages each pass (malloc would recycle them)
+            buf = mmap.mmap(-1, 64 * 1024 * 1024)
+            for i in range(0, len(buf), 4096):
+                buf[i] = 1
+            buf.close()
+        """
+    )
+    c = collector(target.pid)
+    sample = wait_for(lambda: (s := c.sample()).minor_faults_per_s and s, timeout_s=10)
+    # 64 MiB in 4 KiB pages is 16k faults per pass; even a slow machine does several passes a second
+    assert sample.minor_faults_per_s > 1000

@@ -1,0 +1,86 @@
+"""Shared fixtures: real target processes the tests start and always clean up."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+
+import psutil
+import pytest
+
+# A prelude every target gets: name OS threads (Python < 3.14 does not) and say "ready" when set up.
+PRELUDE = textwrap.dedent(
+    """
+    import os, sys, threading, time
+    def set_os_name(name):
+        with open(f"/proc/self/task/{threading.get_native_id()}/comm", "w") as fh:
+            fh.write(name[:15])
+    def spin(name):
+        set_os_name(name)
+        while True:
+            pass
+    def nap(name):
+        set_os_name(name)
+        while True:
+            time.sleep(1)
+    def ready():
+        print("ready", flush=True)
+    """
+)
+
+
+class Target:
+    """A running target process started by a test."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+
+    def kill(self) -> None:
+        for child in _children(self.pid):
+            child.kill()
+        self.proc.kill()
+        self.proc.wait(10)
+
+
+def _children(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+@pytest.fixture
+def start_target() -> Iterator[Callable[[str], Target]]:
+    """Start ``python -c PRELUDE + body``; the body must call ready(). Killed (with its children) at teardown."""
+    started: list[Target] = []
+
+    def start(body: str) -> Target:
+        code = PRELUDE + textwrap.dedent(body)
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.strip() == "ready", f"target did not start: {line!r}"
+        target = Target(proc)
+        started.append(target)
+        return target
+
+    yield start
+    for target in started:
+        if target.proc.poll() is None:
+            target.kill()
+
+
+def wait_for(predicate: Callable[[], object], timeout_s: float = 10.0, every_s: float = 0.05) -> object:
+    """Poll ``predicate`` until it returns something truthy; fail at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = predicate()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s")
+        time.sleep(every_s)

@@ -1,0 +1,127 @@
+"""The session's runner: status, back-off, stalls and exits — with collectors that really fail."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from conftest import wait_for
+
+from optitop.analyzers import judge
+from optitop.config import Options
+from optitop.session import Session
+from optitop.store import Store
+from optitop.types import Sample, SourceState, SourceUnavailable, TargetGone, TargetInfo
+
+
+class Counting:
+    name = "counting"
+
+    def __init__(self, interval_s: float = 0.05) -> None:
+        self.interval_s = interval_s
+        self.calls = 0
+        self.closed = threading.Event()
+
+    def sample(self) -> Sample:
+        self.calls += 1
+        return Sample(ts_s=time.time(), mono_s=time.monotonic(), dt_s=None)
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+class Broken(Counting):
+    name = "broken"
+
+    def sample(self) -> Sample:
+        self.calls += 1
+        raise RuntimeError("driver said no")
+
+
+class Missing(Counting):
+    name = "missing"
+
+    def sample(self) -> Sample:
+        raise SourceUnavailable("no such thing here: install it")
+
+
+class Exiting(Counting):
+    name = "exiting"
+
+    def sample(self) -> Sample:
+        raise TargetGone("pid 1 exited")
+
+
+class Stalling(Counting):
+    name = "stalling"
+
+    def __init__(self) -> None:
+        super().__init__(0.01)
+        self.release = threading.Event()
+
+    def sample(self) -> Sample:
+        self.release.wait(30)
+        return super().sample()
+
+
+def make(collectors, **opts) -> Session:
+    store = Store(TargetInfo(1, "t", "t", "u", 0.0, "h"))
+    return Session(store, collectors, Options(interval_s=0.05, **opts), analyzer=judge)
+
+
+def test_ok_and_failing_sources_are_reported_and_the_failure_backs_off():
+    ok, broken, missing = Counting(), Broken(), Missing()
+    session = make([ok, broken, missing])
+    session.start()
+    try:
+        wait_for(lambda: ok.calls >= 10)
+        statuses = session.store.statuses()
+        assert statuses["counting"].state is SourceState.OK and statuses["counting"].latency_s is not None
+        assert statuses["broken"].state is SourceState.ERROR and "driver said no" in statuses["broken"].reason
+        assert statuses["missing"].state is SourceState.UNAVAILABLE
+        assert statuses["missing"].reason == "no such thing here: install it"
+        assert broken.calls < ok.calls / 2  # backing off, not retrying every tick
+        assert len(session.store.window().series("counting")) >= 10
+    finally:
+        session.stop()
+    assert ok.closed.is_set() and broken.closed.is_set()
+
+
+def test_target_exit_marks_the_store_and_keeps_others_running():
+    ok, exiting = Counting(), Exiting()
+    session = make([ok, exiting])
+    session.start()
+    try:
+        wait_for(lambda: session.store.target.exited)
+        calls = ok.calls
+        wait_for(lambda: ok.calls > calls + 3)
+        assert "exited" in session.store.target.exit_reason
+    finally:
+        session.stop()
+
+
+def test_a_stalled_source_is_reported_without_blocking_others(monkeypatch):
+    import optitop.session as session_mod
+
+    monkeypatch.setattr(session_mod, "STALL_MIN_S", 0.2)
+    ok, stalled = Counting(), Stalling()
+    session = make([ok, stalled])
+    session.start()
+    try:
+        wait_for(lambda: session.store.statuses()["stalling"].state is SourceState.ERROR, timeout_s=10)
+        assert "stalled" in session.store.statuses()["stalling"].reason
+        calls = ok.calls
+        wait_for(lambda: ok.calls > calls + 3)
+    finally:
+        stalled.release.set()
+        session.stop()
+
+
+def test_analyzer_runs_and_self_cost_is_measured():
+    ok = Counting()
+    session = make([ok])
+    session.start()
+    try:
+        wait_for(lambda: session.store.window().diagnoses and session.store.window().self_cost.rss_bytes, timeout_s=10)
+    finally:
+        session.stop()
