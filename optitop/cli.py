@@ -161,13 +161,28 @@ def _resolve(args: argparse.Namespace) -> int:
     return resolve(args.pid, args.port, args.name)
 
 
+def _pick() -> int | None:
+    """The picker, when no target was named and a terminal is there to show it."""
+    if not sys.stdout.isatty():
+        raise UsageError("no target: pass --pid PID, --port PORT or --name PATTERN")
+    from optitop.candidates import find_candidates
+    from optitop.tui.picker import PickerApp
+
+    return PickerApp(find_candidates()).run()
+
+
 def cmd_main(argv: Sequence[str]) -> int:
     """Live TUI, or ``--once`` headless report."""
     args = main_parser().parse_args(argv)
     if args.json and not args.once:
         raise UsageError("--json goes with --once")
-    pid = _resolve(args)
     options = options_from(args)
+    if args.pid is None and args.port is None and args.name is None and not args.once:
+        chosen = _pick()
+        if chosen is None:
+            return EXIT_OK
+        args.pid = chosen
+    pid = _resolve(args)
     if args.once:
         from optitop.runtime import run_headless
 

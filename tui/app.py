@@ -35,6 +35,9 @@ HELP_TEXT = """optitop — keys
   q          quit (stops everything optitop started)
   p / space  pause the screen (collection goes on, history is kept)
   ?          this help
+  1-6        zoom a pane to the full screen (same key: back):
+             1 verdict 2 CPU 3 GPU 4 memory bandwidth 5 queue 6 Python
+  + / -      keep more / less history
   ctrl+p     command palette
 
 Panes
@@ -69,7 +72,14 @@ class OptitopApp(App[int]):
         Binding("q", "quit", "quit"),
         Binding("p,space", "toggle_pause", "pause"),
         Binding("question_mark", "help", "help", key_display="?"),
+        *(Binding(str(n), f"zoom({n})", f"zoom {n}", show=False) for n in range(1, 7)),
+        Binding("plus,equals_sign", "history(2)", "+history", show=False),
+        Binding("minus", "history(0.5)", "-history", show=False),
     ]
+    #: The panes the number keys zoom, in order (ids; a missing pane is skipped).
+    ZOOMABLE: ClassVar[tuple[str, ...]] = ("verdict", "cpu-box", "gpu", "membw", "queue", "python")
+    #: History lengths the +/- keys step through (seconds).
+    HISTORY_STEPS_S: ClassVar[tuple[float, ...]] = (60.0, 300.0, 600.0, 1800.0, 3600.0, 4 * 3600.0)
 
     def __init__(self, store: Store, options: Options, session: Session | None = None) -> None:
         """Render ``store``; ``session`` (when given) is stopped on exit."""
@@ -81,6 +91,7 @@ class OptitopApp(App[int]):
         self._dirty = True
         self._renders = 0
         self._chart: Widget | None = None
+        self.zoomed: str | None = None
         store.subscribe(self._on_store_change)
         if options.monochrome or os.environ.get("NO_COLOR"):
             self.add_class("-monochrome")
@@ -154,6 +165,36 @@ class OptitopApp(App[int]):
     def action_toggle_pause(self) -> None:
         """Freeze the screen; collection continues."""
         self.paused = not self.paused
+        self._render_window()
+
+    def action_zoom(self, number: int) -> None:
+        """Show only the ``number``-th zoomable pane (1-based), or everything again."""
+        present = [pid for pid in self.ZOOMABLE if self.query(f"#{pid}")]
+        if not 1 <= number <= len(self.ZOOMABLE):
+            return
+        wanted = self.ZOOMABLE[number - 1]
+        if wanted not in present or self.zoomed == wanted:
+            wanted = ""
+        self.zoomed = wanted or None
+        for child in self.screen.children:
+            if child.id in ("header",) or isinstance(child, Footer):
+                continue
+            child.display = not wanted or child.id == wanted
+            child.set_class(bool(wanted) and child.id == wanted, "zoomed")
+        for pane in self.panes():
+            pane.set_zoomed(bool(wanted))
+        self._render_window()
+
+    def action_history(self, factor: float) -> None:
+        """+/-: keep more or less history (the charts and sparklines follow)."""
+        now = self.store.history_s
+        steps = self.HISTORY_STEPS_S
+        if factor > 1:
+            new = next((h for h in steps if h > now), steps[-1])
+        else:
+            new = next((h for h in reversed(steps) if h < now), steps[0])
+        self.store.set_history(new)
+        self.notify(f"history: {new / 60:.0f} min", timeout=2)
         self._render_window()
 
     def action_help(self) -> None:

@@ -76,3 +76,21 @@ async def test_resize_down_to_tiny_and_back_does_not_crash(start_target):
             await pilot.pause(0.3)
             assert screen_text(app)  # renders something, no exception
         await wait_for_screen(pilot, lambda t: "burner" in t)
+
+
+async def test_zoom_and_history_keys(start_target):
+    target = start_target(TARGET)
+    app = make_app(target.pid)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for_screen(pilot, lambda t: "burner" in t)
+        await pilot.press("2")  # zoom the CPU pane: the tree and verdict go away
+        text = await wait_for_screen(pilot, lambda t: "TREE" not in t)
+        assert "burner" in text and app.zoomed == "cpu-box"
+        await pilot.press("2")  # back
+        await wait_for_screen(pilot, lambda t: "TREE" in t)
+        before = app.store.history_s
+        await pilot.press("minus")
+        assert app.store.history_s < before
+        await pilot.press("plus")
+        await pilot.press("plus")
+        assert app.store.history_s > before

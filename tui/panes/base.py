@@ -45,6 +45,13 @@ class Pane(Static):
         """The width available for text (80 before the first layout)."""
         return self.content_size.width or 78
 
+    zoomed: bool = False
+
+    def set_zoomed(self, zoomed: bool) -> None:
+        """Zoomed panes get the whole screen: show more rows (subclasses read ``self.zoomed``)."""
+        self.zoomed = zoomed
+        self._last_key = None
+
     def sty(self, name: str) -> Style:
         """The Rich style of one component class (empty before the widget is mounted)."""
         if not self.is_mounted:

@@ -71,12 +71,13 @@ class CpuPane(Pane):
                 f" · mem avail {fmt_bytes(system.mem_available_bytes)}"
             )
             text.append("\n" + clip(extra, width), style=self.sty("pane--dim"))
-            for row in core_lines(system.per_core_busy_pct, width, self.max_core_lines):
+            for row in core_lines(system.per_core_busy_pct, width, 16 if self.zoomed else self.max_core_lines):
                 text.append("\n" + row)
         if proc.threads:
+            max_threads = 40 if self.zoomed else self.max_threads
             text.append("\n")
             text.append(clip(f"{'TID':>8} {'THREAD':<16} S {'CPU':>5}", width), style=self.sty("pane--dim"))
-            for thread in proc.threads[: self.max_threads]:
+            for thread in proc.threads[:max_threads]:
                 text.append("\n")
                 text.append(f"{thread.tid:>8} ")
                 text.append(clip(thread.name, 16).ljust(16))  # literal: names are never markup
