@@ -81,9 +81,10 @@ class OptitopApp(App[int]):
     #: History lengths the +/- keys step through (seconds).
     HISTORY_STEPS_S: ClassVar[tuple[float, ...]] = (60.0, 300.0, 600.0, 1800.0, 3600.0, 4 * 3600.0)
 
-    def __init__(self, store: Store, options: Options, session: Session | None = None) -> None:
-        """Render ``store``; ``session`` (when given) is stopped on exit."""
+    def __init__(self, store: Store, options: Options, session: Session | None = None, watch_tty: bool = False) -> None:
+        """Render ``store``; ``session`` (when given) is stopped on exit; ``watch_tty`` exits when the TTY goes."""
         super().__init__()
+        self._watch_tty = watch_tty
         self.store = store
         self.options = options
         self.session = session
@@ -115,10 +116,21 @@ class OptitopApp(App[int]):
         self.set_interval(self.options.interval_s, self._tick)
         self.call_after_refresh(self._render_window)
         self.set_timer(0.3, self._mount_chart)
+        if self._watch_tty:
+            self.set_interval(2.0, self._check_tty)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGHUP):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread (tests)
                 loop.add_signal_handler(sig, self.exit)
+
+    def _check_tty(self) -> None:
+        # After an SSH drop without SIGHUP the terminal is gone: exit rather than spin (dolphie#101).
+        try:
+            alive = os.isatty(sys.__stdout__.fileno()) if sys.__stdout__ else False
+        except (OSError, ValueError):
+            alive = False
+        if not alive or os.getppid() == 1:
+            self.exit(1)
 
     def _mount_chart(self) -> None:
         if self._chart is not None or self.size.height < 30:
@@ -217,7 +229,7 @@ def run_tui(pid: int, options: Options) -> int:
         return 2
     session = make_session(pid, options)
     session.start()
-    app = OptitopApp(session.store, options, session=session)
+    app = OptitopApp(session.store, options, session=session, watch_tty=True)
     try:
         app.run()
     finally:
