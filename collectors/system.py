@@ -12,6 +12,7 @@ from typing import Any
 
 import psutil
 
+from optitop.collectors.gpu import host_dram_bw_note
 from optitop.config import CollectorContext
 from optitop.types import Sample
 
@@ -34,6 +35,7 @@ class SystemSample(Sample):
     swap_used_bytes: int
     swap_in_bytes_per_s: float | None
     swap_out_bytes_per_s: float | None
+    host_dram_bw_note: str = ""
 
 
 def _busy_pct(now: Any, before: Any) -> tuple[float, float, float]:
@@ -64,6 +66,7 @@ class SystemCollector:
         swap = psutil.swap_memory()
         self._prev_swap = (swap.sin, swap.sout)
         self._prev_mono = time.monotonic()
+        self._host_dram_bw_note = host_dram_bw_note()
 
     def close(self) -> None:
         """Nothing to release."""
@@ -106,4 +109,5 @@ class SystemCollector:
             swap_used_bytes=swap.used,
             swap_in_bytes_per_s=None if sin is None else max(0.0, sin),
             swap_out_bytes_per_s=None if sout is None else max(0.0, sout),
+            host_dram_bw_note=self._host_dram_bw_note,
         )

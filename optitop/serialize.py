@@ -30,14 +30,22 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
-def _numeric_fields(sample: Sample) -> dict[str, float]:
-    out = {}
-    for f in dataclasses.fields(sample):
+def _numeric_fields(obj: Any, prefix: str = "") -> dict[str, float]:
+    """Top-level numbers, plus numbers of per-device records (a tuple of dataclasses with an ``index``)."""
+    out: dict[str, float] = {}
+    for f in dataclasses.fields(obj):
         if f.name in ("ts_s", "mono_s", "dt_s"):
             continue
-        value = getattr(sample, f.name)
+        value = getattr(obj, f.name)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            out[f.name] = float(value)
+            out[prefix + f.name] = float(value)
+        elif isinstance(value, tuple) and value and not prefix:
+            for item in value:
+                index = getattr(item, "index", None)
+                if dataclasses.is_dataclass(item) and isinstance(index, int):
+                    out.update(_numeric_fields(item, f"{f.name}[{index}]."))
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type) and not prefix:
+            out.update(_numeric_fields(value, f"{f.name}."))
     return out
 
 

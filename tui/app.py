@@ -25,7 +25,9 @@ from optitop.session import Session
 from optitop.store import Store
 from optitop.tui.panes.base import Pane
 from optitop.tui.panes.cpu import CpuPane
+from optitop.tui.panes.gpu import GpuPane
 from optitop.tui.panes.header import HeaderPane
+from optitop.tui.panes.membw import MemBwPane
 from optitop.tui.panes.tree import TreePane
 from optitop.tui.panes.verdict import VerdictPane
 from optitop.types import Window
@@ -45,6 +47,9 @@ Panes
   CPU      the target tree's CPU (of one core), per-core bars,
            the busiest threads by name (S = R running, S sleeping, D disk)
   TREE     the target and its children, busiest first
+  GPU      per GPU: SM/tensor/DRAM/graphics (gpm) or busy % (legacy),
+           memory + the target's share, power, clocks, throttle reasons
+  MEMORY   GPU DRAM GB/s of peak (est.), PCIe % of link, host paging
 
 Header: ● live source, ○ starting, ✗ unavailable (doctor says why),
 ! failing; 'self' is optitop's own CPU and memory.
@@ -105,6 +110,8 @@ class OptitopApp(App[int]):
         with Vertical(id="cpu-box"):
             yield CpuPane(id="cpu")
         yield TreePane(id="tree")
+        yield GpuPane(id="gpu")
+        yield MemBwPane(id="membw")
         yield Footer()
 
     def panes(self) -> list[Pane]:
@@ -150,10 +157,54 @@ class OptitopApp(App[int]):
         if self._dirty and not self.paused:
             self._render_window()
 
+    #: Below this many rows the panes share a line budget and lose their borders (80×24 must fit).
+    COMPACT_BELOW_ROWS: ClassVar[int] = 50
+    #: How the line budget is shared in compact mode: (pane id, weight, minimum lines).
+    BUDGET: ClassVar[tuple[tuple[str, float, int], ...]] = (
+        ("cpu", 4, 3),
+        ("python", 3, 2),
+        ("queue", 3, 2),
+        ("gpu", 3, 1),
+        ("membw", 2, 2),
+        ("tree", 2, 1),
+    )
+    #: Pane id -> the source whose absence shrinks it to one line.
+    PANE_SOURCE: ClassVar[dict[str, str]] = {"gpu": "gpu", "python": "pystacks", "queue": "queue"}
+
+    def _allocate_lines(self, window: Window) -> None:
+        """Share the terminal's rows among the panes so everything essential fits without scrolling."""
+        height = self.size.height
+        compact = height < self.COMPACT_BELOW_ROWS
+        self.set_class(compact, "-compact")
+        panes = {pane.id: pane for pane in self.panes()}
+        if not compact:
+            for pane in panes.values():
+                pane.max_lines = None
+            return
+        verdict_lines = 4 if height < 30 else 6
+        if "verdict" in panes:
+            panes["verdict"].max_lines = verdict_lines
+        header_lines = 3 if window.target.exited else 2
+        remaining = height - header_lines - 1 - verdict_lines
+        shares = []
+        for pane_id, weight, minimum in self.BUDGET:
+            if pane_id not in panes or not panes[pane_id].display:
+                continue
+            source = self.PANE_SOURCE.get(pane_id)
+            status = window.statuses.get(source) if source else None
+            if source and (status is None or not status.live):
+                weight, minimum = 0.0, 1
+            shares.append((pane_id, weight, minimum))
+        spare = max(0, remaining - sum(m for _, _, m in shares))
+        total_weight = sum(w for _, w, _ in shares) or 1.0
+        for pane_id, weight, minimum in shares:
+            panes[pane_id].max_lines = minimum + int(spare * weight / total_weight)
+
     def _render_window(self) -> None:
         self._dirty = False
         self._renders += 1
         window = self.store.window()
+        self._allocate_lines(window)
         header = self.query_one(HeaderPane)
         header.paused = self.paused
         for pane in self.panes():
@@ -161,6 +212,10 @@ class OptitopApp(App[int]):
         every = 10 if self.options.low_bandwidth else 2
         if self._chart is not None and self._renders % every == 0:
             self._update_chart(window)
+
+    def on_resize(self) -> None:
+        """Re-share the rows and redraw at the new size."""
+        self._render_window()
 
     def _update_chart(self, window: Window) -> None:
         from optitop.tui.panes.chart import HistoryChart

@@ -46,6 +46,8 @@ class Pane(Static):
         return self.content_size.width or 78
 
     zoomed: bool = False
+    #: Lines this pane may use (None: as many as it likes); the app sets it from the terminal height.
+    max_lines: int | None = None
 
     def set_zoomed(self, zoomed: bool) -> None:
         """Zoomed panes get the whole screen: show more rows (subclasses read ``self.zoomed``)."""
@@ -66,6 +68,10 @@ class Pane(Static):
         """Render ``window``; returns True when the screen changed."""
         width = self.content_width()
         text = self.build(window, width)
+        if self.max_lines is not None and not self.zoomed:
+            lines = text.split("\n", allow_blank=True)
+            if len(lines) > self.max_lines:
+                text = Text("\n").join(lines[: max(1, self.max_lines)])
         key = text.plain + "\x00" + "".join(f"{s.start},{s.end},{s.style}" for s in text.spans)
         if key == self._last_key and width == self._last_width:
             return False
