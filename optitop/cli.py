@@ -141,6 +141,11 @@ def main_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="with --once: seconds to sample (default 5)",
     )
+    parser.add_argument(
+        "--follow",
+        action="store_true",
+        help="with --port/--name: when the target restarts, re-attach to the new process and keep the history",
+    )
     parser.add_argument("--low-bandwidth", action="store_true", help="redraw less, for slow SSH links")
     parser.add_argument("--mono", action="store_true", help="no colour (NO_COLOR is respected too)")
     return parser
@@ -182,6 +187,8 @@ def cmd_main(argv: Sequence[str]) -> int:
         if chosen is None:
             return EXIT_OK
         args.pid = chosen
+    if args.follow and args.port is None and args.name is None:
+        raise UsageError("--follow needs --port or --name to find the restarted process")
     pid = _resolve(args)
     if args.once:
         from optitop.runtime import run_headless
@@ -196,6 +203,8 @@ def cmd_main(argv: Sequence[str]) -> int:
         return EXIT_OK
     from optitop.tui.app import run_tui
 
+    if args.follow:
+        return run_tui(pid, options, follow=(args.port, args.name))
     return run_tui(pid, options)
 
 

@@ -41,10 +41,11 @@ def build_collectors(ctx: CollectorContext) -> tuple[list[Collector], list[Sourc
     return built, statuses
 
 
-def make_session(pid: int, options: Options) -> Session:
-    """A ready-to-start session watching ``pid``."""
+def make_session(pid: int, options: Options, store: Store | None = None) -> Session:
+    """A ready-to-start session watching ``pid`` (into ``store`` when given: history carries over)."""
     target = describe(pid)
-    store = Store(target, history_s=options.history_s)
+    if store is None:
+        store = Store(target, history_s=options.history_s)
     collectors, unavailable = build_collectors(CollectorContext(pid=pid, options=options))
     return Session(store, collectors, options, analyzer=judge, unavailable=unavailable)
 

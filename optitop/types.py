@@ -132,6 +132,9 @@ class TargetInfo:
     exited: bool = False
     exited_at_s: float | None = None
     exit_reason: str = ""
+    #: pids this session watched before a restart (``--follow``), oldest first
+    previous_pids: tuple[int, ...] = ()
+    reattached_at_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

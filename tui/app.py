@@ -11,7 +11,7 @@ import contextlib
 import os
 import signal
 import sys
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
@@ -23,6 +23,7 @@ from textual.widgets import Footer, Static
 from optitop.config import Options
 from optitop.session import Session
 from optitop.store import Store
+from optitop.tui.format import with_gaps
 from optitop.tui.panes.base import Pane
 from optitop.tui.panes.cpu import CpuPane
 from optitop.tui.panes.gpu import GpuPane
@@ -31,6 +32,9 @@ from optitop.tui.panes.membw import MemBwPane
 from optitop.tui.panes.tree import TreePane
 from optitop.tui.panes.verdict import VerdictPane
 from optitop.types import Window
+
+if TYPE_CHECKING:
+    from optitop.follow import FollowingSession
 
 HELP_TEXT = """optitop — keys
 
@@ -86,7 +90,13 @@ class OptitopApp(App[int]):
     #: History lengths the +/- keys step through (seconds).
     HISTORY_STEPS_S: ClassVar[tuple[float, ...]] = (60.0, 300.0, 600.0, 1800.0, 3600.0, 4 * 3600.0)
 
-    def __init__(self, store: Store, options: Options, session: Session | None = None, watch_tty: bool = False) -> None:
+    def __init__(
+        self,
+        store: Store,
+        options: Options,
+        session: Session | FollowingSession | None = None,
+        watch_tty: bool = False,
+    ) -> None:
         """Render ``store``; ``session`` (when given) is stopped on exit; ``watch_tty`` exits when the TTY goes."""
         super().__init__()
         self._watch_tty = watch_tty
@@ -140,7 +150,7 @@ class OptitopApp(App[int]):
             self.exit(1)
 
     def _mount_chart(self) -> None:
-        if self._chart is not None or self.size.height < 30:
+        if self._chart is not None or self.size.height < self.COMPACT_BELOW_ROWS:
             return
         from optitop.tui.panes.chart import HistoryChart
 
@@ -224,8 +234,9 @@ class OptitopApp(App[int]):
             return
         series = window.series("process")
         now = window.now_mono_s
-        xs = [s.mono_s - now for s in series]
-        ys = [getattr(s, "cpu_pct", None) for s in series]
+        gapped = with_gaps(series, "cpu_pct")
+        xs = [mono - now for mono, _ in gapped]
+        ys = [value for _, value in gapped]
         self._chart.plot_series([("target", xs, ys)])
 
     # -- actions ---------------------------------------------------------------------------------------
@@ -275,14 +286,19 @@ class OptitopApp(App[int]):
             self.session.stop()
 
 
-def run_tui(pid: int, options: Options) -> int:
-    """Attach the live screen to ``pid`` until the user quits."""
+def run_tui(pid: int, options: Options, follow: tuple[int | None, str | None] | None = None) -> int:
+    """Attach the live screen to ``pid`` until the user quits; ``follow`` = (port, name) re-attaches on restart."""
+    from optitop.follow import FollowingSession
     from optitop.runtime import make_session
 
     if not sys.stdout.isatty():
         print("optitop: the live screen needs a terminal; use --once --json for scripts", file=sys.stderr)
         return 2
-    session = make_session(pid, options)
+    session: Session | FollowingSession
+    if follow is not None:
+        session = FollowingSession(pid, options, port=follow[0], name=follow[1])
+    else:
+        session = make_session(pid, options)
     session.start()
     app = OptitopApp(session.store, options, session=session, watch_tty=True)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 BLOCKS = " ▁▂▃▄▅▆▇█"
 
@@ -99,3 +100,19 @@ def clip(text: str, width: int) -> str:
         return ""
     text = printable(text)
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+def with_gaps(samples: Sequence[object], attr: str) -> list[tuple[float, float | None]]:
+    """(mono_s, value) of each sample, with a None inserted where samples are missing (a restart, a stall).
+
+    A gap is a pause longer than three times the median spacing, so charts and sparklines show it.
+    """
+    points: list[tuple[float, float | None]] = []
+    monos = [float(getattr(s, "mono_s", 0.0)) for s in samples]
+    steps = sorted(b - a for a, b in zip(monos, monos[1:], strict=False))
+    typical = steps[len(steps) // 2] if steps else 0.0
+    for i, sample in enumerate(samples):
+        if i and typical > 0 and monos[i] - monos[i - 1] > 3 * typical:
+            points.append(((monos[i] + monos[i - 1]) / 2, None))
+        points.append((monos[i], getattr(sample, attr, None)))
+    return points

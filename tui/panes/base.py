@@ -69,9 +69,9 @@ class Pane(Static):
         width = self.content_width()
         text = self.build(window, width)
         if self.max_lines is not None and not self.zoomed:
-            lines = text.split("\n", allow_blank=True)
-            if len(lines) > self.max_lines:
-                text = Text("\n").join(lines[: max(1, self.max_lines)])
+            rows = text.split("\n", allow_blank=True)
+            if len(rows) > self.max_lines:
+                text = Text("\n").join(rows[: max(1, self.max_lines)])
         key = text.plain + "\x00" + "".join(f"{s.start},{s.end},{s.style}" for s in text.spans)
         if key == self._last_key and width == self._last_width:
             return False

@@ -8,7 +8,7 @@ from rich.text import Text
 
 from optitop.collectors.process import ProcessSample
 from optitop.collectors.system import SystemSample
-from optitop.tui.format import bar, clip, fmt_bytes, fmt_pct, fmt_rate, spark
+from optitop.tui.format import bar, clip, fmt_bytes, fmt_pct, fmt_rate, spark, with_gaps
 from optitop.tui.panes.base import Pane
 from optitop.types import Window
 
@@ -49,7 +49,7 @@ class CpuPane(Pane):
         if proc is None:
             text.append("waiting for the first sample…", style=self.sty("pane--dim"))
             return text
-        history = [cast(ProcessSample, s).cpu_pct for s in window.series("process")]
+        history = [value for _, value in with_gaps(window.series("process"), "cpu_pct")]
         text.append(f"{fmt_pct(proc.cpu_pct)} of a core")
         if proc.cpu_pct_of_allowed is not None:
             text.append(f" ({proc.cpu_pct_of_allowed:.0f}% of {proc.allowed_cores} cores)")

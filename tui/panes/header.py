@@ -36,6 +36,13 @@ class HeaderPane(Pane):
         text.append(head)
         text.append(clip(t.cmdline, max(10, width - len(text.plain))), style=self.sty("pane--dim"))
         text.append("\n")
+        # Flags first: a long line is cut at the right edge, and these must never be cut.
+        if self.paused:
+            text.append("PAUSED", style="reverse")
+            text.append(" ")
+        if self.recording:
+            text.append(f"● REC {self.recording}", style=self.sty("pane--bad"))
+            text.append(" ")
         for name, status in sorted(window.statuses.items()):
             mark, style = _STATE_MARK.get(status.state, ("?", "pane--dim"))
             text.append(mark + name, style=self.sty(style))
@@ -46,10 +53,16 @@ class HeaderPane(Pane):
         text.append(f" {fmt_bytes(cost.rss_bytes)}")
         if cost.slowest_latency_s is not None:
             text.append(f" slowest {cost.slowest_source} {cost.slowest_latency_s * 1000:.0f}ms")
-        if self.paused:
-            text.append("  PAUSED", style="reverse")
-        if self.recording:
-            text.append(f"  ● REC {self.recording}", style=self.sty("pane--bad"))
+        if t.previous_pids and not t.exited:
+            text.append("\n")
+            text.append(
+                clip(
+                    f"re-attached at {fmt_clock(t.reattached_at_s)} after a restart"
+                    f" (was pid {t.previous_pids[-1]}); history kept, the gap shows in the charts",
+                    width,
+                ),
+                style=self.sty("pane--warn"),
+            )
         if t.exited:
             text.append("\n")
             reason = f" ({t.exit_reason})" if t.exit_reason else ""

@@ -1,0 +1,80 @@
+"""``--follow``: when the target dies, wait for a process matching the same port or cmdline and re-attach.
+
+On-call restarts the server while watching it. The store (and so the history) is kept; the new process's
+samples continue the same series, and the gap between the two shows as a gap in every sparkline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+
+from optitop.config import Options
+from optitop.runtime import make_session
+from optitop.session import CollectorRunner, Session
+from optitop.store import Store
+from optitop.target import TargetError, describe, resolve
+
+
+class FollowingSession:
+    """A Session that re-attaches to a new process found by ``port`` or ``name`` after the target exits."""
+
+    def __init__(self, pid: int, options: Options, port: int | None, name: str | None, poll_s: float = 1.0) -> None:
+        """Watch ``pid`` now; after it exits, look for the next match every ``poll_s`` seconds."""
+        if port is None and name is None:
+            raise ValueError("--follow needs --port or --name to find the restarted process")
+        self.options = options
+        self._port = port
+        self._name = name
+        self._poll_s = poll_s
+        self.current: Session = make_session(pid, options)
+        self.store: Store = self.current.store
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._watch, name="optitop-follow", daemon=True)
+
+    def start(self) -> None:
+        """Start collecting and watching for restarts."""
+        self.current.start()
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 3.0) -> None:
+        """Stop watching and collecting."""
+        self._stop.set()
+        with self._lock:
+            self.current.stop(timeout_s)
+        self._thread.join(timeout_s)
+
+    def runner(self, name: str) -> CollectorRunner | None:
+        """The current session's runner of one collector."""
+        return self.current.runner(name)
+
+    def _find_successor(self, old_pid: int) -> int | None:
+        try:
+            pid = resolve(None, self._port, self._name)
+        except TargetError:  # none yet, or several: keep waiting rather than guess
+            return None
+        return pid if pid != old_pid else None
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self._poll_s):
+            old = self.store.target
+            if not old.exited:
+                continue
+            pid = self._find_successor(old.pid)
+            if pid is None:
+                continue
+            try:
+                fresh = describe(pid)
+            except TargetError:
+                continue
+            with self._lock:
+                if self._stop.is_set():
+                    return
+                self.current.stop()
+                self.store.set_target(
+                    dataclasses.replace(fresh, previous_pids=(*old.previous_pids, old.pid), reattached_at_s=time.time())
+                )
+                self.current = make_session(pid, self.options, store=self.store)
+                self.current.start()
