@@ -127,7 +127,8 @@ def main_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="optitop",
         description="Live monitor for an ML inference process: CPU, GPU, memory bandwidth, request queue, "
-        "Python stacks, and a verdict on the bottleneck. Subcommands: doctor, demo.",
+        "Python stacks, and a verdict on the bottleneck. "
+        "Subcommands: doctor, demo, record, replay, compare, export, bundle.",
     )
     parser.add_argument("--version", action="version", version=f"optitop {__version__}")
     add_target_args(parser)
@@ -226,7 +227,50 @@ def cmd_demo(argv: Sequence[str]) -> int:
     return demo_main(argv)
 
 
-SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"doctor": cmd_doctor, "demo": cmd_demo}
+def cmd_record(argv: Sequence[str]) -> int:
+    """Record a target to a JSON Lines file."""
+    from optitop.record import record_main
+
+    return record_main(argv)
+
+
+def cmd_replay(argv: Sequence[str]) -> int:
+    """Replay a recording in the TUI."""
+    from optitop.replay import replay_main
+
+    return replay_main(argv)
+
+
+def cmd_compare(argv: Sequence[str]) -> int:
+    """Compare two recordings side by side."""
+    from optitop.compare import compare_main
+
+    return compare_main(argv)
+
+
+def cmd_export(argv: Sequence[str]) -> int:
+    """Serve metrics and the verdict to Prometheus."""
+    from optitop.exporter import export_main
+
+    return export_main(argv)
+
+
+def cmd_bundle(argv: Sequence[str]) -> int:
+    """Write an incident bundle."""
+    from optitop.bundle import bundle_main
+
+    return bundle_main(argv)
+
+
+SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "doctor": cmd_doctor,
+    "demo": cmd_demo,
+    "record": cmd_record,
+    "replay": cmd_replay,
+    "compare": cmd_compare,
+    "export": cmd_export,
+    "bundle": cmd_bundle,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -72,6 +72,8 @@ def start_target() -> Iterator[Callable[[str], Target]]:
     for target in started:
         if target.proc.poll() is None:
             target.kill()
+        if target.proc.stdout is not None:
+            target.proc.stdout.close()
 
 
 def wait_for(predicate: Callable[[], object], timeout_s: float = 10.0, every_s: float = 0.05) -> object:

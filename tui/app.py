@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import sys
+import time
 from typing import TYPE_CHECKING, ClassVar
 
 from textual.app import App, ComposeResult
@@ -29,17 +30,21 @@ from optitop.tui.panes.cpu import CpuPane
 from optitop.tui.panes.gpu import GpuPane
 from optitop.tui.panes.header import HeaderPane
 from optitop.tui.panes.membw import MemBwPane
+from optitop.tui.panes.queue import QueuePane
 from optitop.tui.panes.tree import TreePane
 from optitop.tui.panes.verdict import VerdictPane
 from optitop.types import Window
 
 if TYPE_CHECKING:
     from optitop.follow import FollowingSession
+    from optitop.record import Recorder
 
 HELP_TEXT = """optitop — keys
 
   q          quit (stops everything optitop started)
   p / space  pause the screen (collection goes on, history is kept)
+  r          record to optitop-<host>-<pid>-<time>.jsonl.gz (again: stop)
+  b          write an incident bundle (metrics, stacks, devices, doctor)
   ?          this help
   1-6        zoom a pane to the full screen (same key: back):
              1 verdict 2 CPU 3 GPU 4 memory bandwidth 5 queue 6 Python
@@ -54,6 +59,8 @@ Panes
   GPU      per GPU: SM/tensor/DRAM/graphics (gpm) or busy % (legacy),
            memory + the target's share, power, clocks, throttle reasons
   MEMORY   GPU DRAM GB/s of peak (est.), PCIe % of link, host paging
+  QUEUE    waiting/running, batch, KV cache, p50/p95 latencies, accept
+           queue; each block names its source (profile @ endpoint, log, kernel)
 
 Header: ● live source, ○ starting, ✗ unavailable (doctor says why),
 ! failing; 'self' is optitop's own CPU and memory.
@@ -81,6 +88,8 @@ class OptitopApp(App[int]):
         Binding("q", "quit", "quit"),
         Binding("p,space", "toggle_pause", "pause"),
         Binding("question_mark", "help", "help", key_display="?"),
+        Binding("r", "toggle_record", "record"),
+        Binding("b", "bundle", "bundle", show=False),
         *(Binding(str(n), f"zoom({n})", f"zoom {n}", show=False) for n in range(1, 7)),
         Binding("plus,equals_sign", "history(2)", "+history", show=False),
         Binding("minus", "history(0.5)", "-history", show=False),
@@ -108,6 +117,7 @@ class OptitopApp(App[int]):
         self._renders = 0
         self._chart: Widget | None = None
         self.zoomed: str | None = None
+        self._recorder: Recorder | None = None
         store.subscribe(self._on_store_change)
         if options.monochrome or os.environ.get("NO_COLOR"):
             self.add_class("-monochrome")
@@ -122,6 +132,7 @@ class OptitopApp(App[int]):
         yield TreePane(id="tree")
         yield GpuPane(id="gpu")
         yield MemBwPane(id="membw")
+        yield QueuePane(id="queue")
         yield Footer()
 
     def panes(self) -> list[Pane]:
@@ -202,7 +213,7 @@ class OptitopApp(App[int]):
                 continue
             source = self.PANE_SOURCE.get(pane_id)
             status = window.statuses.get(source) if source else None
-            if source and (status is None or not status.live):
+            if (source and (status is None or not status.live)) or panes[pane_id].quiet(window):
                 weight, minimum = 0.0, 1
             shares.append((pane_id, weight, minimum))
         spare = max(0, remaining - sum(m for _, _, m in shares))
@@ -275,6 +286,45 @@ class OptitopApp(App[int]):
         self.notify(f"history: {new / 60:.0f} min", timeout=2)
         self._render_window()
 
+    def action_toggle_record(self) -> None:
+        """Start or stop recording everything the store receives to a timestamped file (0600) in the cwd."""
+        from optitop.record import Recorder, default_record_path
+
+        header = self.query_one(HeaderPane)
+        if self._recorder is not None:
+            recorder, self._recorder = self._recorder, None
+            recorder.stop()
+            header.recording = ""
+            self.notify(f"recorded {recorder.events} events to {recorder.path}")
+        else:
+            path = default_record_path(self.store.target.pid)
+            recorder = Recorder(self.store, path, options=self.options)
+            try:
+                recorder.start()
+            except OSError as exc:
+                self.notify(f"cannot record to {path}: {exc.strerror or exc}", severity="error")
+                return
+            self._recorder = recorder
+            header.recording = os.path.basename(path)
+        self._render_window()
+
+    def action_bundle(self) -> None:
+        """Write an incident bundle in the background (py-spy and doctor take seconds)."""
+        self.notify("writing the incident bundle…", timeout=3)
+        self.run_worker(self._write_bundle, thread=True, exclusive=True, group="bundle")
+
+    def _write_bundle(self) -> None:
+        from optitop.bundle import gather, queue_endpoints, write_archive
+
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = f"optitop-incident-{self.store.target.pid}-{stamp}.tar.gz"
+        try:
+            write_archive(path, gather(self.store, self.options, 10, queue_endpoints(self.session)))
+        except OSError as exc:
+            self.call_from_thread(self.notify, f"cannot write {path}: {exc.strerror or exc}", severity="error")
+            return
+        self.call_from_thread(self.notify, f"wrote {path}")
+
     def action_help(self) -> None:
         """Show the key help."""
         self.push_screen(HelpScreen())
@@ -282,6 +332,9 @@ class OptitopApp(App[int]):
     def on_unmount(self) -> None:
         """Stop collection when the app goes."""
         self.store.unsubscribe(self._on_store_change)
+        if self._recorder is not None:
+            self._recorder.stop()
+            self._recorder = None
         if self.session is not None:
             self.session.stop()
 

@@ -54,6 +54,10 @@ class Pane(Static):
         self.zoomed = zoomed
         self._last_key = None
 
+    def quiet(self, window: Window) -> bool:
+        """True when the pane has nothing worth more than one line (the app then gives it one)."""
+        return False
+
     def sty(self, name: str) -> Style:
         """The Rich style of one component class (empty before the widget is mounted)."""
         if not self.is_mounted:

@@ -37,7 +37,6 @@ def core_lines(per_core: tuple[float, ...], width: int, max_lines: int) -> list[
 class CpuPane(Pane):
     """Text part of the CPU pane (the chart is a separate widget)."""
 
-    max_threads: int = 6
     max_core_lines: int = 2
 
     def build(self, window: Window, width: int) -> Text:
@@ -52,36 +51,55 @@ class CpuPane(Pane):
         history = [value for _, value in with_gaps(window.series("process"), "cpu_pct")]
         text.append(f"{fmt_pct(proc.cpu_pct)} of a core")
         if proc.cpu_pct_of_allowed is not None:
-            text.append(f" ({proc.cpu_pct_of_allowed:.0f}% of {proc.allowed_cores} cores)")
+            text.append(f" ({proc.cpu_pct_of_allowed:.0f}% of {proc.allowed_cores})")
+        if system is not None:
+            text.append(f" · host {fmt_pct(system.cpu_busy_pct)}", style=self.sty("pane--dim"))
         top = max(100.0, max((h for h in history if h is not None), default=100.0))
         spark_width = max(0, width - len(text.plain) - 2)
         if spark_width >= 8:
             text.append("  " + spark(history, min(spark_width, 40), top=top), style=self.sty("pane--ok"))
-        text.append("\n")
+        # Lines in order of importance: the app may keep only the first few on a small terminal.
+        if proc.threads:
+            if self.zoomed:
+                self._thread_table(text, proc, width)
+            else:
+                self._thread_cells(text, proc, width)
         line = (
             f"ctx {fmt_rate(proc.vol_ctx_switches_per_s)} vol {fmt_rate(proc.invol_ctx_switches_per_s)} invol"
             f" · faults {fmt_rate(proc.minor_faults_per_s)} minor {fmt_rate(proc.major_faults_per_s)} major"
             f" · rss {fmt_bytes(proc.rss_bytes)}"
         )
-        text.append(clip(line, width))
+        text.append("\n" + clip(line, width))
         if system is not None:
             extra = (
-                f"host {fmt_pct(system.cpu_busy_pct)} busy · iowait {fmt_pct(system.iowait_pct)}"
-                f" · steal {fmt_pct(system.steal_pct)} · load {system.load_1m:.2f}"
-                f" · mem avail {fmt_bytes(system.mem_available_bytes)}"
+                f"host iowait {fmt_pct(system.iowait_pct)} · steal {fmt_pct(system.steal_pct)}"
+                f" · load {system.load_1m:.2f} · mem avail {fmt_bytes(system.mem_available_bytes)}"
             )
             text.append("\n" + clip(extra, width), style=self.sty("pane--dim"))
             for row in core_lines(system.per_core_busy_pct, width, 16 if self.zoomed else self.max_core_lines):
                 text.append("\n" + row)
-        if proc.threads:
-            max_threads = 40 if self.zoomed else self.max_threads
-            text.append("\n")
-            text.append(clip(f"{'TID':>8} {'THREAD':<16} S {'CPU':>5}", width), style=self.sty("pane--dim"))
-            for thread in proc.threads[:max_threads]:
-                text.append("\n")
-                text.append(f"{thread.tid:>8} ")
-                text.append(clip(thread.name, 16).ljust(16))  # literal: names are never markup
-                text.append(f" {thread.state} {fmt_pct(thread.cpu_pct, 5)}")
-                if thread.pid != proc.pid:
-                    text.append(f"  pid {thread.pid}", style=self.sty("pane--dim"))
         return text
+
+    def _thread_cells(self, text: Text, proc: ProcessSample, width: int) -> None:
+        """The busiest threads packed several to a line: name, CPU, state (the zoomed view has the table)."""
+        name_w = max(8, min(24, max(len(t.name) for t in proc.threads)))
+        cell = name_w + 12
+        per_line = max(1, width // cell)
+        shown = proc.threads[: per_line * 2]
+        for i, thread in enumerate(shown):
+            text.append("\n" if i % per_line == 0 else "")
+            name = clip(thread.name, name_w).ljust(name_w)  # literal: names are never markup
+            text.append(name, style=self.sty("pane--title") if thread.cpu_pct >= 50 else "")
+            text.append(f" {fmt_pct(thread.cpu_pct, 4)} {thread.state}".ljust(cell - name_w))
+
+    def _thread_table(self, text: Text, proc: ProcessSample, width: int) -> None:
+        """Every thread we keep, one per line, with its tid and process."""
+        text.append("\n")
+        text.append(clip(f"{'TID':>8} {'THREAD':<16} S {'CPU':>5}", width), style=self.sty("pane--dim"))
+        for thread in proc.threads:
+            text.append("\n")
+            text.append(f"{thread.tid:>8} ")
+            text.append(clip(thread.name, 16).ljust(16))  # literal: names are never markup
+            text.append(f" {thread.state} {fmt_pct(thread.cpu_pct, 5)}")
+            if thread.pid != proc.pid:
+                text.append(f"  pid {thread.pid}", style=self.sty("pane--dim"))

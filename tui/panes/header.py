@@ -28,7 +28,9 @@ class HeaderPane(Pane):
     def build(self, window: Window, width: int) -> Text:
         """Render the header."""
         t = window.target
-        uptime = fmt_duration(time.time() - t.create_time_s)
+        # "now" is the newest sample's time, so a replay shows the uptime it had when recorded
+        newest = max((series[-1].ts_s for series in window.samples.values() if series), default=time.time())
+        uptime = fmt_duration(newest - t.create_time_s)
         text = Text()
         text.append("optitop ", style="bold")
         text.append(f"pid {t.pid} ", style="bold")

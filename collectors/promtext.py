@@ -1,0 +1,480 @@
+"""Prometheus exposition text: fetch it safely, parse it tolerantly, and do the windowed arithmetic.
+
+Servers no one here wrote answer ``/metrics`` in every state: slowly, endlessly, with an HTML login page, or
+with text copied from docs that elide lines with ``...``. So fetching has a short timeout, a total deadline and
+a body cap, and parsing uses prometheus_client's parser line by line only when the whole text is rejected,
+keeping the lines it accepts and counting the ones it drops. The arithmetic (counter deltas across resets,
+histogram quantiles from bucket deltas) lives here because it is about exposition data, not about any server.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+
+#: Seconds to wait for a connection or for the next bytes of a response.
+FETCH_TIMEOUT_S = 1.0
+#: Bytes read at most from one response; the rest is never read (an endless body cannot pin a thread).
+MAX_BODY_BYTES = 8 * 1024 * 1024
+#: Read size; read1() returns what has arrived, so a trickling server cannot stall a read past the deadline.
+_CHUNK = 64 * 1024
+#: Ask for classic text: servers that can also speak OpenMetrics or protobuf then answer what we parse.
+ACCEPT = "text/plain;version=0.0.4;q=1.0, */*;q=0.1"
+
+#: A label set as a sorted tuple of (name, value): hashable and order-independent.
+Labels = tuple[tuple[str, str], ...]
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Redirects are reported, not followed: a probe of a loopback port must not end up on another host."""
+
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        """Refuse (urllib then raises HTTPError with the 3xx status)."""
+        return None
+
+
+# No proxies (a loopback scrape must never go through $http_proxy) and no redirects.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
+
+
+class NotExposition(ValueError):  # noqa: N818 - a verdict on a body, not a programming error
+    """The body is not Prometheus exposition text; the message says what it looked like instead."""
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    """What one GET returned.
+
+    Attributes:
+        url: the URL asked for.
+        body: the decoded body (possibly cut at the cap), or None when nothing usable came back.
+        status: the HTTP status, or None when no response arrived.
+        content_type: the response's Content-Type ("" when absent).
+        reason: "" on success, else what went wrong in words ("timed out after 1 s", "HTTP 404" …).
+        capped: True when the body was longer than the cap and reading stopped there.
+        elapsed_s: seconds the fetch took.
+    """
+
+    url: str
+    body: str | None
+    status: int | None
+    content_type: str
+    reason: str
+    capped: bool
+    elapsed_s: float
+
+    @property
+    def ok(self) -> bool:
+        """True when a body arrived with a 2xx status."""
+        return self.body is not None and not self.reason
+
+
+def fetch(url: str, timeout_s: float = FETCH_TIMEOUT_S, max_bytes: int = MAX_BODY_BYTES) -> FetchResult:
+    """GET ``url`` with a per-read timeout, a total deadline of twice that, and a body cap.
+
+    Never raises for network trouble: the reason is in the result, so one bad endpoint is one line of
+    status rather than an exception in the collector.
+    """
+    start = time.monotonic()
+    deadline = start + 2 * timeout_s
+    request = urllib.request.Request(url, headers={"Accept": ACCEPT, "User-Agent": "optitop"})
+    try:
+        with _OPENER.open(request, timeout=timeout_s) as resp:
+            status = int(resp.status)
+            ctype = resp.headers.get("Content-Type", "") or ""
+            data, capped, late = _read_capped(resp, max_bytes, deadline)
+    except urllib.error.HTTPError as exc:
+        exc.close()  # the error body is not wanted; release the connection now
+        return _failed(url, start, f"HTTP {exc.code}", status=exc.code)
+    except TimeoutError:
+        return _failed(url, start, f"timed out after {timeout_s:g} s")
+    except urllib.error.URLError as exc:
+        return _failed(url, start, _url_error_reason(exc, timeout_s))
+    except (OSError, ValueError) as exc:  # reset mid-body, bad chunking, malformed URL
+        return _failed(url, start, f"{type(exc).__name__}: {exc}".rstrip(": "))
+    if late:
+        return _failed(url, start, f"body still arriving after {2 * timeout_s:g} s: timed out", status=status)
+    body = data.decode("utf-8", errors="replace")
+    if capped:
+        body = body[: body.rfind("\n") + 1]  # the last line is cut mid-way: drop it
+    return FetchResult(url, body, status, ctype, "", capped, time.monotonic() - start)
+
+
+class _Body(Protocol):
+    def read1(self, n: int = -1, /) -> bytes: ...
+
+
+def _read_capped(resp: _Body, max_bytes: int, deadline: float) -> tuple[bytes, bool, bool]:
+    """Read until EOF, the cap or the deadline; returns (data, capped, late)."""
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        if time.monotonic() > deadline:
+            return b"".join(parts), False, True
+        chunk = resp.read1(_CHUNK)
+        if not chunk:
+            return b"".join(parts), False, False
+        parts.append(chunk)
+        size += len(chunk)
+        if size > max_bytes:
+            return b"".join(parts)[:max_bytes], True, False
+
+
+def _url_error_reason(exc: urllib.error.URLError, timeout_s: float) -> str:
+    inner = exc.reason
+    if isinstance(inner, TimeoutError):
+        return f"timed out after {timeout_s:g} s"
+    if isinstance(inner, ConnectionRefusedError):
+        return "connection refused"
+    return str(inner)
+
+
+def _failed(url: str, start: float, reason: str, status: int | None = None) -> FetchResult:
+    return FetchResult(url, None, status, "", reason, False, time.monotonic() - start)
+
+
+# -- parsing ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Exposition:
+    """One parsed scrape: every sample by name and label set, plus what had to be dropped to get it.
+
+    Attributes:
+        samples: sample name as exposed -> label set -> value (finite values only).
+        types: sample name -> the family type the parser gave it (counter, gauge, histogram, summary, untyped).
+        has_metadata: True when at least one HELP/TYPE line parsed (an exposition with no samples yet).
+        dropped_lines: lines the strict parser rejected and that were left out.
+        repaired_lines: lines whose elided label sets (``{...,``) were cut so the rest could be read.
+        duplicates: samples that repeated a name and label set already seen (the first one is kept).
+        nonfinite: samples with NaN or ±Inf values (left out: they are unknown, not numbers).
+        first_dropped: the first dropped line, for the reason shown to a person.
+    """
+
+    samples: Mapping[str, Mapping[Labels, float]]
+    types: Mapping[str, str] = field(default_factory=dict)
+    has_metadata: bool = False
+    dropped_lines: int = 0
+    repaired_lines: int = 0
+    duplicates: int = 0
+    nonfinite: int = 0
+    first_dropped: str = ""
+
+    def names(self) -> frozenset[str]:
+        """Every sample name present."""
+        return frozenset(self.samples)
+
+    def resolve(self, name: str) -> str | None:
+        """The exposed name for ``name``, tolerating the ``_total`` suffix some exporters add and some omit."""
+        for candidate in _name_variants(name):
+            if candidate in self.samples:
+                return candidate
+        return None
+
+    def series(self, name: str) -> Mapping[Labels, float]:
+        """Every label set of one metric (empty when absent)."""
+        exposed = self.resolve(name)
+        return self.samples[exposed] if exposed is not None else {}
+
+    def notes(self) -> tuple[str, ...]:
+        """Short lines on what the tolerant parse had to do (empty when the text was clean)."""
+        out = []
+        if self.dropped_lines:
+            out.append(f"{self.dropped_lines} line(s) rejected by the parser and skipped")
+        if self.repaired_lines:
+            out.append(f"{self.repaired_lines} elided label set(s) repaired")
+        if self.duplicates:
+            out.append(f"{self.duplicates} duplicate series ignored")
+        if self.nonfinite:
+            out.append(f"{self.nonfinite} NaN/Inf value(s) treated as unknown")
+        return tuple(out)
+
+
+def _name_variants(name: str) -> tuple[str, ...]:
+    if name.endswith("_total"):
+        return (name, name[: -len("_total")])
+    return (name, name + "_total")
+
+
+_ELIDED = re.compile(r"(?<=[{,])\s*\.\.\.\s*,|,\s*\.\.\.\s*(?=})|(?<={)\s*\.\.\.\s*(?=})")
+
+
+def _parses(line: str) -> bool:
+    try:
+        _parse_lines([line])
+    except Exception:  # noqa: BLE001 - the parser raises ValueError, IndexError … on foreign text
+        return False
+    return True
+
+
+def _clean_lines(lines: list[str]) -> tuple[list[str], int, int, str]:
+    """Keep the lines the parser accepts one by one; returns (lines, dropped, repaired, first dropped)."""
+    kept: list[str] = []
+    dropped = repaired = 0
+    first = ""
+    for line in lines:
+        if _parses(line):
+            kept.append(line)
+            continue
+        if "..." in line and "{" in line:
+            fixed = _ELIDED.sub("", line)
+            if fixed != line and _parses(fixed):
+                kept.append(fixed)
+                repaired += 1
+                continue
+        dropped += 1
+        first = first or line[:120]
+    return kept, dropped, repaired, first
+
+
+def _chunks(lines: list[str]) -> list[list[str]]:
+    """Lines grouped by metric family: a new group at each HELP, or at a TYPE that does not follow one."""
+    out: list[list[str]] = []
+    after_help = False
+    for line in lines:
+        is_help = line.startswith("# HELP ")
+        if not out or is_help or (line.startswith("# TYPE ") and not after_help):
+            out.append([])
+        out[-1].append(line)
+        after_help = is_help
+    return out
+
+
+def _parse_lines(lines: list[str]) -> list[Metric]:
+    return list(text_string_to_metric_families("\n".join(lines) + "\n"))
+
+
+def _tolerant(lines: list[str]) -> tuple[list[Metric], int, int, str]:
+    """Parse family by family; only a family the parser rejects is read line by line (the slow path)."""
+    families: list[Metric] = []
+    dropped = repaired = 0
+    first = ""
+    for chunk in _chunks(lines):
+        try:
+            families.extend(_parse_lines(chunk))
+            continue
+        except Exception:  # noqa: BLE001 - the parser raises ValueError, IndexError … on foreign text
+            pass
+        kept, lost, fixed, bad = _clean_lines(chunk)
+        dropped, repaired, first = dropped + lost, repaired + fixed, first or bad
+        try:
+            families.extend(_parse_lines(kept))
+        except Exception:  # noqa: BLE001 - lines valid alone but not together: drop the family
+            dropped += len(kept)
+            first = first or (kept[0][:120] if kept else "")
+    return families, dropped, repaired, first
+
+
+def _line_name(line: str) -> str:
+    """The metric name a line is about (a sample, or a HELP/TYPE comment); "" for other comments."""
+    if line.startswith("#"):
+        parts = line.split(None, 3)
+        return parts[2] if len(parts) >= 3 and parts[1] in ("HELP", "TYPE") else ""
+    return line.split("{", 1)[0].split(None, 1)[0]
+
+
+def _unescape_markdown(text: str) -> str:
+    r"""Docs escape comment lines as ``\#``; a server never does, so the backslash is safe to drop."""
+    if "\\#" not in text:
+        return text
+    return "\n".join(line[1:] if line.lstrip().startswith("\\#") else line for line in text.splitlines())
+
+
+def _sniff_foreign(text: str, content_type: str) -> str | None:
+    """A reason when the body is plainly something else (HTML, JSON), else None."""
+    ctype = content_type.lower()
+    head = text.lstrip()[:64].lower()
+    if "html" in ctype or head.startswith(("<!doctype", "<html", "<?xml", "<head", "<body")):
+        return "HTML page, not Prometheus text"
+    if "json" in ctype or head.startswith(("{", "[")):
+        return "JSON, not Prometheus text"
+    if "\x00" in text[:4096]:
+        return "binary data, not Prometheus text"
+    return None
+
+
+def parse_exposition(text: str, content_type: str = "", keep: frozenset[str] | None = None) -> Exposition:
+    """Parse exposition text, dropping only the lines the strict parser rejects.
+
+    Args:
+        text: the body.
+        content_type: the response's Content-Type, to name HTML or JSON for what they are.
+        keep: when given, only lines about these metric names are parsed. The parser costs ~0.1 ms a
+            line, so a large endpoint read every second is parsed in full once and then only for the series
+            its profile uses.
+
+    Raises:
+        NotExposition: with a reason a person can read, when the body is HTML, JSON, binary, empty or
+            mostly lines the parser rejects.
+    """
+    foreign = _sniff_foreign(text, content_type)
+    if foreign:
+        raise NotExposition(foreign)
+    if not text.strip():
+        raise NotExposition("empty body")
+    lines = [line.strip() for line in _unescape_markdown(text).splitlines()]
+    lines = [line for line in lines if line]
+    if keep is not None:
+        lines = [line for line in lines if _line_name(line) in keep]
+    dropped = repaired = 0
+    first = ""
+    try:
+        families = _parse_lines(lines)
+    except Exception:  # noqa: BLE001 - any parser failure sends us to the tolerant path
+        families, dropped, repaired, first = _tolerant(lines)
+    expo = _collect(families, dropped, repaired, first)
+    if keep is None:
+        _judge(expo)
+    return expo
+
+
+def _judge(expo: Exposition) -> None:
+    """Reject bodies that parsed to nothing, or to less than what was thrown away."""
+    kept = sum(len(v) for v in expo.samples.values()) + expo.duplicates + expo.nonfinite
+    first = f" (first: {expo.first_dropped!r})" if expo.first_dropped else ""
+    if kept == 0 and not expo.has_metadata:
+        if expo.dropped_lines:
+            raise NotExposition(f"not Prometheus text: all {expo.dropped_lines} line(s) rejected{first}")
+        raise NotExposition("no Prometheus samples")
+    if expo.dropped_lines > max(3, kept + expo.repaired_lines):
+        raise NotExposition(f"mostly not Prometheus text: {expo.dropped_lines} line(s) rejected, {kept} kept{first}")
+
+
+def _collect(families: Sequence[Metric], dropped: int, repaired: int, first: str) -> Exposition:
+    samples: dict[str, dict[Labels, float]] = {}
+    types: dict[str, str] = {}
+    duplicates = nonfinite = 0
+    has_meta = False
+    for fam in families:
+        typ = str(fam.type)
+        if typ != "untyped" or fam.documentation:
+            has_meta = True
+        for sample in fam.samples:
+            value = float(sample.value)
+            if not math.isfinite(value):
+                nonfinite += 1
+                continue
+            key: Labels = tuple(sorted(sample.labels.items()))
+            per_name = samples.setdefault(sample.name, {})
+            if key in per_name:
+                duplicates += 1
+                continue
+            per_name[key] = value
+            types.setdefault(sample.name, typ)
+    return Exposition(samples, types, has_meta, dropped, repaired, duplicates, nonfinite, first)
+
+
+# -- windowed arithmetic ----------------------------------------------------------------------------------
+def label_match(labels: Labels, want: Mapping[str, str]) -> bool:
+    """True when every wanted label's value fully matches its regular expression."""
+    got = dict(labels)
+    return all(k in got and re.fullmatch(pattern, got[k]) is not None for k, pattern in want.items())
+
+
+def counter_delta(
+    cur: Mapping[Labels, float], prev: Mapping[Labels, float], want: Mapping[str, str] | None = None
+) -> float:
+    """The increase of a counter summed over its label sets, across resets.
+
+    A series that went down was restarted (the server restarted or the child was recreated), so its
+    increase since then is its current value, as Prometheus' ``rate()`` assumes. A label set that appeared
+    since the previous scrape was created from zero in between, so all of its value is new.
+    """
+    total = 0.0
+    for labels, now in cur.items():
+        if want and not label_match(labels, want):
+            continue
+        before = prev.get(labels)
+        if before is None or now < before:
+            total += now
+        else:
+            total += now - before
+    return total
+
+
+def le_value(raw: str) -> float | None:
+    """A bucket bound as a float (``+Inf`` is infinity), or None when it does not parse."""
+    try:
+        return float(raw)
+    except ValueError:
+        return None
+
+
+Buckets = dict[float, float]
+
+
+def histogram_buckets(expo: Exposition, base: str) -> dict[Labels, Buckets]:
+    """Cumulative bucket counts of one histogram, per label set without ``le``.
+
+    Accepts ``base_bucket{le=…}`` (the format) and also ``base{le=…}`` (seen in Triton's docs).
+    """
+    out: dict[Labels, Buckets] = {}
+    for name in (base + "_bucket", base):
+        for labels, value in expo.samples.get(name, {}).items():
+            le_raw = dict(labels).get("le")
+            if le_raw is None:
+                continue
+            le = le_value(le_raw)
+            if le is None:
+                continue
+            rest = tuple((k, v) for k, v in labels if k != "le")
+            out.setdefault(rest, {})[le] = value
+        if out:
+            return out
+    return out
+
+
+def buckets_delta(cur: Mapping[Labels, Buckets], prev: Mapping[Labels, Buckets]) -> Buckets:
+    """Bucket counts observed between two scrapes, summed over label sets; a reset series counts whole."""
+    total: Buckets = {}
+    for labels, now in cur.items():
+        before = prev.get(labels)
+        reset = before is None or _bucket_total(now) < _bucket_total(before)
+        for le, count in now.items():
+            inc = count if reset or before is None else count - before.get(le, 0.0)
+            total[le] = total.get(le, 0.0) + max(0.0, inc)
+    return total
+
+
+def _bucket_total(buckets: Buckets) -> float:
+    return buckets[max(buckets)] if buckets else 0.0
+
+
+def quantile(buckets: Buckets, q: float) -> float | None:
+    """The q-quantile of cumulative buckets, interpolated linearly inside a bucket as Prometheus does.
+
+    None when no observation fell in the buckets. When the quantile lies in the +Inf bucket the answer is the
+    largest finite bound (the true value is somewhere above it).
+    """
+    if not buckets:
+        return None
+    bounds = sorted(buckets)
+    cum: list[float] = []
+    running = 0.0
+    for le in bounds:
+        running = max(running, buckets[le])  # a non-monotonic exposition: as Prometheus, never go down
+        cum.append(running)
+    total = cum[-1]
+    if total <= 0:
+        return None
+    rank = q * total
+    idx = next(i for i, c in enumerate(cum) if c >= rank)
+    upper = bounds[idx]
+    if math.isinf(upper):
+        finite = [b for b in bounds if not math.isinf(b)]
+        return finite[-1] if finite else None
+    if idx == 0 and upper <= 0:
+        return upper
+    lower = bounds[idx - 1] if idx > 0 else 0.0
+    below = cum[idx - 1] if idx > 0 else 0.0
+    in_bucket = cum[idx] - below
+    if in_bucket <= 0:
+        return upper
+    return lower + (upper - lower) * (rank - below) / in_bucket

@@ -1,0 +1,404 @@
+"""The queue collector: the server's own Prometheus /metrics, found without being told.
+
+Discovery looks at the TCP ports the target tree listens on (v4 and v6) and asks ``/metrics`` on loopback
+only; endpoints that answer exposition text are kept. ``--metrics-url`` adds endpoints (and wins the pick
+over discovered ones); ``--no-scrape`` turns discovery off. While nothing is found, discovery runs again every
+``REDISCOVER_S`` seconds, and the sample says what was tried so the pane can tell the user what to pass.
+
+Every fetch runs on a small thread pool and ``sample()`` waits for them only a short while: a slow endpoint
+is harvested on a later tick, never holding back the others. Rates and windowed quantiles are computed per
+endpoint against that endpoint's previous scrape, over the measured time between the two responses.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+import urllib.parse
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import psutil
+
+from optitop.collectors.profiles import Reading, evaluate, metrics_paths, profile_by_name, wanted_names
+from optitop.collectors.promtext import (
+    FETCH_TIMEOUT_S,
+    MAX_BODY_BYTES,
+    Exposition,
+    FetchResult,
+    NotExposition,
+    fetch,
+    parse_exposition,
+)
+from optitop.collectors.serving import ServingSample, ServingStats
+from optitop.config import CollectorContext
+from optitop.types import SourceUnavailable, TargetGone
+
+#: Seconds between discovery rounds while no endpoint answers.
+REDISCOVER_S = 30.0
+#: Ports probed at most per round (lowest first); a server rarely listens on more.
+MAX_PROBE_PORTS = 16
+#: Consecutive failed scrapes after which a discovered endpoint is forgotten (and discovery runs again).
+FORGET_AFTER = 3
+#: Concurrent fetches; threads are created only as needed.
+POOL_WORKERS = 16
+#: Seconds between full parses of an endpoint; in between only the series its profile reads are parsed.
+REPARSE_S = 60.0
+
+
+@dataclass(slots=True)
+class _Scrape:
+    """A fetch that finished: the parsed text or the reason it is not usable, and when it arrived."""
+
+    url: str
+    expo: Exposition | None
+    reason: str
+    mono_s: float
+    capped: bool = False
+    full: bool = True
+
+
+@dataclass(slots=True)
+class Endpoint:
+    """One scraped URL and the state its rates need.
+
+    Attributes:
+        url: what is fetched.
+        explicit: given with ``--metrics-url`` (kept when failing; preferred when several answer).
+        prev: the previous good scrape, for counter and bucket deltas; prev_mono_s: when it arrived.
+        pending: the fetch in flight (never two at once for one endpoint); submitted_mono_s: when it started.
+        slow: the last fetch outlasted a tick's wait, so ticks no longer wait for this endpoint.
+        failures: consecutive failed scrapes; reason: why the last one failed.
+        reading: the latest canonical reading; notes: what the last full parse had to drop or repair.
+        keep: the metric names the profile reads (later scrapes parse only those lines).
+        full_parse_mono_s: when the last full parse happened (one every REPARSE_S).
+    """
+
+    url: str
+    explicit: bool
+    prev: Exposition | None = None
+    prev_mono_s: float | None = None
+    pending: Future[_Scrape] | None = None
+    submitted_mono_s: float = 0.0
+    slow: bool = False
+    failures: int = 0
+    reason: str = ""
+    reading: Reading | None = None
+    notes: tuple[str, ...] = ()
+    keep: frozenset[str] | None = None
+    full_parse_mono_s: float = 0.0
+
+
+@dataclass(slots=True)
+class _Discovery:
+    """A discovery round in flight: the probes and what was learnt before probing."""
+
+    probes: dict[int, Future[_Scrape]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    ports: list[int] = field(default_factory=list)
+    denied: int = 0
+
+
+def normalise_url(raw: str) -> str:
+    """``8000``, ``:8000``, ``host:8000`` or a full URL → a full URL; a bare host:port gets ``/metrics``."""
+    text = raw.strip()
+    if text.isdigit():
+        text = f"127.0.0.1:{text}"
+    elif text.startswith(":") and text[1:].isdigit():
+        text = f"127.0.0.1{text}"
+    if "://" not in text:
+        text = "http://" + text
+    parts = urllib.parse.urlsplit(text)
+    if parts.path in ("", "/"):
+        parts = parts._replace(path="/metrics")
+    return urllib.parse.urlunsplit(parts)
+
+
+def _loopback_hosts(ip: str) -> list[str] | None:
+    """Loopback hosts to reach a listener bound to ``ip``, or None when it is bound to another address only."""
+    try:
+        addr = ipaddress.ip_address(ip.split("%")[0])
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    if addr.is_unspecified:
+        return ["127.0.0.1", "[::1]"] if addr.version == 6 else ["127.0.0.1"]
+    if addr.is_loopback:
+        return ["127.0.0.1"] if addr.version == 4 else ["[::1]"]
+    return None
+
+
+def _tcp_sockets(proc: psutil.Process) -> list[Any]:
+    """The process's TCP sockets, v4 and v6 (``net_connections`` since psutil 6, ``connections`` before)."""
+    method = getattr(proc, "net_connections", None) or getattr(proc, "connections")  # noqa: B009
+    return list(method(kind="tcp"))
+
+
+def _scrape(url: str, timeout_s: float, max_bytes: int, keep: frozenset[str] | None = None) -> _Scrape:
+    """Fetch and parse one URL (runs on the pool); ``keep`` limits parsing to the names a profile reads."""
+    got = fetch(url, timeout_s, max_bytes)
+    return _judge_fetch(got, keep)
+
+
+def _judge_fetch(got: FetchResult, keep: frozenset[str] | None) -> _Scrape:
+    # The response time, not the parse's end: rates divide by the time between two servers' answers.
+    arrived = time.monotonic()
+    if not got.ok or got.body is None:
+        return _Scrape(got.url, None, got.reason or "no body", arrived)
+    try:
+        expo = parse_exposition(got.body, got.content_type, keep)
+    except NotExposition as exc:
+        return _Scrape(got.url, None, str(exc), arrived, got.capped, keep is None)
+    return _Scrape(got.url, expo, "", arrived, got.capped, keep is None)
+
+
+def _probe(hosts: list[str], port: int, paths: tuple[str, ...], timeout_s: float, max_bytes: int) -> _Scrape:
+    """Try each loopback host and path of one port; the first that answers exposition text wins."""
+    last: _Scrape | None = None
+    for path in paths:
+        for host in hosts:
+            got = _scrape(f"http://{host}:{port}{path}", timeout_s, max_bytes)
+            if got.expo is not None:
+                return got
+            last = got
+            if got.reason != "connection refused":
+                break  # the host answered (or hung): the other family would not differ
+    assert last is not None
+    return last
+
+
+class QueueCollector:
+    """Scrapes the server's Prometheus endpoints into ServingSample (name ``queue``)."""
+
+    name: ClassVar[str] = "queue"
+
+    def __init__(self, ctx: CollectorContext) -> None:
+        """Prepare endpoints from ``--metrics-url`` and discovery; SourceUnavailable when both are off."""
+        self.interval_s = ctx.options.interval_s
+        self.pid = ctx.pid
+        self.discover = ctx.options.scrape
+        self.timeout_s = FETCH_TIMEOUT_S
+        self.max_bytes = MAX_BODY_BYTES
+        self.rediscover_s = REDISCOVER_S
+        self.endpoints: dict[str, Endpoint] = {}
+        for raw in ctx.options.metrics_urls:
+            url = normalise_url(raw)
+            self.endpoints[url] = Endpoint(url, explicit=True)
+        if not self.discover and not self.endpoints:
+            raise SourceUnavailable("scraping is off (--no-scrape) and no --metrics-url was given")
+        try:
+            self._proc = psutil.Process(ctx.pid)
+        except psutil.NoSuchProcess as exc:
+            raise SourceUnavailable(f"no process with pid {ctx.pid}") from exc
+        self._pool = ThreadPoolExecutor(POOL_WORKERS, thread_name_prefix="optitop-scrape")
+        self._discovery: _Discovery | None = None
+        self._last_discovery_mono_s: float | None = None
+        self._tried: tuple[str, ...] = ()
+        self._prev_mono_s: float | None = None
+
+    def close(self) -> None:
+        """Stop the fetch threads without waiting for a hung endpoint (its socket timeout ends it)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def describe(self) -> str:
+        """The ``doctor`` line."""
+        urls = ", ".join(self.endpoints) or "none yet"
+        mode = "discovery on" if self.discover else "discovery off"
+        return f"Prometheus endpoints: {urls} ({mode}, {self.timeout_s:g} s timeout)"
+
+    # -- one tick ----------------------------------------------------------------------------------------
+    def sample(self) -> ServingSample:
+        """Harvest finished scrapes, start the next ones, and report the most specific endpoint."""
+        ts, mono = time.time(), time.monotonic()
+        dt = None if self._prev_mono_s is None else mono - self._prev_mono_s
+        self._prev_mono_s = mono
+        self._maybe_discover(mono)
+        waited: list[Future[_Scrape]] = []
+        for ep in self.endpoints.values():
+            if ep.pending is None:
+                fresh = ep.keep is not None and mono - ep.full_parse_mono_s < REPARSE_S
+                keep = ep.keep if fresh else None
+                ep.pending = self._pool.submit(_scrape, ep.url, self.timeout_s, self.max_bytes, keep)
+                ep.submitted_mono_s = time.monotonic()
+            if not ep.slow:  # a known-slow endpoint is harvested when it is done, never waited for
+                waited.append(ep.pending)
+        if self._discovery is not None:
+            waited.extend(self._discovery.probes.values())
+        if waited:
+            wait_futures(waited, timeout=self._wait_budget_s())
+        for ep in self.endpoints.values():
+            if ep.pending is not None and not ep.pending.done():
+                ep.slow = True
+        self._harvest_discovery()
+        for ep in list(self.endpoints.values()):
+            self._harvest(ep)
+        return self._build(ts, mono, dt)
+
+    def _wait_budget_s(self) -> float:
+        """How long one tick waits for fetches: long enough for a healthy server, short enough for the rest."""
+        return max(0.2, min(self.timeout_s, self.interval_s / 2))
+
+    def _harvest(self, ep: Endpoint) -> None:
+        if ep.pending is None or not ep.pending.done():
+            return
+        try:
+            got = ep.pending.result()
+        except Exception as exc:  # noqa: BLE001 - a parser bug on one endpoint must not stop the others
+            got = _Scrape(ep.url, None, f"{type(exc).__name__}: {exc}", time.monotonic())
+        ep.pending = None
+        ep.slow = got.mono_s - ep.submitted_mono_s > self._wait_budget_s()
+        if got.expo is None:
+            ep.failures += 1
+            ep.reason = got.reason
+            if ep.failures >= FORGET_AFTER and not ep.explicit:
+                del self.endpoints[ep.url]
+            return
+        dt = None if ep.prev_mono_s is None else got.mono_s - ep.prev_mono_s
+        ep.reading = evaluate(got.expo, ep.prev, dt)
+        if got.full:  # a filtered parse sees only some lines: keep the full parse's notes
+            ep.notes = got.expo.notes() + (("body capped at the size limit",) if got.capped else ())
+            ep.keep, ep.full_parse_mono_s = wanted_names(got.expo), got.mono_s
+        ep.prev, ep.prev_mono_s = got.expo, got.mono_s
+        ep.failures, ep.reason = 0, ""
+
+    # -- discovery ---------------------------------------------------------------------------------------
+    def _maybe_discover(self, mono: float) -> None:
+        if not self.discover or self._discovery is not None:
+            return
+        if any(not ep.explicit for ep in self.endpoints.values()):
+            return
+        if self._last_discovery_mono_s is not None and mono - self._last_discovery_mono_s < self.rediscover_s:
+            return
+        self._last_discovery_mono_s = mono
+        self._discovery = self._start_discovery()
+
+    def _start_discovery(self) -> _Discovery:
+        """List the tree's listening ports and start one probe per port on the pool."""
+        round_ = _Discovery()
+        listeners, round_.denied = self._listeners()
+        explicit_ports = {urllib.parse.urlsplit(u).port for u in self.endpoints}
+        paths = metrics_paths()
+        by_port: dict[int, list[str]] = {}
+        for ip, port in sorted(listeners, key=lambda t: t[1]):
+            if port in explicit_ports:
+                continue
+            hosts = _loopback_hosts(ip)
+            if hosts is None:
+                round_.notes.append(f"port {port} listens on {ip} only: not probed (loopback only)")
+                continue
+            known = by_port.setdefault(port, [])
+            known.extend(h for h in hosts if h not in known)
+        ports = sorted(by_port)
+        if len(ports) > MAX_PROBE_PORTS:
+            round_.notes.append(f"{len(ports) - MAX_PROBE_PORTS} more port(s) not probed")
+            ports = ports[:MAX_PROBE_PORTS]
+        round_.ports = ports
+        for port in ports:
+            round_.probes[port] = self._pool.submit(_probe, by_port[port], port, paths, self.timeout_s, self.max_bytes)
+        return round_
+
+    def _listeners(self) -> tuple[list[tuple[str, int]], int]:
+        """The tree's listening TCP sockets as (address, port), v4 and v6, and how many processes were unreadable."""
+        try:
+            procs = [self._proc, *self._proc.children(recursive=True)]
+        except psutil.NoSuchProcess as exc:
+            raise TargetGone(f"pid {self.pid} exited") from exc
+        except psutil.AccessDenied:
+            procs = [self._proc]
+        out: list[tuple[str, int]] = []
+        denied = 0
+        for proc in procs:
+            try:
+                conns = _tcp_sockets(proc)
+            except psutil.AccessDenied:
+                denied += 1
+                continue
+            except psutil.NoSuchProcess:
+                continue
+            for conn in conns:
+                if conn.status == psutil.CONN_LISTEN and conn.laddr:
+                    out.append((str(conn.laddr[0]), int(conn.laddr[1])))
+        return out, denied
+
+    def _harvest_discovery(self) -> None:
+        round_ = self._discovery
+        if round_ is None or not all(f.done() for f in round_.probes.values()):
+            return
+        self._discovery = None
+        failed: list[str] = []
+        found: list[str] = []
+        for port, fut in sorted(round_.probes.items()):
+            try:
+                got = fut.result()
+            except Exception as exc:  # noqa: BLE001 - one port's surprise must not end discovery
+                failed.append(f"{port}: {type(exc).__name__}: {exc}")
+                continue
+            if got.expo is None:
+                failed.append(f"{port}: {got.reason}")
+                continue
+            found.append(got.url)
+            ep = Endpoint(got.url, explicit=False)
+            self.endpoints[got.url] = ep
+            # The probe is this endpoint's first scrape: rates start from it.
+            ep.prev, ep.prev_mono_s = got.expo, got.mono_s
+            ep.reading = evaluate(got.expo, None, None)
+            ep.notes = got.expo.notes()
+            ep.keep, ep.full_parse_mono_s = wanted_names(got.expo), got.mono_s
+        self._tried = self._tried_lines(round_, found, failed)
+
+    def _tried_lines(self, round_: _Discovery, found: list[str], failed: list[str]) -> tuple[str, ...]:
+        denied = (
+            [f"sockets of {round_.denied} process(es) not readable (needs the same user or root)"]
+            if round_.denied
+            else []
+        )
+        if found:
+            head = f"found {', '.join(found)}"
+        elif round_.ports:
+            ports = ", ".join(str(p) for p in round_.ports)
+            head = f"ports {ports} probed: no Prometheus text; pass --metrics-url"
+        elif round_.denied:
+            head = f"cannot read pid {self.pid}'s sockets (run as its user or root), or pass --metrics-url"
+        else:
+            head = f"pid {self.pid} and its children listen on no loopback TCP port; pass --metrics-url"
+        return (head, *failed, *round_.notes, *denied)
+
+    # -- the sample --------------------------------------------------------------------------------------
+    def _rank(self, ep: Endpoint) -> tuple[int, int, int]:
+        reading = ep.reading
+        assert reading is not None
+        try:
+            rank = profile_by_name(reading.profile).rank
+        except KeyError:
+            rank = 0
+        return (1 if ep.explicit else 0, rank, len(reading.stats.provenance))
+
+    def _build(self, ts: float, mono: float, dt: float | None) -> ServingSample:
+        live = [ep for ep in self.endpoints.values() if ep.reading is not None and ep.failures == 0]
+        others = [ep for ep in self.endpoints.values() if ep not in live]
+        tried = list(self._tried)
+        for ep in others:
+            state = ep.reason or ("waiting for the first answer" if ep.pending is not None else "no answer yet")
+            tried.append(f"{ep.url}: {state}")
+        if self._discovery is not None:
+            tried.insert(0, f"probing port(s) {', '.join(str(p) for p in self._discovery.ports)}")
+        if not live:
+            if not tried:
+                tried.append("no endpoint yet")
+            return ServingSample(ts, mono, dt, source="", profile="", stats=ServingStats(), tried=tuple(tried))
+        live.sort(key=self._rank, reverse=True)
+        best = live[0]
+        assert best.reading is not None
+        source = f"{best.reading.profile} @ {best.url}"
+        if best.reading.also:
+            source += f" (+{'+'.join(best.reading.also)})"
+        for ep in live[1:]:
+            assert ep.reading is not None
+            tried.append(f"also: {ep.reading.profile} @ {ep.url}")
+        tried.extend(f"{best.url}: {note}" for note in best.notes)
+        return ServingSample(
+            ts, mono, dt, source=source, profile=best.reading.profile, stats=best.reading.stats, tried=tuple(tried)
+        )

@@ -1,0 +1,288 @@
+"""``optitop bundle``: what an on-call engineer attaches to a ticket, in one private tar.gz.
+
+Inside: the last N minutes of metrics and verdicts as a recording (``optitop replay metrics.jsonl`` works on
+it), the headless report, a fresh stack dump of every thread (py-spy), the device state (GPUs, driver,
+clocks, throttle reasons), the discovered /metrics endpoints with one raw scrape, and ``optitop doctor``'s
+output. Every text goes through the redaction that guards the screen, and the archive is created 0600.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from optitop import __version__
+from optitop.config import Options
+from optitop.record import write_snapshot
+from optitop.redact import redact_arg_list, redact_text
+from optitop.serialize import SCHEMA_VERSION, report, to_jsonable
+from optitop.store import Store
+from optitop.types import Diagnosis, Window
+
+#: Seconds a bundle made without a live session samples the target for.
+DEFAULT_SAMPLE_S = 5.0
+#: Seconds py-spy may take for one dump (it pauses the target briefly, ~0.1 s normally).
+PYSPY_TIMEOUT_S = 15.0
+#: The raw scrape is cut at this many bytes (a full vLLM exposition is ~100 KB).
+MAX_SCRAPE_BYTES = 2 * 1024 * 1024
+
+_SPACES = re.compile(r"(\s+)")
+
+
+def redact_lines(text: str) -> str:
+    """Redact secrets in free text while keeping its layout: each line is redacted as an argv.
+
+    ``redact_arg_list`` catches ``--token X`` and ``KEY=secret`` (as in a cmdline py-spy prints), and
+    ``redact_text`` URLs with credentials, bearer tokens and well-known key shapes.
+    """
+    out = []
+    for line in text.splitlines(keepends=True):
+        parts = _SPACES.split(line)
+        words = [p for i, p in enumerate(parts) if i % 2 == 0]
+        redacted = redact_arg_list(words)
+        parts[0::2] = redacted
+        out.append(redact_text("".join(parts)))
+    return "".join(out)
+
+
+def redact_json(obj: Any) -> Any:
+    """Redact every string inside a JSON value (lists of strings are redacted as an argv)."""
+    if isinstance(obj, str):
+        return redact_text(obj)
+    if isinstance(obj, list):
+        if obj and all(isinstance(x, str) for x in obj):
+            return [redact_text(x) for x in redact_arg_list(obj)]
+        return [redact_json(x) for x in obj]
+    if isinstance(obj, dict):
+        return {k: redact_json(v) for k, v in obj.items()}
+    return obj
+
+
+@dataclass(slots=True)
+class Bundle:
+    """The archive's members, in the order they are written."""
+
+    members: dict[str, bytes] = field(default_factory=dict)
+
+    def add_text(self, name: str, text: str) -> None:
+        """Add a redacted text member."""
+        self.members[name] = redact_lines(text).encode()
+
+    def add_json(self, name: str, obj: Any) -> None:
+        """Add a redacted JSON member."""
+        self.members[name] = (json.dumps(redact_json(obj), indent=2) + "\n").encode()
+
+
+# -- gathering -------------------------------------------------------------------------------------------
+def find_pyspy() -> str | None:
+    """py-spy on PATH, else next to this Python (a venv's bin/)."""
+    found = shutil.which("py-spy")
+    if found:
+        return found
+    beside = Path(sys.executable).parent / "py-spy"
+    return str(beside) if beside.exists() else None
+
+
+def stack_dump(pid: int) -> str:
+    """A fresh ``py-spy dump`` of every thread, or why there is none."""
+    pyspy = find_pyspy()
+    if pyspy is None:
+        return "no stack dump: py-spy is not installed (pip install py-spy)\n"
+    try:
+        got = subprocess.run(
+            [pyspy, "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=PYSPY_TIMEOUT_S, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return f"no stack dump: py-spy did not answer within {PYSPY_TIMEOUT_S:.0f} s\n"
+    except OSError as exc:
+        return f"no stack dump: cannot run py-spy: {exc}\n"
+    if got.returncode != 0:
+        hint = ""
+        if "ptrace" in got.stderr.lower() or "permission" in got.stderr.lower():
+            hint = "\n(py-spy needs ptrace: run as root or set kernel.yama.ptrace_scope=0)"
+        return f"no stack dump: py-spy exited {got.returncode}:\n{got.stderr.strip()}{hint}\n"
+    return got.stdout
+
+
+def device_state(window: Window) -> dict[str, Any]:
+    """The latest GPU sample (devices, driver, clocks, throttle reasons) or why there is none."""
+    latest = window.latest("gpu")
+    if latest is not None:
+        return {"gpu": to_jsonable(latest)}
+    status = window.statuses.get("gpu")
+    why = status.reason if status is not None and status.reason else "the GPU collector produced no sample"
+    return {"gpu": None, "note": f"no GPU: {why}"}
+
+
+def endpoints_text(urls: Sequence[str]) -> tuple[str, str]:
+    """(the endpoint list with the serving sample's notes, one raw scrape of the first endpoint)."""
+    if not urls:
+        return "no /metrics endpoint was discovered (pass --metrics-url URL if the server has one)\n", ""
+    listing = "".join(f"{u}\n" for u in urls)
+    try:
+        from optitop.collectors.promtext import fetch
+    except ImportError as exc:
+        return listing, f"no scrape: the queue collector is not in this build ({exc})\n"
+    got = fetch(urls[0], max_bytes=MAX_SCRAPE_BYTES)
+    if got.body is None:
+        return listing, f"# scrape of {urls[0]} failed: {got.reason}\n"
+    head = f"# raw scrape of {urls[0]} (HTTP {got.status}, {got.elapsed_s:.2f} s{', cut' if got.capped else ''})\n"
+    return listing, head + got.body
+
+
+def queue_endpoints(session: Any) -> list[str]:
+    """The endpoints the queue collector found (empty when it does not run)."""
+    runner = session.runner("queue") if session is not None else None
+    endpoints = getattr(runner.collector, "endpoints", {}) if runner is not None else {}
+    return list(endpoints)
+
+
+def doctor_output(pid: int, options: Options) -> str:
+    """What ``optitop doctor --pid PID`` prints."""
+    from optitop.doctor import run_doctor
+
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            run_doctor(pid, options)
+    except Exception as exc:  # the bundle reports, it never fails on one part
+        buffer.write(f"\ndoctor failed: {type(exc).__name__}: {exc}\n")
+    return buffer.getvalue()
+
+
+def latest_verdict(window: Window) -> Diagnosis:
+    """The newest verdict in the window, or a fresh judgement when none was made."""
+    if window.diagnoses:
+        return window.diagnoses[-1]
+    from optitop.analyzers import judge
+
+    return judge(window, None)[0]
+
+
+def gather(
+    store: Store,
+    options: Options,
+    minutes: float,
+    endpoints: Sequence[str] = (),
+    with_doctor: bool = True,
+) -> Bundle:
+    """Everything that goes into the archive, from a store that holds the recent history."""
+    bundle = Bundle()
+    pid = store.target.pid
+    window = store.window(minutes * 60)
+    with tempfile.TemporaryDirectory(prefix="optitop-bundle-") as tmp:  # 0700: private while it exists
+        path = os.path.join(tmp, "metrics.jsonl")
+        events = write_snapshot(store, path, options, since_s=minutes * 60)
+        bundle.members["metrics.jsonl"] = Path(path).read_bytes()  # written from redacted samples
+    bundle.add_json("report.json", report(window, latest_verdict(window), window.span_s))
+    bundle.add_text("stacks.txt", stack_dump(pid) if not store.target.exited else "no stack dump: the target exited\n")
+    bundle.add_json("devices.json", device_state(window))
+    listing, scrape = endpoints_text(endpoints)
+    bundle.add_text("endpoints.txt", listing)
+    if scrape:
+        bundle.add_text("scrape.txt", scrape)
+    if with_doctor:
+        bundle.add_text("doctor.txt", doctor_output(pid, options))
+    bundle.add_json(
+        "manifest.json",
+        {
+            "schema_version": SCHEMA_VERSION,
+            "optitop_version": __version__,
+            "created_at": time.time(),
+            "host": socket.gethostname(),
+            "target": {"pid": pid, "name": store.target.name, "cmdline": store.target.cmdline},
+            "minutes": minutes,
+            "metric_events": events,
+            "members": [*bundle.members, "manifest.json"],
+            "replay": "optitop replay metrics.jsonl",
+        },
+    )
+    return bundle
+
+
+def write_archive(path: str, bundle: Bundle) -> None:
+    """Write the members as a tar.gz created 0600 (members 0600 too)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    os.fchmod(fd, 0o600)
+    now = time.time()
+    with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        for name, data in bundle.members.items():
+            info = tarfile.TarInfo(f"optitop-bundle/{name}")
+            info.size, info.mode, info.mtime = len(data), 0o600, int(now)
+            tar.addfile(info, io.BytesIO(data))
+
+
+# -- ``optitop bundle`` ----------------------------------------------------------------------------------
+def bundle_parser() -> argparse.ArgumentParser:
+    """The parser of ``optitop bundle``."""
+    from optitop.cli import _Parser, _positive_float, add_collection_args, add_target_args
+
+    parser = _Parser(
+        prog="optitop bundle",
+        description="Save an incident bundle: recent metrics and verdicts, a stack dump, device state, endpoints "
+        "and doctor output, secrets redacted.",
+    )
+    add_target_args(parser)
+    add_collection_args(parser)
+    parser.add_argument("-o", "--output", required=True, metavar="PATH", help="the archive to write (.tar.gz)")
+    parser.add_argument(
+        "--minutes", type=_positive_float, default=10.0, metavar="N", help="minutes of history (default 10)"
+    )
+    parser.add_argument(
+        "--sample",
+        type=_positive_float,
+        default=DEFAULT_SAMPLE_S,
+        metavar="S",
+        help=f"seconds to sample first, as no live session holds history (default {DEFAULT_SAMPLE_S:g})",
+    )
+    return parser
+
+
+def bundle_main(argv: Sequence[str]) -> int:
+    """``optitop bundle --pid PID -o incident.tar.gz [--minutes N]``; returns the exit code."""
+    from optitop.cli import EXIT_USAGE, UsageError, options_from
+    from optitop.runtime import make_session
+    from optitop.target import TargetError, resolve
+
+    args = bundle_parser().parse_args(argv)
+    try:
+        pid = resolve(args.pid, args.port, args.name)
+        options = options_from(args)
+        session = make_session(pid, options)
+    except (TargetError, UsageError) as exc:
+        print(f"optitop: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    session.start()
+    try:
+        deadline = time.monotonic() + args.sample
+        stop = threading.Event()
+        while time.monotonic() < deadline and not session.store.target.exited:
+            stop.wait(0.1)
+        session.analyze_now()
+        endpoints = queue_endpoints(session)
+    finally:
+        session.stop()
+    bundle = gather(session.store, options, args.minutes, endpoints)
+    try:
+        write_archive(args.output, bundle)
+    except OSError as exc:
+        print(f"optitop: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"optitop: wrote {args.output} ({', '.join(bundle.members)})", file=sys.stderr)
+    return 0

@@ -1,0 +1,403 @@
+"""Recording a session to a JSON Lines file that ``optitop replay`` and ``optitop compare`` read back.
+
+The file shares the headless JSON's ``schema_version``. Line one is a header (versions, host, the target with
+its redacted cmdline, the collectors and their status, the options); every later line is one event::
+
+    {"type": "sample", "series": "process", "mono_s": …, "data": {…every field of the sample…}}
+    {"type": "status", "series": "gpu", "mono_s": …, "data": {…SourceStatus…}}
+    {"type": "diagnosis", "mono_s": …, "data": {…Diagnosis…}}
+    {"type": "target", "mono_s": …, "data": {…TargetInfo…}}      (the target changed, e.g. it exited)
+    {"type": "self", "mono_s": …, "data": {…SelfCost…}}
+    {"type": "end", "mono_s": …, "ts_s": …, "events": N}          (a clean stop; absent when killed)
+
+Every line is flushed as it is written (``.gz`` files get a zlib sync flush per line), so a killed optitop
+leaves a file that replays up to its last complete line. Files are created 0600: they hold cmdlines and
+server metrics of someone else's process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import zlib
+from collections.abc import Sequence
+from types import FrameType
+from typing import IO, Any
+
+from optitop import __version__
+from optitop.config import Options
+from optitop.serialize import SCHEMA_VERSION, to_jsonable
+from optitop.store import Store
+from optitop.types import Diagnosis, Sample, SelfCost, SourceStatus, TargetInfo
+
+#: The value of the header line's ``type``; a file whose first line says otherwise is not a recording.
+HEADER_TYPE = "optitop-record"
+#: Seconds between the writer's sweeps when nothing wakes it (it is woken by every store change).
+SWEEP_S = 0.5
+#: Options written into the header (what a replay or a comparison needs to interpret the data).
+HEADER_OPTIONS = ("interval_s", "history_s", "analysis_window_s", "pyspy_rate_hz")
+
+
+def open_private(path: str) -> IO[bytes] | gzip.GzipFile:
+    """Create (or truncate) ``path`` readable by its owner only; ``.gz`` paths get a gzip stream.
+
+    ``os.open`` with mode 0o600 makes the file private from its first byte (no window where a chmod has
+    not happened yet); ``fchmod`` fixes a file that existed before with wider rights.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        raw = os.fdopen(fd, "wb")
+    except BaseException:
+        os.close(fd)
+        raise
+    if path.endswith(".gz"):
+        return _SyncGzip(raw)
+    return raw
+
+
+class _SyncGzip(gzip.GzipFile):
+    """A gzip writer that also closes the file under it (GzipFile leaves a passed-in file open)."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        super().__init__(filename="", mode="wb", fileobj=raw, mtime=0)
+        self._raw = raw
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._raw.close()
+
+
+class LineWriter:
+    """Writes one JSON object per line and makes each line durable against a kill of optitop."""
+
+    def __init__(self, path: str) -> None:
+        """Create ``path`` (0600)."""
+        self.path = path
+        self._fh = open_private(path)
+        self.lines = 0
+
+    def write(self, obj: dict[str, Any]) -> None:
+        """Append one line and flush it to the OS (a sync flush for gzip, so the line can be decompressed)."""
+        data = json.dumps(obj, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+        self._fh.write(data)
+        if isinstance(self._fh, gzip.GzipFile):
+            self._fh.flush(zlib.Z_SYNC_FLUSH)
+        else:
+            self._fh.flush()
+        self.lines += 1
+
+    def close(self) -> None:
+        """Finish the file (the gzip trailer is written here)."""
+        self._fh.close()
+
+
+def header(store: Store, options: Options | None, collectors: Sequence[str] = ()) -> dict[str, Any]:
+    """The first line: what was watched, where, with which sources and options."""
+    statuses = store.statuses()
+    target = store.target
+    opts = {name: getattr(options, name) for name in HEADER_OPTIONS} if options is not None else {}
+    return {
+        "type": HEADER_TYPE,
+        "schema_version": SCHEMA_VERSION,
+        "optitop_version": __version__,
+        "created_at": time.time(),
+        "created_mono_s": time.monotonic(),
+        "host": target.host or socket.gethostname(),
+        "target": to_jsonable(target),
+        "collectors": sorted(set(collectors) | set(statuses)),
+        "sources": {name: to_jsonable(st) for name, st in sorted(statuses.items())},
+        "options": opts,
+    }
+
+
+def sample_line(series: str, sample: Sample) -> dict[str, Any]:
+    """One sample as a record line."""
+    return {"type": "sample", "series": series, "mono_s": sample.mono_s, "data": to_jsonable(sample)}
+
+
+def diagnosis_line(diagnosis: Diagnosis) -> dict[str, Any]:
+    """One verdict as a record line (``mono_s`` kept: replay orders by it)."""
+    return {"type": "diagnosis", "mono_s": diagnosis.mono_s, "data": to_jsonable(diagnosis)}
+
+
+class _Marks:
+    """What the writer has already written, so every sweep writes only what is new."""
+
+    def __init__(self) -> None:
+        self.sample_mono: dict[str, float] = {}
+        self.diag_mono = float("-inf")
+        self.diag_last: Diagnosis | None = None
+        self.status: dict[str, tuple[str, str]] = {}
+        self.target: TargetInfo | None = None
+        self.self_cost: SelfCost | None = None
+        self.self_mono = float("-inf")
+
+
+class Recorder:
+    """Writes everything the store receives to a record file, from a thread of its own.
+
+    The store's listener only wakes the writer thread, so a slow disk never holds back a collector; the
+    writer then cuts one window and writes what is newer than what it wrote before.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        path: str,
+        *,
+        options: Options | None = None,
+        collectors: Sequence[str] = (),
+        backlog_s: float = 0.0,
+    ) -> None:
+        """Prepare to record ``store`` into ``path``.
+
+        Args:
+            store: the store to follow.
+            path: the file to create (0600); ``.gz`` compresses.
+            options: written into the header (interval, history, analysis window).
+            collectors: collector names for the header (statuses already in the store are added).
+            backlog_s: also write what the store holds from the last ``backlog_s`` seconds before start
+                (the incident bundle uses this; a recording started with ``r`` starts now).
+        """
+        self.store = store
+        self.path = path
+        self._options = options
+        self._collectors = tuple(collectors)
+        self._backlog_s = backlog_s
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._marks = _Marks()
+        self._writer: LineWriter | None = None
+        self._thread: threading.Thread | None = None
+        self.events = 0
+        self.error: str = ""
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Create the file, write the header and start following the store (OSError when it cannot)."""
+        self._writer = LineWriter(self.path)
+        self._writer.write(header(self.store, self._options, self._collectors))
+        now = time.monotonic()
+        start = now - self._backlog_s
+        window = self.store.window()
+        for name, samples in window.samples.items():
+            self._marks.sample_mono[name] = start if self._backlog_s > 0 else (samples[-1].mono_s if samples else start)
+        if self._backlog_s > 0:
+            self._marks.diag_mono = start
+        elif window.diagnoses:
+            self._marks.diag_last = window.diagnoses[-1]
+            self._marks.diag_mono = window.diagnoses[-1].mono_s
+        self._marks.status = {n: (s.state.value, s.reason) for n, s in window.statuses.items()}
+        self._marks.target = window.target
+        self.store.subscribe(self._on_change)
+        self._thread = threading.Thread(target=self._run, name="optitop-recorder", daemon=True)
+        self._thread.start()
+        self._wake.set()
+
+    def stop(self, timeout_s: float = 3.0) -> None:
+        """Write what is still pending, an ``end`` line, and close the file."""
+        self.store.unsubscribe(self._on_change)
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        with self._lock:
+            if self._writer is None:
+                return
+            try:
+                self._sweep()
+                self._writer.write(
+                    {"type": "end", "mono_s": time.monotonic(), "ts_s": time.time(), "events": self.events}
+                )
+            except OSError as exc:
+                self.error = str(exc)
+            self._writer.close()
+            self._writer = None
+
+    @property
+    def recording(self) -> bool:
+        """True between start() and stop()."""
+        return self._writer is not None
+
+    # -- the writer thread -----------------------------------------------------------------------------
+    def _on_change(self, _name: str) -> None:
+        # Runs on collector threads: only wake the writer.
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(SWEEP_S)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            with self._lock:
+                if self._writer is None:
+                    return
+                try:
+                    self._sweep()
+                except OSError as exc:  # a full disk ends the recording, never the session
+                    self.error = str(exc)
+                    self.store.unsubscribe(self._on_change)
+                    return
+
+    def _emit(self, obj: dict[str, Any]) -> None:
+        assert self._writer is not None
+        self._writer.write(obj)
+        self.events += 1
+
+    def _sweep(self) -> None:
+        """Write every sample, status change, verdict and target change not written yet."""
+        window = self.store.window()
+        now = time.monotonic()
+        marks = self._marks
+        for name, samples in sorted(window.samples.items()):
+            last = marks.sample_mono.get(name, float("-inf"))
+            for sample in samples:
+                if sample.mono_s > last:
+                    self._emit(sample_line(name, sample))
+                    last = sample.mono_s
+            marks.sample_mono[name] = last
+        for name, status in sorted(window.statuses.items()):
+            self._write_status(name, status, now)
+        for diagnosis in _new_diagnoses(window.diagnoses, marks):
+            self._emit(diagnosis_line(diagnosis))
+            marks.diag_last, marks.diag_mono = diagnosis, diagnosis.mono_s
+        if window.target != marks.target:
+            self._emit({"type": "target", "mono_s": now, "data": to_jsonable(window.target)})
+            marks.target = window.target
+        cost = window.self_cost
+        if cost != marks.self_cost and cost.cpu_pct is not None and now - marks.self_mono >= 1.0:
+            self._emit({"type": "self", "mono_s": now, "data": to_jsonable(cost)})
+            marks.self_cost, marks.self_mono = cost, now
+
+    def _write_status(self, name: str, status: SourceStatus, now: float) -> None:
+        # Every successful sample refreshes latency and last-ok time; only a change of state or reason counts.
+        key = (status.state.value, status.reason)
+        if self._marks.status.get(name) == key:
+            return
+        self._marks.status[name] = key
+        self._emit({"type": "status", "series": name, "mono_s": now, "data": to_jsonable(status)})
+
+
+def _new_diagnoses(diagnoses: tuple[Diagnosis, ...], marks: _Marks) -> tuple[Diagnosis, ...]:
+    """The verdicts after the last one written: found by identity, by time when it has left the ring."""
+    if marks.diag_last is not None:
+        for i in range(len(diagnoses) - 1, -1, -1):
+            if diagnoses[i] is marks.diag_last:
+                return diagnoses[i + 1 :]
+    return tuple(d for d in diagnoses if d.mono_s > marks.diag_mono)
+
+
+def write_snapshot(store: Store, path: str, options: Options | None = None, since_s: float | None = None) -> int:
+    """Write what the store holds now (the last ``since_s`` seconds, all when None) as a record file.
+
+    Returns the number of event lines. Used by the incident bundle: the result replays like any recording.
+    """
+    recorder = Recorder(store, path, options=options, backlog_s=since_s if since_s is not None else store.history_s + 1)
+    recorder.start()
+    recorder.stop()
+    return recorder.events
+
+
+def default_record_path(pid: int, directory: str = ".", suffix: str = ".jsonl.gz") -> str:
+    """A timestamped file name for the TUI's ``r`` key: ``optitop-<host>-<pid>-<YYYYmmdd-HHMMSS>.jsonl.gz``."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    host = socket.gethostname().split(".")[0] or "host"
+    return os.path.join(directory, f"optitop-{host}-{pid}-{stamp}{suffix}")
+
+
+# -- ``optitop record`` ----------------------------------------------------------------------------------
+def record_parser() -> argparse.ArgumentParser:
+    """The parser of ``optitop record``."""
+    from optitop.cli import _Parser, _positive_float, add_collection_args, add_target_args
+
+    parser = _Parser(
+        prog="optitop record",
+        description="Record a target's metrics and verdicts to a JSON Lines file (replay or compare it later).",
+    )
+    add_target_args(parser)
+    add_collection_args(parser)
+    parser.add_argument("-o", "--output", required=True, metavar="PATH", help="the file to write (.gz compresses)")
+    parser.add_argument(
+        "--duration",
+        type=_positive_float,
+        default=None,
+        metavar="S",
+        help="seconds to record (default: until the target exits or SIGINT/SIGTERM)",
+    )
+    return parser
+
+
+def record_main(argv: Sequence[str]) -> int:
+    """``optitop record --pid PID -o run.jsonl[.gz] [--duration S]``; returns the exit code."""
+    from optitop.cli import EXIT_USAGE, UsageError, options_from
+    from optitop.target import TargetError, resolve
+
+    args = record_parser().parse_args(argv)
+    try:
+        pid = resolve(args.pid, args.port, args.name)
+    except (TargetError, UsageError) as exc:
+        print(f"optitop: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    options = options_from(args)
+    try:
+        return _record(pid, options, args.output, args.duration)
+    except TargetError as exc:
+        print(f"optitop: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"optitop: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _record(pid: int, options: Options, path: str, duration_s: float | None) -> int:
+    from optitop.runtime import make_session
+
+    session = make_session(pid, options)
+    recorder = Recorder(session.store, path, options=options, collectors=[r.name for r in session.runners])
+    recorder.start()
+    done = threading.Event()
+    previous = _install_stop_signals(done)
+    start = time.monotonic()
+    session.start()
+    try:
+        while not done.is_set() and not session.store.target.exited:
+            if duration_s is not None and time.monotonic() - start >= duration_s:
+                break
+            done.wait(0.1)
+    finally:
+        session.stop()
+        recorder.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    elapsed = time.monotonic() - start
+    why = " (the target exited)" if session.store.target.exited else ""
+    print(f"optitop: recorded {recorder.events} events over {elapsed:.0f} s to {path}{why}", file=sys.stderr)
+    if recorder.error:
+        print(f"optitop: the recording stopped early: {recorder.error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _install_stop_signals(done: threading.Event) -> dict[int, Any]:
+    """SIGTERM/SIGINT/SIGHUP end the recording cleanly (the file gets its ``end`` line)."""
+
+    def _stop(_signum: int, _frame: FrameType | None) -> None:
+        done.set()
+
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            previous[sig] = signal.signal(sig, _stop)
+    return previous

@@ -1,0 +1,270 @@
+"""The queue pane: requests waiting and running, batch, KV cache, latencies, throughput, kernel TCP queues.
+
+Three sources feed it and each block names its own: the server's Prometheus endpoint (``queue``: profile and
+URL), the server's log (``logs``) and the kernel's view of the target's sockets (``sockets``). Samples are read
+with getattr, so the pane works whichever of those collectors exists or runs. When no endpoint was found it
+says what was tried, which is the line that tells the user to pass ``--metrics-url``.
+
+Lines come out most important first, because on a small terminal the app keeps only the first few
+(``Pane.max_lines``): the source and the queue, then batch and KV cache, latencies, the accept queue, rates,
+and the details last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.style import Style
+from rich.text import Text
+
+from optitop.tui.format import clip, fmt_bytes, fmt_pct, fmt_rate, spark
+from optitop.tui.panes.base import Pane
+from optitop.types import Sample, Window
+
+#: KV-cache use above which the number is shown as a warning (the scheduler starts preempting near 100 %).
+KV_WARN_PCT = 90.0
+#: Width of the waiting/running sparklines.
+SPARK_WIDTH = 16
+#: An accept queue this full (of its backlog) is shown as a warning: new connections are about to be dropped.
+ACCEPT_WARN_FRACTION = 0.8
+#: Retransmitted segments above this % of sent ones point at the network (the analyzer's threshold too).
+RETRANS_WARN_PCT = 1.0
+#: Listening sockets listed on the kernel line.
+MAX_LISTENERS = 3
+
+#: One piece of an ``a · b · c`` line and whether it is a warning.
+Part = tuple[str, bool]
+
+_LATENCY_LABELS = (("TTFT", "ttft"), ("ITL", "itl"), ("e2e", "e2e"), ("queue", "queue_time"))
+_RATE_LABELS = (("req", "request_rate_per_s"), ("err", "error_rate_per_s"), ("preempt", "preemptions_per_s"))
+
+
+def fmt_latency(seconds: float | None) -> str:
+    """0.0004 -> '400µs', 0.12 -> '120ms', 2.5 -> '2.50s'; None -> '–'."""
+    if seconds is None:
+        return "–"
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.0f}µs"
+    if seconds < 1.0:
+        return f"{seconds * 1e3:.0f}ms"
+    return f"{seconds:.2f}s"
+
+
+def fmt_count(value: float | None) -> str:
+    """A gauge count: 12.0 -> '12', 0.5 -> '0.5', None -> '–'."""
+    if value is None:
+        return "–"
+    if value == int(value):
+        return f"{int(value)}"
+    return f"{value:.1f}"
+
+
+def fmt_small_rate(value: float | None, unit: str = "/s") -> str:
+    """A rate that is often below 10 (requests/s): one decimal there, compact above."""
+    if value is None:
+        return "–"
+    if value < 10:
+        return f"{value:.1f}{unit}"
+    return fmt_rate(value, unit)
+
+
+def _profile(sample: Sample | None) -> str:
+    """The profile of a ServingSample ("" when none was found, or for any other sample)."""
+    return str(getattr(sample, "profile", "") or "") if sample is not None else ""
+
+
+def _stats(sample: Sample | None) -> object | None:
+    return getattr(sample, "stats", None) if sample is not None else None
+
+
+def _field(obj: object | None, name: str) -> float | None:
+    value = getattr(obj, name, None) if obj is not None else None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _history(series: Sequence[Sample], name: str) -> list[float | None]:
+    return [_field(_stats(s), name) for s in series]
+
+
+def _pair(label: str, stats: object, key: str) -> str | None:
+    p50, p95 = _field(stats, f"{key}_p50_s"), _field(stats, f"{key}_p95_s")
+    if p50 is None and p95 is None:
+        return None
+    return f"{label} {fmt_latency(p50)}/{fmt_latency(p95)}"
+
+
+class QueuePane(Pane):
+    """The request path of the server, from the server's metrics, its log and the kernel."""
+
+    max_tried_lines: int = 2
+
+    def quiet(self, window: Window) -> bool:
+        """Nothing to say beyond one line: no serving metrics and no connections or accept queue."""
+        if any((s := window.latest(n)) is not None and _profile(s) for n in ("queue", "logs")):
+            return False
+        sockets = window.latest("sockets")
+        if sockets is None:
+            return True
+        busy = getattr(sockets, "inbound_conns", 0) or any(
+            getattr(q, "accept_queue", 0) for q in getattr(sockets, "listeners", ())
+        )
+        return not busy
+
+    def build(self, window: Window, width: int) -> Text:
+        """Render the first serving source in full, others in one line each, and the kernel's queues."""
+        serving = [(n, s) for n in ("queue", "logs") if (s := window.latest(n)) is not None and _profile(s)]
+        sockets = window.latest("sockets")
+        kernel = self._kernel_lines(sockets, width) if sockets is not None else []
+        title = Text("QUEUE ", style=self.sty("pane--title"))
+        if not serving:
+            head, tried = self._nothing_found(window, width, len(title))
+            lines = [title + head, *kernel[:1], *tried, *kernel[1:]]
+            return Text("\n").join(lines)
+        name, sample = serving[0]
+        source = str(getattr(sample, "source", "")) or name
+        head = title + Text(clip(source, max(10, width - len(title))), style=self.sty("pane--dim"))
+        stats = _stats(sample)
+        main = [self._queue_line(stats, window.series(name), width)]
+        details = self._line(self._details(stats), width)
+        latencies = [p for p in (_pair(lbl, stats, k) for lbl, k in _LATENCY_LABELS) if p]
+        lines = [head, *main]
+        if details is not None:
+            lines.append(details)
+        if latencies:
+            lines.append(Text(clip("p50/p95 " + " · ".join(latencies), width)))
+        lines.extend(kernel[:1])
+        rates = self._line(self._rates(stats), width)
+        if rates is not None:
+            lines.append(rates)
+        lines.extend(self._brief(s, width) for _, s in serving[1:])
+        lines.extend(kernel[1:])
+        return Text("\n").join(lines)
+
+    # -- pieces --------------------------------------------------------------------------------------------
+    def _warn(self, warn: bool) -> Style | str:
+        return self.sty("pane--warn") if warn else ""
+
+    def _line(self, parts: list[Part], width: int, lead: Text | None = None) -> Text | None:
+        """``a · b · c`` with warning parts coloured, cut at ``width``; None when there is nothing to say."""
+        if not parts:
+            return None
+        text = lead.copy() if lead is not None else Text()
+        for i, (part, warn) in enumerate(parts):
+            piece = (" · " if i else "") + part
+            room = width - len(text)
+            if len(piece) > room:
+                text.append(clip(piece, room))
+                break
+            text.append(piece, style=self._warn(warn))
+        return text
+
+    def _queue_line(self, stats: object, series: Sequence[Sample], width: int) -> Text:
+        """waiting N ▁▂▅ running M ▃▄▄ — the two numbers the scheduling verdict leans on, with their trend."""
+        waiting = _history(series, "requests_waiting")
+        running = _history(series, "requests_running")
+        top = max([v for v in waiting + running if v is not None] + [1.0])
+        spark_w = min(SPARK_WIDTH, max(0, (width - 34) // 2))
+        wait_now = _field(stats, "requests_waiting")
+        text = Text("waiting ")
+        text.append(f"{fmt_count(wait_now):>4}", style=self._warn(bool(wait_now)))
+        if spark_w >= 4:
+            text.append(" " + spark(waiting, spark_w, top=top), style=self.sty("pane--warn"))
+        text.append(f"  running {fmt_count(_field(stats, 'requests_running')):>4}")
+        if spark_w >= 4:
+            text.append(" " + spark(running, spark_w, top=top), style=self.sty("pane--ok"))
+        swapped = _field(stats, "requests_swapped")
+        if swapped:
+            text.append(f"  swapped {fmt_count(swapped)}", style=self.sty("pane--warn"))
+        text.truncate(width)
+        return text
+
+    @staticmethod
+    def _details(stats: object) -> list[Part]:
+        out: list[Part] = []
+        batch, cap = _field(stats, "batch_size"), _field(stats, "max_running")
+        if batch is not None:
+            out.append((f"batch {fmt_count(batch)}" + (f" / max {fmt_count(cap)}" if cap is not None else ""), False))
+        kv = _field(stats, "kv_cache_usage_pct")
+        if kv is not None:
+            near_full = kv >= KV_WARN_PCT
+            out.append((f"KV cache {fmt_pct(kv)}" + (" (near full)" if near_full else ""), near_full))
+        hit = _field(stats, "prefix_cache_hit_pct")
+        if hit is not None:
+            out.append((f"prefix hit {fmt_pct(hit)}", False))
+        return out
+
+    @staticmethod
+    def _rates(stats: object) -> list[Part]:
+        out: list[Part] = []
+        prompt, gen = _field(stats, "prompt_tokens_per_s"), _field(stats, "generation_tokens_per_s")
+        if prompt is not None or gen is not None:
+            out.append((f"tokens {fmt_rate(prompt, '')} in {fmt_rate(gen, '')} out /s", False))
+        for label, key in _RATE_LABELS:
+            value = _field(stats, key)
+            if value is not None:
+                # Errors and preemptions are trouble whenever they happen; requests are just traffic.
+                out.append((f"{label} {fmt_small_rate(value)}", key != "request_rate_per_s" and value > 0))
+        return out
+
+    def _brief(self, sample: Sample, width: int) -> Text:
+        """A second source (the log when the endpoint is shown) in one line: its own name, its own numbers."""
+        stats = _stats(sample)
+        parts: list[Part] = [
+            (f"waiting {fmt_count(_field(stats, 'requests_waiting'))}", False),
+            (f"running {fmt_count(_field(stats, 'requests_running'))}", False),
+        ]
+        kv = _field(stats, "kv_cache_usage_pct")
+        if kv is not None:
+            parts.append((f"KV {fmt_pct(kv)}", kv >= KV_WARN_PCT))
+        gen = _field(stats, "generation_tokens_per_s")
+        if gen is not None:
+            parts.append((f"gen {fmt_rate(gen, ' tok/s')}", False))
+        source = clip(str(getattr(sample, "source", "")), max(10, width // 2))
+        lead = Text(source, style=self.sty("pane--dim")) + Text(": ")
+        line = self._line(parts, width, lead)
+        return line if line is not None else lead
+
+    # -- the kernel's view ---------------------------------------------------------------------------------
+    def _kernel_lines(self, sample: Sample, width: int) -> list[Text]:
+        """Accept queues against their backlog and in-flight connections first; bytes, upstreams, retransmits."""
+        parts: list[Part] = []
+        listeners = tuple(getattr(sample, "listeners", ()) or ())
+        for lq in listeners[:MAX_LISTENERS]:
+            accept, backlog = _field(lq, "accept_queue"), _field(lq, "backlog")
+            full = bool(accept and backlog and accept >= ACCEPT_WARN_FRACTION * backlog)
+            parts.append((f":{getattr(lq, 'port', '?')} accept {fmt_count(accept)}/{fmt_count(backlog)}", full))
+        if len(listeners) > MAX_LISTENERS:
+            parts.append((f"+{len(listeners) - MAX_LISTENERS} more", False))
+        parts.append((f"in-flight conns {fmt_count(_field(sample, 'inbound_conns'))}", False))
+        overflows = _field(sample, "listen_overflows_per_s")
+        if overflows:
+            parts.append((f"listen overflows {fmt_small_rate(overflows)}", True))
+        lead = Text("kernel TCP ", style=self.sty("pane--dim"))
+        first = self._line(parts, width, lead) or lead
+        # Recv-Q is what the server has not read yet, Send-Q what the peer has not acknowledged yet.
+        detail: list[Part] = [
+            (f"unread {fmt_bytes(_field(sample, 'inbound_recv_q_bytes'))}", False),
+            (f"unacked {fmt_bytes(_field(sample, 'inbound_send_q_bytes'))}", False),
+        ]
+        retrans = _field(sample, "retrans_pct")
+        if retrans is not None:
+            detail.append((f"retrans {retrans:.1f}%", retrans > RETRANS_WARN_PCT))
+        upstream = _field(sample, "upstream_conns")
+        if upstream:
+            unacked = fmt_bytes(_field(sample, "upstream_send_q_bytes"))
+            detail.append((f"upstream {fmt_count(upstream)} (unacked {unacked})", False))
+        second = self._line(detail, width, Text("kernel ", style=self.sty("pane--dim")))
+        return [first] if second is None else [first, second]
+
+    # -- nothing found -------------------------------------------------------------------------------------
+    def _nothing_found(self, window: Window, width: int, indent: int) -> tuple[Text, list[Text]]:
+        """The first tried line (or the source's status) as the head, a few more tried lines as detail."""
+        status = window.statuses.get("queue")
+        tried = tuple(getattr(window.latest("queue"), "tried", ()) or ())
+        if tried:
+            head = Text(clip(tried[0], width - indent), style=self.sty("pane--warn"))
+            more = [Text(clip("  " + t, width), style=self.sty("pane--dim")) for t in tried[1:]]
+            return head, more[: self.max_tried_lines]
+        if status is not None and status.reason:
+            return Text(clip(f"metrics: {status.reason}", width - indent), style=self.sty("pane--dim")), []
+        return Text("looking for the server's /metrics…", style=self.sty("pane--dim")), []
