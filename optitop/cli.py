@@ -94,6 +94,14 @@ def add_collection_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pyspy-rate", type=_positive_float, default=20.0, metavar="HZ", help="py-spy samples per second"
     )
+    parser.add_argument(
+        "--native-every",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="a 1 s native (blocking) stack burst every S seconds; it pauses the target (default 0: off, "
+        "the n key takes one on demand)",
+    )
 
 
 def options_from(args: argparse.Namespace) -> Options:
@@ -108,6 +116,7 @@ def options_from(args: argparse.Namespace) -> Options:
         scrape=not args.no_scrape,
         log_paths=tuple(args.log),
         pyspy_rate_hz=args.pyspy_rate,
+        native_every_s=max(0.0, args.native_every),
         low_bandwidth=getattr(args, "low_bandwidth", False),
         monochrome=getattr(args, "mono", False),
     )

@@ -19,6 +19,7 @@ from optitop.store import Store
 from optitop.types import (
     Collector,
     Diagnosis,
+    Sample,
     SelfCost,
     SourceState,
     SourceStatus,
@@ -148,6 +149,7 @@ class Session:
         self._analyzer_state: object = None
         self._housekeeper = threading.Thread(target=self._housekeep, name="optitop-housekeeping", daemon=True)
         self._me = psutil.Process(os.getpid())
+        self._last_gpu_checked: Sample | None = None
         for status in unavailable:
             store.set_status(status)
 
@@ -191,10 +193,41 @@ class Session:
         while not self._stop.wait(period):
             self._check_stalls()
             self._update_self_cost()
+            self._check_gpu_dip()
             try:
                 self.analyze_now()
             except Exception:  # an analyzer bug must not stop collection
                 log.debug("analyzer failed", exc_info=True)
+
+    #: A fall of the target GPU's SM (or busy) % by this many points between two samples triggers a stack dump.
+    GPU_DIP_POINTS = 30.0
+
+    def _check_gpu_dip(self) -> None:
+        """When the GPU's utilisation drops sharply, ask the stacks collector for a dump right now.
+
+        The Python pane then shows what the threads were doing at the moment the GPU went idle.
+        """
+        series = self.store.window(max(3.0, 3 * self.options.interval_s)).series("gpu")
+        # every consecutive pair is looked at once, however many samples arrived since the last check
+        fresh = [x for x in series if self._last_gpu_checked is None or x.mono_s > self._last_gpu_checked.mono_s]
+        if not fresh:
+            return
+        pairs = zip([self._last_gpu_checked, *fresh[:-1]], fresh, strict=True)
+        self._last_gpu_checked = fresh[-1]
+        dip = None
+        for prev, cur in pairs:
+            before = _gpu_busy_pct(prev) if prev is not None else None
+            now = _gpu_busy_pct(cur)
+            if before is not None and now is not None and before - now >= self.GPU_DIP_POINTS:
+                dip = (before, now)
+        if dip is None:
+            return
+        before, now = dip
+        runner = self.runner("pystacks")
+        trigger = getattr(runner.collector, "trigger", None) if runner is not None else None
+        if runner is not None and callable(trigger):
+            trigger(f"GPU utilisation fell from {before:.0f}% to {now:.0f}%")
+            runner.poke()
 
     def _check_stalls(self) -> None:
         now = time.monotonic()
@@ -230,3 +263,19 @@ class Session:
                 slowest_latency_s=slowest.last_latency_s if slowest else None,
             )
         )
+
+
+def _gpu_busy_pct(sample: object) -> float | None:
+    """The busiest of the target's GPUs (all GPUs when it uses none): SM % under GPM, else the legacy busy %."""
+    devices = getattr(sample, "devices", ())
+    wanted = set(getattr(sample, "target_gpu_indices", ()) or ())
+    values = []
+    for dev in devices:
+        if wanted and getattr(dev, "index", None) not in wanted:
+            continue
+        value = getattr(dev, "sm_util_pct", None)
+        if value is None:
+            value = getattr(dev, "legacy_gpu_util_pct", None)
+        if value is not None:
+            values.append(float(value))
+    return max(values) if values else None

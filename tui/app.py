@@ -30,6 +30,7 @@ from optitop.tui.panes.cpu import CpuPane
 from optitop.tui.panes.gpu import GpuPane
 from optitop.tui.panes.header import HeaderPane
 from optitop.tui.panes.membw import MemBwPane
+from optitop.tui.panes.python import PythonPane
 from optitop.tui.panes.queue import QueuePane
 from optitop.tui.panes.tree import TreePane
 from optitop.tui.panes.verdict import VerdictPane
@@ -45,6 +46,7 @@ HELP_TEXT = """optitop — keys
   p / space  pause the screen (collection goes on, history is kept)
   r          record to optitop-<host>-<pid>-<time>.jsonl.gz (again: stop)
   b          write an incident bundle (metrics, stacks, devices, doctor)
+  n          take a 1 s native stack sample (pauses the target; ~2 s for torch)
   ?          this help
   1-6        zoom a pane to the full screen (same key: back):
              1 verdict 2 CPU 3 GPU 4 memory bandwidth 5 queue 6 Python
@@ -59,6 +61,8 @@ Panes
   GPU      per GPU: SM/tensor/DRAM/graphics (gpm) or busy % (legacy),
            memory + the target's share, power, clocks, throttle reasons
   MEMORY   GPU DRAM GB/s of peak (est.), PCIe % of link, host paging
+  PYTHON   py-spy: per thread active/GIL %, what it waits on (network,
+           queue, GPU sync, sleep, I/O), hot functions, native op mix
   QUEUE    waiting/running, batch, KV cache, p50/p95 latencies, accept
            queue; each block names its source (profile @ endpoint, log, kernel)
 
@@ -90,6 +94,7 @@ class OptitopApp(App[int]):
         Binding("question_mark", "help", "help", key_display="?"),
         Binding("r", "toggle_record", "record"),
         Binding("b", "bundle", "bundle", show=False),
+        Binding("n", "native_sample", "native", show=False),
         *(Binding(str(n), f"zoom({n})", f"zoom {n}", show=False) for n in range(1, 7)),
         Binding("plus,equals_sign", "history(2)", "+history", show=False),
         Binding("minus", "history(0.5)", "-history", show=False),
@@ -133,6 +138,7 @@ class OptitopApp(App[int]):
         yield GpuPane(id="gpu")
         yield MemBwPane(id="membw")
         yield QueuePane(id="queue")
+        yield PythonPane(id="python")
         yield Footer()
 
     def panes(self) -> list[Pane]:
@@ -324,6 +330,20 @@ class OptitopApp(App[int]):
             self.call_from_thread(self.notify, f"cannot write {path}: {exc.strerror or exc}", severity="error")
             return
         self.call_from_thread(self.notify, f"wrote {path}")
+
+    def action_native_sample(self) -> None:
+        """Ask the stacks collector for a 1 s native burst (it pauses the target; ~2 s for torch)."""
+        runner = self.session.runner("pystacks") if self.session is not None else None
+        request = getattr(runner.collector if runner else None, "request_native", None)
+        if request is None:
+            self.notify("native stacks: the pystacks collector is not running", severity="warning")
+            return
+        started = request()  # returns at once; the burst runs on its own thread
+        self.notify(
+            "native stack sample started (pauses the target briefly)"
+            if started
+            else "a native sample is already running"
+        )
 
     def action_help(self) -> None:
         """Show the key help."""

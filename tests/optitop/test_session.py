@@ -125,3 +125,49 @@ def test_analyzer_runs_and_self_cost_is_measured():
         wait_for(lambda: session.store.window().diagnoses and session.store.window().self_cost.rss_bytes, timeout_s=10)
     finally:
         session.stop()
+
+
+class FakeGpu(Counting):
+    """Emits GPU samples whose SM utilisation drops from 90 % to 5 % after a few ticks."""
+
+    name = "gpu"
+
+    def sample(self):
+        from dataclasses import dataclass
+
+        @dataclass(frozen=True)
+        class Dev:
+            index: int
+            sm_util_pct: float
+
+        @dataclass(frozen=True)
+        class GpuTick(Sample):
+            devices: tuple
+            target_gpu_indices: tuple
+
+        self.calls += 1
+        util = 90.0 if self.calls < 4 else 5.0
+        return GpuTick(time.time(), time.monotonic(), None, (Dev(0, util),), (0,))
+
+
+class FakeStacks(Counting):
+    name = "pystacks"
+
+    def __init__(self) -> None:
+        super().__init__(60.0)
+        self.triggers: list[str] = []
+
+    def trigger(self, reason: str) -> None:
+        self.triggers.append(reason)
+
+
+def test_a_gpu_dip_triggers_a_stack_sample():
+    gpu, stacks = FakeGpu(0.05), FakeStacks()
+    session = make([gpu, stacks])
+    session.start()
+    try:
+        wait_for(lambda: stacks.triggers, timeout_s=10)
+        assert "fell from 90% to 5%" in stacks.triggers[0]
+        wait_for(lambda: stacks.calls >= 2)  # poked: sampled again now, not in 60 s
+    finally:
+        session.stop()

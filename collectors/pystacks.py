@@ -1,0 +1,1023 @@
+"""The Python stacks collector: what every thread of the target is doing, sampled with py-spy.
+
+Why record windows and not repeated dumps. Measured with py-spy 0.4.3 on a shared 2-core VM (load 3-6 from
+other work), target: one Python thread spinning plus four idle ones; "stopped" is the share of wall time
+the spinning thread spent in ptrace stop (state ``t`` in /proc, polled at ~15 kHz: a measure other load
+cannot blur); py-spy CPU is optitop's cost, % of one core:
+
+    sampler                                           target stopped       py-spy CPU
+    none                                              0                    0
+    dump --nonblocking, 1 / 5 / 20 per s              0                    1.8 / 3.4-7.4 / 26 %
+    record --nonblocking --idle, 20 / 100 Hz          0                    1.3-1.9 / 5.7 %
+    this collector: 3 x record --nonblocking, 20 Hz   0                    4.6 %
+    record (blocking), 20 / 100 Hz                    2.2-2.4 / 4.7-5.9 %  1.7 / 5.6 %
+    record --native, 20 / 100 Hz                      5.5-7.2 / 13-14 %    3.4 / 10-12 %
+
+The loop's iterations/s (on/off pairs of 2 s, 8-10 pairs each) could not resolve the non-blocking cost:
+pairs swung 30-300 % with the machine's other load, medians 83-118 %; dumps at 20/s (a quarter of a core on
+a 2-core box) halved it (median 49 %).
+
+A dump costs a process start plus attaching (reading the target's maps and symbols): ~14 ms of CPU and
+70-90 ms of wall each, so dumps at the 20 Hz default would cost a quarter of a core. A record window pays
+that once per window and then ~0.7-1 ms of CPU per sample. Dumps give more per sample: every thread's
+``active`` (on CPU) and ``owns_gil`` flags, while ``record --format raw`` has neither (``--idle`` and
+``--gil`` are *filters*; with ``--threads`` the lines are ``thread (TID): NAME;root;...;leaf COUNT``). So
+each window runs three cheap non-blocking records side by side over the same seconds at the same rate: all
+stacks (``--idle``), active stacks (no ``--idle``), GIL-holding stacks (``--gil``); per thread, active % and
+GIL % are the ratios of their counts. A single non-blocking ``dump`` is used where one exact instant is
+wanted: ``trigger()`` ("the GPU just went idle: what is the host doing?").
+
+Native stacks (``--native``) stop the target for every sample (py-spy cannot unwind native stacks of a
+running thread). A 1 s native burst at 20 Hz stopped the plain Python target for 0.08-0.10 s in all, but a
+torch process (GEMM loop) for ~2.1 s, the same at 20 and at 100 Hz, so a fixed cost rather than a
+per-sample one (py-spy reads libtorch's symbols and unwind tables, apparently with the target held); such a
+burst takes 3.5-5 s of wall and ~0.8 s of py-spy CPU. Many-thread torch servers are
+worse (py-spy#872: 5-15x slowdowns). So native runs only in short bursts, on ``request_native()`` (a key
+press) or every ``Options.native_every_s`` (0 = never), and the periodic bursts keep their duty cycle at
+or below 1/NATIVE_DUTY_FACTOR of wall time whatever that option says.
+
+Every py-spy child gets an argument list (no shell), PR_SET_PDEATHSIG (it dies with optitop's collector
+thread, even on SIGKILL), an atexit and ``close()`` kill, and a deadline: a hung py-spy is killed, the
+target gets a SIGCONT in case a blocking sampler died while it had the target stopped (py-spy#390), and the
+next window waits with exponential back-off.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter, OrderedDict, defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import ClassVar
+
+from optitop.collectors.stackclass import (
+    BREAKDOWN_CLASSES,
+    OP_CLASSES,
+    Frame,
+    classify_op,
+    classify_sample,
+    classify_wait,
+    is_native_file,
+    leaf_native,
+    leaf_python,
+)
+from optitop.config import CollectorContext
+from optitop.types import Sample, SourceUnavailable, TargetGone
+
+#: Seconds a py-spy child may run past its window before it is treated as hung.
+GRACE_S = 5.0
+#: Seconds a native burst may take past its window: attaching loads the native symbols of every library
+#: (libtorch_cpu is hundreds of MB), measured at ~3 s on a loaded 2-core machine.
+NATIVE_GRACE_S = 20.0
+#: Periodic native bursts are spaced at least this many times their own measured duration apart.
+NATIVE_DUTY_FACTOR = 20.0
+#: Longest pause between retries after py-spy failed.
+MAX_BACKOFF_S = 60.0
+#: Hot functions kept per sample.
+TOP_HOT = 12
+#: Native hot functions kept per native burst.
+TOP_NATIVE_HOT = 6
+#: Environment for py-spy: no Rust backtraces in its error messages.
+PYSPY_ENV_OVERRIDES = {"RUST_BACKTRACE": "0", "RUST_LIB_BACKTRACE": "0"}
+
+StackKey = tuple[int, str, tuple[Frame, ...]]
+
+
+# -- the sample ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class PyThread:
+    """One Python thread over the sample's window.
+
+    Attributes:
+        tid: the OS thread id.
+        name: the Python thread name (``threading.Thread(name=...)``), shown literally.
+        samples: stack samples of this thread in the window.
+        active_pct: % of samples on CPU.
+        gil_pct: % of samples holding the GIL.
+        top_frame: the most frequent leaf frame, ``func (file:line)``.
+        wait: the dominant wait class when the thread is mostly idle, "" when mostly active.
+        waits: the fraction of this thread's samples per class (``active``, wait classes, ``other``).
+    """
+
+    tid: int
+    name: str
+    samples: int
+    active_pct: float
+    gil_pct: float
+    top_frame: str
+    wait: str
+    waits: tuple[tuple[str, float], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HotFunction:
+    """A function where samples land: ``self_pct`` as the leaf, ``total_pct`` anywhere in the stack."""
+
+    name: str
+    location: str
+    self_pct: float
+    total_pct: float
+    native: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PyStacksSample(Sample):
+    """What the target's Python threads did since the previous sample.
+
+    Attributes:
+        mode: "record" (sampling windows) or "dump" (one instant, e.g. a trigger).
+        window_s: seconds of sampling behind this sample (0 for a dump).
+        samples: sample instants.
+        threads: every Python thread seen, busiest first.
+        gil_pct: % of instants in which some thread held the GIL; None when unknown.
+        active_pct: mean active % over the threads that were ever active.
+        waits: process-wide fractions of thread wall time per class (BREAKDOWN_CLASSES order).
+        hot: hot functions (Python; native ones from the latest native burst when it is new).
+        native_mix: fractions of native samples per op class (math, memory, alloc, interpreter, other),
+            from the latest native burst; None when none ran.
+        native_age_s: seconds since that native burst ended; None when none ran.
+        trigger: why this sample was taken out of turn ("" for the regular windows).
+    """
+
+    mode: str
+    window_s: float
+    samples: int
+    threads: tuple[PyThread, ...]
+    gil_pct: float | None
+    active_pct: float
+    waits: tuple[tuple[str, float], ...]
+    hot: tuple[HotFunction, ...]
+    native_mix: tuple[tuple[str, float], ...] | None
+    native_age_s: float | None
+    trigger: str
+
+
+# -- finding and running py-spy --------------------------------------------------------------------------------
+def find_pyspy() -> str | None:
+    """py-spy next to the running Python (the venv optitop lives in) first, then on PATH."""
+    beside = Path(sys.executable).parent / "py-spy"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which("py-spy")
+
+
+_PR_SET_PDEATHSIG = 1
+_prctl: Callable[..., int] | None
+try:
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # pragma: no cover - not Linux
+    _prctl = None
+
+
+def _die_with_parent() -> None:
+    """preexec_fn: the child gets SIGKILL when the thread that started it dies (even if optitop is killed).
+
+    The prctl function is resolved in the parent at import time, so the child only makes one call.
+    """
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+#: Every py-spy child still running -> the pid it may hold stopped (None for non-blocking ones).
+_LIVE: dict[subprocess.Popen[bytes], int | None] = {}
+_LIVE_LOCK = threading.Lock()
+
+
+def _kill_live_children() -> None:
+    """atexit: no py-spy started here outlives optitop, and no target is left stopped (py-spy#390)."""
+    with _LIVE_LOCK:
+        children = list(_LIVE.items())
+    for child, held_pid in children:
+        with contextlib.suppress(OSError):
+            child.kill()
+        if held_pid is not None:
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                child.wait(1.0)
+                os.kill(held_pid, signal.SIGCONT)
+
+
+atexit.register(_kill_live_children)
+
+
+@dataclass(slots=True)
+class RunResult:
+    """How one py-spy child ended."""
+
+    rc: int | None
+    output: str
+    messages: str
+    elapsed_s: float
+    timed_out: bool = False
+
+
+class PySpyRunner:
+    """Starts py-spy children with a deadline and kills them on request; one per collector."""
+
+    def __init__(self, binary: str, target_pid: int) -> None:
+        """Run ``binary`` against ``target_pid``."""
+        self.binary = binary
+        self.target_pid = target_pid
+        self._children: dict[subprocess.Popen[bytes], bool] = {}  # child -> whether it stops the target
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def start(self, args: Sequence[str], blocking: bool = False) -> subprocess.Popen[bytes]:
+        """Start ``py-spy ARGS``; ``blocking`` when it stops the target (native), so that killing it is
+        followed by a SIGCONT."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("runner closed")
+        argv = [self.binary, *args]
+        env = {**os.environ, **PYSPY_ENV_OVERRIDES}
+        proc = subprocess.Popen(  # noqa: S603 - an argument list, never a shell
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only a prctl call, resolved before fork
+            close_fds=True,
+        )
+        with self._lock:
+            self._children[proc] = blocking
+        with _LIVE_LOCK:
+            _LIVE[proc] = self.target_pid if blocking else None
+        return proc
+
+    def finish(self, proc: subprocess.Popen[bytes], deadline: float, blocking: bool) -> RunResult:
+        """Wait for ``proc`` until ``deadline`` (monotonic); kill it past that."""
+        start = time.monotonic()
+        timed_out = False
+        try:
+            out, err = proc.communicate(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            self._kill(proc, blocking)
+            out, err = proc.communicate()
+        finally:
+            with self._lock:
+                self._children.pop(proc, None)
+            with _LIVE_LOCK:
+                _LIVE.pop(proc, None)
+        stdout = out.decode("utf-8", errors="replace")
+        return RunResult(
+            rc=proc.returncode,
+            output=stdout,
+            messages=stdout + err.decode("utf-8", errors="replace"),
+            elapsed_s=time.monotonic() - start,
+            timed_out=timed_out,
+        )
+
+    def run(self, args: Sequence[str], timeout_s: float, blocking: bool) -> RunResult:
+        """Start, wait with a deadline, collect."""
+        proc = self.start(args, blocking)
+        return self.finish(proc, time.monotonic() + timeout_s, blocking)
+
+    def _kill(self, proc: subprocess.Popen[bytes], blocking: bool) -> None:
+        with contextlib.suppress(OSError):
+            proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(2.0)
+        if blocking:
+            # A blocking sampler killed mid-sample can leave the target stopped (py-spy#390).
+            with contextlib.suppress(OSError):
+                os.kill(self.target_pid, signal.SIGCONT)
+
+    def live_pids(self) -> list[int]:
+        """The pids of children still running (for tests and ``close``)."""
+        with self._lock:
+            return [p.pid for p in self._children if p.poll() is None]
+
+    def close(self) -> None:
+        """Kill every child still running."""
+        with self._lock:
+            self._closed = True
+            children = list(self._children.items())
+        for proc, blocking in children:
+            self._kill(proc, blocking)
+
+
+# -- explaining failures --------------------------------------------------------------------------------------
+NOT_PYTHON = "no Python stacks: not a Python process"
+PTRACE_FIX = (
+    "py-spy needs ptrace: run optitop as root or with CAP_SYS_PTRACE (in containers: --cap-add SYS_PTRACE),"
+    " or set kernel.yama.ptrace_scope=0"
+)
+
+#: py-spy error text -> what to tell the person (first match wins).
+FAILURES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"Failed to find python version|Failed to find a python interpreter"), NOT_PYTHON),
+    (re.compile(r"(?i)unsupported version|not supported|unknown version"), "py-spy does not support this Python"),
+    (re.compile(r"(?i)permission denied|operation not permitted|os error 1\b"), PTRACE_FIX),
+)
+
+
+def explain_failure(messages: str, rc: int | None) -> str:
+    """A one-line, actionable reason from py-spy's output."""
+    for pattern, reason in FAILURES:
+        if pattern.search(messages):
+            if reason.startswith("py-spy does not support"):
+                detail = _first_error_line(messages)
+                return f"{reason} ({detail}): upgrade it with `pip install -U py-spy`"
+            return reason
+    return f"py-spy failed (exit {rc}): {_first_error_line(messages) or 'no message'}"
+
+
+def _first_error_line(messages: str) -> str:
+    for line in messages.splitlines():
+        line = line.strip()
+        if line.startswith("Error:"):
+            return line[len("Error:") :].strip()
+    lines = [ln.strip() for ln in messages.splitlines() if ln.strip() and not ln.startswith("py-spy>")]
+    return lines[0][:160] if lines else ""
+
+
+def python_in_process(pid: int) -> tuple[bool | None, str]:
+    """Whether ``pid`` runs a Python interpreter (a libpython mapping or a python executable).
+
+    Returns (None, reason) when /proc cannot tell (then py-spy decides).
+    """
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe")
+    except FileNotFoundError as exc:
+        raise TargetGone(f"pid {pid} exited") from exc
+    except OSError:
+        exe = ""
+    if re.search(r"python|pypy", os.path.basename(exe), re.IGNORECASE):
+        return True, exe
+    try:
+        with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if "libpython" in line:
+                    return True, exe
+    except FileNotFoundError as exc:
+        raise TargetGone(f"pid {pid} exited") from exc
+    except OSError:
+        return None, exe
+    return False, exe
+
+
+# -- parsing py-spy output ------------------------------------------------------------------------------------
+_FRAME_RE = re.compile(r"^(?P<name>.*) \((?P<where>[^()]*)\)$")
+_THREAD_RE = re.compile(r"^thread \((?P<tid>0x[0-9a-fA-F]+|\d+)\)(?:: (?P<name>.*))?$")
+
+
+def parse_frame(label: str) -> Frame:
+    """``func (file:line)`` or ``func (lib.so)`` as printed by py-spy."""
+    m = _FRAME_RE.match(label)
+    if m is None:
+        return Frame(name=label, native=True)
+    name, where = m.group("name"), m.group("where")
+    file, line = where, None
+    head, sep, tail = where.rpartition(":")
+    if sep and tail.isdigit():
+        file, line = head, int(tail)
+    return Frame(name=name, file=file, line=line, native=is_native_file(file))
+
+
+def parse_raw(text: str) -> Counter[StackKey]:
+    """``py-spy record --format raw --threads`` output -> counts per (tid, thread name, frames leaf first)."""
+    counts: Counter[StackKey] = Counter()
+    for raw in text.splitlines():
+        stack, _, count = raw.rstrip().rpartition(" ")
+        if not stack or not count.isdigit() or int(count) == 0 or stack.startswith("py-spy> "):
+            continue
+        parts = stack.split(";")
+        tid, name = 0, ""
+        m = _THREAD_RE.match(parts[0])
+        if m is not None:
+            tid = int(m.group("tid"), 0)
+            name = m.group("name") or ""
+            parts = parts[1:]
+        frames = tuple(parse_frame(p) for p in reversed(parts))
+        counts[(tid, name, frames)] += int(count)
+    return counts
+
+
+@dataclass(frozen=True, slots=True)
+class DumpThread:
+    """One thread of a ``py-spy dump --json``."""
+
+    tid: int
+    name: str
+    frames: tuple[Frame, ...]
+    active: bool
+    gil: bool
+
+
+def parse_dump(text: str) -> list[DumpThread]:
+    """``py-spy dump --json`` output (frames are leaf first there)."""
+    out = []
+    for thread in json.loads(text):
+        frames = tuple(
+            Frame(
+                name=str(f.get("name", "?")),
+                file=str(f.get("filename", "")),
+                line=f.get("line") or None,
+                native=is_native_file(str(f.get("filename", ""))),
+            )
+            for f in thread.get("frames", ())
+        )
+        tid = thread.get("os_thread_id") or thread.get("thread_id") or 0
+        out.append(
+            DumpThread(
+                tid=int(tid),
+                name=str(thread.get("thread_name") or ""),
+                frames=frames,
+                active=bool(thread.get("active")),
+                gil=bool(thread.get("owns_gil")),
+            )
+        )
+    return out
+
+
+# -- source lines (the leaf line says which C call blocks) ----------------------------------------------------
+class SourceLines:
+    """Reads source lines of the target's files (through /proc/PID/root, so containers work), cached."""
+
+    max_files = 256
+
+    def __init__(self, pid: int) -> None:
+        """Lines of files as ``pid`` sees them."""
+        self.pid = pid
+        self._files: OrderedDict[str, list[str]] = OrderedDict()
+
+    def line(self, file: str, lineno: int | None) -> str:
+        """The stripped text of one line, or "" when unknown."""
+        if lineno is None or lineno <= 0 or not file.endswith((".py", ".pyw")):
+            return ""
+        lines = self._lines(file)
+        return lines[lineno - 1].strip() if lineno <= len(lines) else ""
+
+    def _lines(self, file: str) -> list[str]:
+        if file in self._files:
+            self._files.move_to_end(file)
+            return self._files[file]
+        lines: list[str] = []
+        candidates = [f"/proc/{self.pid}/root{file}", file] if file.startswith("/") else []
+        for path in candidates:
+            try:
+                with open(path, encoding="utf-8", errors="replace") as fh:
+                    lines = fh.read().splitlines()
+                break
+            except OSError:
+                continue
+        self._files[file] = lines
+        if len(self._files) > self.max_files:
+            self._files.popitem(last=False)
+        return lines
+
+
+def with_code(frames: tuple[Frame, ...], source: SourceLines) -> tuple[Frame, ...]:
+    """The frames with the leaf Python frame's source text filled in."""
+    for i, frame in enumerate(frames):
+        if not frame.native:
+            code = source.line(frame.file, frame.line)
+            if not code:
+                return frames
+            return (*frames[:i], replace(frame, code=code), *frames[i + 1 :])
+    return frames
+
+
+def short_path(file: str) -> str:
+    """The package part of a path (``torch/cuda/__init__.py``), or the file name, like py-spy's short names."""
+    for marker in ("site-packages/", "dist-packages/"):
+        if marker in file:
+            return file.rsplit(marker, 1)[1]
+    m = re.search(r"/lib/python3\.\d+/(.*)$", file)
+    if m:
+        return m.group(1)
+    return os.path.basename(file) if "/" in file else file
+
+
+def frame_label(frame: Frame) -> str:
+    """``func (short_file:line)``."""
+    file = short_path(frame.file)
+    if not file:
+        return frame.name
+    return f"{frame.name} ({file}:{frame.line})" if frame.line is not None else f"{frame.name} ({file})"
+
+
+# -- aggregation ----------------------------------------------------------------------------------------------
+@dataclass(slots=True)
+class Window:
+    """Raw counts of one or more sampling windows, per stack: all stacks, active stacks, GIL stacks."""
+
+    mode: str
+    window_s: float
+    instants: int
+    all: Counter[StackKey] = field(default_factory=Counter)
+    active: Counter[StackKey] = field(default_factory=Counter)
+    gil: Counter[StackKey] = field(default_factory=Counter)
+    gil_known: bool = True
+    trigger: str = ""
+
+    def merge(self, other: Window) -> None:
+        """Add another window's counts (sample() aggregates what arrived since the last call)."""
+        self.window_s += other.window_s
+        self.instants += other.instants
+        self.all.update(other.all)
+        self.active.update(other.active)
+        self.gil.update(other.gil)
+        self.gil_known = self.gil_known and other.gil_known
+
+
+def window_from_dump(threads: Iterable[DumpThread], trigger: str) -> Window:
+    """A one-instant window from a dump (exact active and GIL flags)."""
+    win = Window(mode="dump", window_s=0.0, instants=1, trigger=trigger)
+    for t in threads:
+        key = (t.tid, t.name, t.frames)
+        win.all[key] += 1
+        if t.active:
+            win.active[key] += 1
+        if t.gil:
+            win.gil[key] += 1
+    return win
+
+
+def _coarse(frames: tuple[Frame, ...]) -> tuple[tuple[str, str], ...]:
+    """A stack without line numbers: the active and all streams sample different instants, so a hot loop
+    lands on different lines in each; comparing per function keeps their difference meaningful."""
+    return tuple((f.name, f.file) for f in frames)
+
+
+def _idle_weights(all_keys: dict[StackKey, int], active_keys: dict[StackKey, int]) -> dict[StackKey, float]:
+    """Per stack of one thread, how many of its samples were idle: all minus active, per line-free stack."""
+    all_by: dict[tuple[tuple[str, str], ...], int] = Counter()
+    act_by: dict[tuple[tuple[str, str], ...], int] = Counter()
+    for key, n in all_keys.items():
+        all_by[_coarse(key[2])] += n
+    for key, n in active_keys.items():
+        act_by[_coarse(key[2])] += n
+    out: dict[StackKey, float] = {}
+    for key, n in all_keys.items():
+        coarse = _coarse(key[2])
+        idle = max(0, all_by[coarse] - act_by[coarse])
+        out[key] = idle * n / all_by[coarse] if all_by[coarse] else 0.0
+    return out
+
+
+@dataclass(slots=True)
+class _ThreadAcc:
+    name: str = ""
+    all: dict[StackKey, int] = field(default_factory=dict)
+    active: dict[StackKey, int] = field(default_factory=dict)
+    gil: int = 0
+
+
+def _per_thread(win: Window) -> dict[int, _ThreadAcc]:
+    threads: dict[int, _ThreadAcc] = {}
+    for key, n in win.all.items():
+        acc = threads.setdefault(key[0], _ThreadAcc(name=key[1]))
+        acc.all[key] = n
+        acc.name = acc.name or key[1]
+    for key, n in win.active.items():
+        acc = threads.setdefault(key[0], _ThreadAcc(name=key[1]))
+        acc.active[key] = n
+    for key, n in win.gil.items():
+        threads.setdefault(key[0], _ThreadAcc(name=key[1])).gil += n
+    return threads
+
+
+def thread_breakdown(acc: _ThreadAcc, source: SourceLines, cache: dict[StackKey, tuple[Frame, ...]]) -> PyThread:
+    """One thread's active/GIL shares and wait classes from its stack counts."""
+    n_all = sum(acc.all.values())
+    n_act = sum(acc.active.values())
+    total = max(n_all, n_act, 1)
+    act_frac = min(1.0, n_act / total)
+    weights: defaultdict[str, float] = defaultdict(float)
+
+    def frames_of(key: StackKey) -> tuple[Frame, ...]:
+        if key not in cache:
+            cache[key] = with_code(key[2], source)
+        return cache[key]
+
+    if n_act:
+        for key, n in acc.active.items():
+            weights[classify_sample(frames_of(key), True)] += act_frac * n / n_act
+    idle = _idle_weights(acc.all, acc.active)
+    idle_sum = sum(idle.values())
+    if act_frac < 1.0:
+        if idle_sum > 0:
+            for key, w in idle.items():
+                if w > 0:
+                    weights[classify_sample(frames_of(key), False)] += (1.0 - act_frac) * w / idle_sum
+        else:
+            weights["other"] += 1.0 - act_frac
+    waits = tuple((cls, round(weights.get(cls, 0.0), 4)) for cls in BREAKDOWN_CLASSES)
+    idle_classes = [(w, c) for c, w in weights.items() if c != "active" and w > 0]
+    wait = max(idle_classes)[1] if weights.get("active", 0.0) < 0.5 and idle_classes else ""
+    top = Counter(acc.all) or Counter(acc.active)
+    top_key = top.most_common(1)[0][0] if top else None
+    top_frame = ""
+    if top_key is not None and top_key[2]:
+        leaf = leaf_python(top_key[2]) or top_key[2][0]
+        top_frame = frame_label(leaf)
+    return PyThread(
+        tid=0,
+        name=acc.name,
+        samples=total,
+        active_pct=100.0 * act_frac,
+        gil_pct=min(100.0, 100.0 * acc.gil / total),
+        top_frame=top_frame,
+        wait=wait,
+        waits=waits,
+    )
+
+
+def hot_functions(stacks: Counter[StackKey], limit: int, native_only: bool = False) -> tuple[HotFunction, ...]:
+    """Self and total shares per function over ``stacks`` (the active ones: where the CPU goes)."""
+    total = sum(stacks.values())
+    if not total:
+        return ()
+    self_n: Counter[tuple[str, str]] = Counter()
+    total_n: Counter[tuple[str, str]] = Counter()
+    lines: dict[tuple[str, str], Counter[int | None]] = {}
+    native: dict[tuple[str, str], bool] = {}
+    for (_, _, frames), n in stacks.items():
+        # Unresolved native frames (bare addresses) say nothing: their callers get the self share.
+        chosen = [f for f in frames if f.native and not f.name.startswith("0x")] if native_only else list(frames)
+        if not chosen:
+            continue
+        seen: set[tuple[str, str]] = set()
+        for i, frame in enumerate(chosen):
+            fkey = (frame.name, short_path(frame.file))
+            if i == 0:
+                self_n[fkey] += n
+            if fkey not in seen:
+                seen.add(fkey)
+                total_n[fkey] += n
+            lines.setdefault(fkey, Counter())[frame.line] += n
+            native[fkey] = frame.native
+    ranked = sorted(total_n, key=lambda k: (self_n[k], total_n[k]), reverse=True)[:limit]
+    out = []
+    for fkey in ranked:
+        line = lines[fkey].most_common(1)[0][0]
+        location = fkey[1] if line is None else f"{fkey[1]}:{line}"
+        out.append(
+            HotFunction(
+                name=fkey[0],
+                location=location,
+                self_pct=100.0 * self_n[fkey] / total,
+                total_pct=100.0 * total_n[fkey] / total,
+                native=native[fkey],
+            )
+        )
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class NativeResult:
+    """A native burst: op mix and native hot functions."""
+
+    mix: tuple[tuple[str, float], ...]
+    hot: tuple[HotFunction, ...]
+    end_mono_s: float
+    samples: int
+
+
+def native_result(stacks: Counter[StackKey], end_mono_s: float) -> NativeResult | None:
+    """The op mix of a native burst over the samples that were not waiting; None when there were none."""
+    busy: Counter[StackKey] = Counter()
+    mix: Counter[str] = Counter()
+    for key, n in stacks.items():
+        frames = key[2]
+        if classify_wait(frames):
+            continue
+        busy[key] += n
+        op = classify_op(frames)
+        # No native frame below the leaf: the interpreter is running bytecode.
+        mix["interpreter" if op is None else op] += n
+    total = sum(mix.values())
+    if not total:
+        return None
+    return NativeResult(
+        mix=tuple((cls, mix.get(cls, 0) / total) for cls in OP_CLASSES),
+        hot=hot_functions(Counter({k: n for k, n in busy.items() if leaf_native(k[2])}), TOP_NATIVE_HOT, True),
+        end_mono_s=end_mono_s,
+        samples=total,
+    )
+
+
+def build_sample(
+    win: Window,
+    source: SourceLines,
+    native: NativeResult | None,
+    native_new: bool,
+    dt_s: float | None,
+) -> PyStacksSample:
+    """The public sample from merged window counts."""
+    cache: dict[StackKey, tuple[Frame, ...]] = {}
+    threads = []
+    for tid, acc in _per_thread(win).items():
+        threads.append(replace(thread_breakdown(acc, source, cache), tid=tid))
+    threads.sort(key=lambda t: (t.active_pct, t.samples), reverse=True)
+    wall = sum(t.samples for t in threads)
+    waits: defaultdict[str, float] = defaultdict(float)
+    for t in threads:
+        for cls, frac in t.waits:
+            waits[cls] += frac * t.samples
+    active = [t.active_pct for t in threads if t.active_pct > 0]
+    instants = win.instants or max((t.samples for t in threads), default=0)
+    gil_pct = None
+    if win.gil_known and instants:
+        gil_pct = min(100.0, 100.0 * sum(win.gil.values()) / instants)
+    hot = hot_functions(win.active, TOP_HOT)
+    if native is not None and native_new:
+        hot = hot + native.hot
+    now = time.monotonic()
+    return PyStacksSample(
+        ts_s=time.time(),
+        mono_s=now,
+        dt_s=dt_s,
+        mode=win.mode,
+        window_s=win.window_s,
+        samples=instants,
+        threads=tuple(threads),
+        gil_pct=gil_pct,
+        active_pct=sum(active) / len(active) if active else 0.0,
+        waits=tuple((cls, (waits.get(cls, 0.0) / wall) if wall else 0.0) for cls in BREAKDOWN_CLASSES),
+        hot=hot,
+        native_mix=native.mix if native is not None else None,
+        native_age_s=(now - native.end_mono_s) if native is not None else None,
+        trigger=win.trigger,
+    )
+
+
+# -- the collector --------------------------------------------------------------------------------------------
+class PyStacksCollector:
+    """Samples the target's Python stacks with py-spy on a background thread; sample() never waits on it."""
+
+    name: ClassVar[str] = "pystacks"
+
+    def __init__(self, ctx: CollectorContext, pyspy: str | None = None) -> None:
+        """Watch ``ctx.pid``; ``pyspy`` overrides where the py-spy binary is (tests, odd installs)."""
+        opts = ctx.options
+        self.pid = ctx.pid
+        self.interval_s = opts.interval_s
+        self.rate_hz = max(1.0, float(opts.pyspy_rate_hz))
+        #: Seconds per record window (py-spy takes whole seconds).
+        self.window_s = max(1, round(max(2.0, opts.interval_s)))
+        #: Seconds a child may overrun its window before it is killed as hung.
+        self.grace_s = GRACE_S
+        self.native_every_s = max(0.0, float(opts.native_every_s))
+        #: Seconds of one native burst, and how long it may overrun (symbol loading) before it is killed.
+        self.native_window_s = 1
+        self.native_grace_s = NATIVE_GRACE_S
+        #: Why the last native burst failed ("" when it worked), and how long it took end to end.
+        self.native_error = ""
+        self.native_cost_s: float | None = None
+        self.pyspy = pyspy if pyspy is not None else find_pyspy()
+        self._source = SourceLines(ctx.pid)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._pending: list[Window] = []
+        self._triggers: list[Window] = []
+        self._error: str | None = None
+        self._failures = 0
+        self._native: NativeResult | None = None
+        self._native_new = False
+        self._native_busy = threading.Lock()
+        self._trigger_busy = threading.Lock()
+        self._next_native = time.monotonic() + self.native_every_s if self.native_every_s else None
+        self._runner: PySpyRunner | None = None
+        self._thread: threading.Thread | None = None
+        self._checked_python = False
+        self._prev_mono: float | None = None
+
+    # -- public API -----------------------------------------------------------------------------------------
+    def describe(self) -> str:
+        """The doctor line."""
+        return f"py-spy {self.pyspy} at {self.rate_hz:g} Hz in {self.window_s} s non-blocking windows"
+
+    def sample(self) -> PyStacksSample | None:
+        """What arrived since the last call (a trigger dump first); None while the first window runs."""
+        self._preflight()
+        self._ensure_started()
+        with self._lock:
+            native = self._native
+            if self._triggers:
+                return self._finish(self._triggers.pop(0), native, False)
+            pending, self._pending = self._pending, []
+            error = self._error
+            native_new = self._native_new and bool(pending)
+            if pending:
+                self._native_new = False
+        if not pending:
+            if error:
+                raise SourceUnavailable(error)
+            return None
+        merged = pending[0]
+        for other in pending[1:]:
+            merged.merge(other)
+        return self._finish(merged, native, native_new)
+
+    def request_native(self) -> bool:
+        """Run a short native burst now (the TUI's n key); False when one is already running."""
+        return self._start_job(self._native_burst, self._native_busy, "native")
+
+    def trigger(self, reason: str) -> bool:
+        """Take one stack dump now (e.g. "GPU util dipped"); the next sample() returns it with ``reason``."""
+        return self._start_job(lambda: self._trigger_dump(reason), self._trigger_busy, "trigger")
+
+    def live_children(self) -> list[int]:
+        """Pids of py-spy children running right now."""
+        return self._runner.live_pids() if self._runner else []
+
+    def close(self) -> None:
+        """Stop the sampling thread and kill every py-spy child."""
+        self._stop.set()
+        if self._runner is not None:
+            self._runner.close()
+        if self._thread is not None:
+            self._thread.join(5.0)
+
+    # -- checks ---------------------------------------------------------------------------------------------
+    def _preflight(self) -> None:
+        if not os.path.exists(f"/proc/{self.pid}"):
+            raise TargetGone(f"pid {self.pid} exited")
+        if not self.pyspy or not os.access(self.pyspy, os.X_OK):
+            where = self.pyspy or "next to optitop's Python or on PATH"
+            raise SourceUnavailable(f"py-spy not found ({where}): install it with `pip install py-spy`")
+        if not self._checked_python:
+            is_python, exe = python_in_process(self.pid)
+            if is_python is False:
+                raise SourceUnavailable(f"{NOT_PYTHON} ({exe or 'unknown executable'})")
+            self._checked_python = True
+
+    def _ensure_started(self) -> None:
+        if self._thread is not None or self._stop.is_set():
+            return
+        assert self.pyspy is not None
+        self._runner = PySpyRunner(self.pyspy, self.pid)
+        self._thread = threading.Thread(target=self._loop, name="optitop-pystacks", daemon=True)
+        self._thread.start()
+
+    def _finish(self, win: Window, native: NativeResult | None, native_new: bool) -> PyStacksSample:
+        now = time.monotonic()
+        dt = None if self._prev_mono is None else now - self._prev_mono
+        self._prev_mono = now
+        return build_sample(win, self._source, native, native_new, dt)
+
+    # -- the background loop --------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            win, error = self._record_window()
+            with self._lock:
+                if win is not None:
+                    self._pending.append(win)
+                    del self._pending[:-30]  # nobody is reading: keep a bounded backlog
+                    self._error = None
+                    self._failures = 0
+                else:
+                    self._failures += 1
+                    self._error = error
+            if win is None:
+                delay = min(MAX_BACKOFF_S, 2.0 ** min(self._failures, 6))
+                with self._lock:
+                    self._error = f"{error}; retrying in {delay:.0f} s"
+                self._stop.wait(delay)
+                continue
+            due = self._next_native
+            if due is not None and time.monotonic() >= due:
+                self._next_native = time.monotonic() + self._native_period()
+                self.request_native()
+
+    def _native_period(self) -> float:
+        """Seconds to the next periodic native burst: the option, stretched so bursts stay a small share."""
+        cost = self.native_cost_s or 0.0
+        return max(self.native_every_s, NATIVE_DUTY_FACTOR * cost)
+
+    def _record_args(self, extra: Sequence[str], duration: int, rate: float) -> list[str]:
+        return [
+            "record",
+            "--pid",
+            str(self.pid),
+            "--format",
+            "raw",
+            "--threads",
+            "--full-filenames",
+            "--rate",
+            str(max(1, round(rate))),
+            "--duration",
+            str(duration),
+            # A pipe, not a file: nothing is left on disk if optitop is killed. py-spy's own "py-spy>" lines
+            # share the pipe; the parser skips them (data lines start with "thread (").
+            "-o",
+            "/dev/stdout",
+            *extra,
+        ]
+
+    def _record_window(self) -> tuple[Window | None, str]:
+        """Three non-blocking records over the same seconds: all stacks, active stacks, GIL stacks."""
+        runner = self._runner
+        assert runner is not None
+        streams = {"all": ["--nonblocking", "--idle"], "active": ["--nonblocking"], "gil": ["--nonblocking", "--gil"]}
+        start = time.monotonic()
+        deadline = start + self.window_s + self.grace_s
+        started: dict[str, subprocess.Popen[bytes]] = {}
+        try:
+            for kind, flags in streams.items():
+                started[kind] = runner.start(self._record_args(flags, self.window_s, self.rate_hz))
+        except (OSError, RuntimeError) as exc:
+            for proc in started.values():  # do not leave the streams that did start running
+                runner.finish(proc, 0.0, blocking=False)
+            return None, f"cannot start py-spy: {exc}"
+        results = {k: runner.finish(p, deadline, blocking=False) for k, p in started.items()}
+        elapsed = time.monotonic() - start
+        if self._stop.is_set():
+            return None, "stopped"
+        if any(r.timed_out for r in results.values()):
+            return (
+                None,
+                f"py-spy did not finish a {self.window_s} s window in {self.window_s + self.grace_s:.0f} s: killed",
+            )
+        failed = next((r for r in results.values() if r.rc != 0), None)
+        if failed is not None:
+            if not os.path.exists(f"/proc/{self.pid}"):
+                return None, f"target pid {self.pid} exited"
+            return None, explain_failure(failed.messages, failed.rc)
+        win = Window(mode="record", window_s=elapsed, instants=0)
+        win.all = parse_raw(results["all"].output)
+        win.active = parse_raw(results["active"].output)
+        win.gil = parse_raw(results["gil"].output)
+        per_tid: Counter[int] = Counter()
+        for key, n in win.all.items():
+            per_tid[key[0]] += n
+        win.instants = max(per_tid.values(), default=0)
+        return win, ""
+
+    # -- on-demand jobs -------------------------------------------------------------------------------------
+    def _start_job(self, job: object, busy: threading.Lock, name: str) -> bool:
+        if self._stop.is_set() or not busy.acquire(blocking=False):
+            return False
+        try:
+            self._preflight()
+            self._ensure_started()
+        except (SourceUnavailable, TargetGone):
+            busy.release()
+            return False
+
+        def run() -> None:
+            try:
+                job()  # type: ignore[operator]
+            finally:
+                busy.release()
+
+        threading.Thread(target=run, name=f"optitop-pystacks-{name}", daemon=True).start()
+        return True
+
+    def _native_burst(self) -> None:
+        runner = self._runner
+        if runner is None:
+            return
+        args = self._record_args(["--native", "--idle"], self.native_window_s, self.rate_hz)
+        try:
+            result = runner.run(args, self.native_window_s + self.native_grace_s, blocking=True)
+        except (OSError, RuntimeError) as exc:
+            self.native_error = f"cannot start py-spy: {exc}"
+            return
+        if result.timed_out:
+            self.native_error = f"native burst did not finish in {self.native_window_s + self.native_grace_s:.0f} s"
+            return
+        if result.rc != 0:
+            self.native_error = explain_failure(result.messages, result.rc)
+            return
+        self.native_error = ""
+        self.native_cost_s = result.elapsed_s
+        got = native_result(parse_raw(result.output), time.monotonic())
+        if got is not None:
+            with self._lock:
+                self._native = got
+                self._native_new = True
+
+    def _trigger_dump(self, reason: str) -> None:
+        runner = self._runner
+        if runner is None:
+            return
+        args = ["dump", "--pid", str(self.pid), "--json", "--nonblocking", "--full-filenames"]
+        try:
+            result = runner.run(args, self.grace_s, blocking=False)
+        except (OSError, RuntimeError):
+            return
+        if result.rc != 0 or result.timed_out:
+            return
+        try:
+            threads = parse_dump(result.output)
+        except (ValueError, TypeError):
+            return
+        with self._lock:
+            self._triggers.append(window_from_dump(threads, reason))
+            del self._triggers[:-5]

@@ -1,0 +1,227 @@
+"""Classify stack frames: what a thread waits on, and which kind of native kernel a sample is in.
+
+Pure functions over plain frames (no py-spy, no I/O), so the rules can be tested as a table and reused on
+recorded stacks. The rules are data: ordered tuples of (class, pattern); the first match wins.
+
+Python-only stacks do not show C calls: a thread blocked in ``sock.recv(...)`` has the Python frame that
+*calls* ``recv`` as its leaf. So besides function and file names, the rules look at the source text of
+the leaf line (``Frame.code``), which the collector reads from the target's own files.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+#: Wait classes, in the order the sample reports them; "active" and "other" complete the breakdown.
+WAIT_CLASSES: tuple[str, ...] = ("network", "queue", "gpu_sync", "sleep", "io", "gc", "gil")
+#: Every class of the per-thread and process-wide breakdown.
+BREAKDOWN_CLASSES: tuple[str, ...] = ("active", *WAIT_CLASSES, "other")
+#: Native op classes of the op mix.
+OP_CLASSES: tuple[str, ...] = ("math", "memory", "alloc", "interpreter", "other")
+#: Classes that count as a wait even when the thread is on CPU (CUDA syncs spin; GIL handoffs spin).
+ACTIVE_WAITS: frozenset[str] = frozenset({"gpu_sync", "gil"})
+#: How far from the leaf the library rules look (deeper frames are frameworks and event loops).
+STACK_DEPTH = 12
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One stack frame.
+
+    Attributes:
+        name: the function name as py-spy reports it (``Queue.get``, ``mkl_blas_sgemm``).
+        file: the file (Python) or library (native) name; may be empty.
+        line: the line number, or None when unknown.
+        native: True for a native (C/C++) frame.
+        code: the source text of ``line`` when known (leaf Python frames only), else "".
+    """
+
+    name: str
+    file: str = ""
+    line: int | None = None
+    native: bool = False
+    code: str = ""
+
+    def label(self) -> str:
+        """``func (file:line)``, the way py-spy prints a frame."""
+        if not self.file:
+            return self.name
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        return f"{self.name} ({where})"
+
+
+def is_native_file(file: str) -> bool:
+    """True when a frame's file is not Python source (a shared library, a C/C++ file, or nothing)."""
+    if file.startswith("<"):  # <frozen importlib._bootstrap>, <string>
+        return False
+    return not file.endswith((".py", ".pyw", ".pyx"))
+
+
+# -- rules ---------------------------------------------------------------------------------------------------
+def _re(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+#: Native frames between the leaf and the first Python frame; checked first, class by class (a futex under
+#: take_gil is a GIL wait, not a lock wait).
+NATIVE_WAIT_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("gil", _re(r"\btake_gil\b|PyGILState_Ensure|PyEval_RestoreThread|PyEval_AcquireThread")),
+    (
+        "gpu_sync",
+        _re(r"cuda(Stream|Device|Event)Synchronize|cu(Stream|Event|Ctx)Synchronize|cudaMemcpy(?!Async)\b"),
+    ),
+    ("gc", _re(r"gc_collect|collect_generations|_PyGC_Collect|collect_with_callback")),
+    ("sleep", _re(r"nanosleep|\bpysleep\b|\btime_sleep\b|\busleep\b")),
+    (
+        "network",
+        _re(
+            r"^(__libc_|__)?(recv|recvfrom|recvmsg|send|sendto|sendmsg|accept4?|connect|epoll_p?wait|p?poll"
+            r"|p?select6?)$|SSL_(read|write|do_handshake)|sock_(recv|send|accept|connect)|select_epoll_poll"
+        ),
+    ),
+    ("queue", _re(r"sem_(timed|clock)?wait|pthread_cond_(timed|clock)?wait|PyThread_acquire_lock|acquire_timed")),
+    ("io", _re(r"^(__libc_|__)?(read|write|pread64|pwrite64|readv|writev|fsync|fdatasync|openat?)$|_io_FileIO")),
+)
+
+#: Libraries near the leaf that decide the class whatever the leaf is (grpc waits in Condition.wait, a
+#: multiprocessing queue reads a pipe).
+STACK_RULES: tuple[tuple[str, re.Pattern[str], re.Pattern[str]], ...] = (
+    ("gpu_sync", _re(r"(^|/)torch/cuda/(__init__|streams)\.py$"), _re(r"synchronize")),
+    ("queue", _re(r"(^|/)multiprocessing/(connection|queues|synchronize|pool|managers)\.py$"), _re(r"")),
+    (
+        "network",
+        _re(
+            r"(^|/)(urllib3|requests|grpc|aiohttp|httpx|httpcore|websockets|zmq)/|(^|/)http/client\.py$"
+            r"|(^|/)(ssl|socket|selectors|socketserver)\.py$|(^|/)asyncio/(selector_events|streams|transports)\.py$"
+        ),
+        _re(r""),
+    ),
+    ("queue", _re(r"(^|/)queue\.py$|(^|/)concurrent/futures/"), _re(r"")),
+)
+
+#: The leaf Python frame's function (file pattern, name pattern).
+LEAF_RULES: tuple[tuple[str, re.Pattern[str], re.Pattern[str]], ...] = (
+    (
+        "queue",
+        _re(r"(^|/)threading\.py$"),
+        _re(r"(Condition|Event|Semaphore|Barrier)\.(wait|acquire)|Thread\.join|_wait_for_tstate_lock"),
+    ),
+    ("gc", _re(r""), _re(r"^gc\.collect$")),
+)
+
+#: The source text of the leaf Python line: C calls that block without a Python frame of their own.
+CODE_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("gpu_sync", _re(r"\.(item|cpu|tolist|numpy)\(\s*\)|cuda\.synchronize\(|\.synchronize\(")),
+    ("sleep", _re(r"\bsleep\(")),
+    ("gc", _re(r"\bgc\.collect\(")),
+    (
+        "network",
+        _re(
+            r"\.(recv|recv_into|recvfrom|recvfrom_into|recvmsg|send|sendall|sendto|sendmsg|accept|connect"
+            r"|connect_ex)\(|\bselect\.(select|poll|epoll)\b|\.poll\(|\bcreate_connection\(|\burlopen\("
+            r"|\bgetaddrinfo\("
+        ),
+    ),
+    ("queue", _re(r"\.(acquire|wait|join|get|put)\(")),
+    ("io", _re(r"\.(read|readline|readlines|readinto|write|writelines|flush)\(|\bopen\(|\bos\.(read|write|fsync)\(")),
+)
+
+#: Native op classes, tried in order on each native frame from the leaf up; the leaf-most match wins.
+OP_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("memory", _re(r"(?i)eltwise|reorder")),
+    (
+        "math",
+        _re(
+            r"(?i)gemm|gemv|conv(?!ert)|matmul|\bbmm|addmm|blas|mkl|dnnl|mkldnn|onednn|openblas|cublas|xnnpack"
+            r"|fbgemm|\bdot\b|\bmm_|_mm\b"
+        ),
+    ),
+    (
+        "memory",
+        _re(
+            r"(?i)copy|memcpy|memmove|memset|elementwise|vectorized_?loop|basic_loop|cpu_kernel|unary|binary"
+            r"|reduce|reduction|sum_kernel|index_select|gather|scatter|embedding|\bcat\b|cat_|fill|add_kernel"
+            r"|mul_kernel|where_kernel|softmax|layer_norm|transpose|contiguous"
+        ),
+    ),
+    (
+        "alloc",
+        _re(
+            r"(?i)malloc|calloc|realloc|\bc?free\b|_int_free|memalign|CachingAllocator|alloc_cpu|free_cpu"
+            r"|\bmmap|munmap|\bbrk\b|operator new|operator delete|DefaultCPUAllocator|tcmalloc|jemalloc|PyMem_"
+        ),
+    ),
+    ("interpreter", _re(r"^_?Py[A-Z_]|EvalFrame|vectorcall|^_?PyObject|^(long|dict|list|tuple|unicode)_")),
+)
+
+
+# -- classification ------------------------------------------------------------------------------------------
+def leaf_native(frames: Sequence[Frame]) -> tuple[Frame, ...]:
+    """The native frames from the leaf up to the first Python frame (empty for Python-only stacks)."""
+    out = []
+    for frame in frames:
+        if not frame.native:
+            break
+        out.append(frame)
+    return tuple(out)
+
+
+def leaf_python(frames: Sequence[Frame]) -> Frame | None:
+    """The leaf-most Python frame, or None."""
+    return next((f for f in frames if not f.native), None)
+
+
+def classify_wait(frames: Sequence[Frame]) -> str:
+    """The wait class of one stack (frames leaf first), or "" when nothing marks it as a wait.
+
+    Native leaf frames decide first (they are the truth when present), then libraries near the leaf,
+    then the leaf Python function, then the source text of its line.
+    """
+    natives = leaf_native(frames)
+    for cls, pattern in NATIVE_WAIT_RULES:
+        if any(pattern.search(f.name) for f in natives):
+            return cls
+    near = [f for f in frames[:STACK_DEPTH] if not f.native]
+    for cls, file_re, name_re in STACK_RULES:
+        if any(file_re.search(f.file) and name_re.search(f.name) for f in near):
+            return cls
+    leaf = leaf_python(frames)
+    if leaf is None:
+        return ""
+    for cls, file_re, name_re in LEAF_RULES:
+        if file_re.search(leaf.file) and name_re.search(leaf.name):
+            return cls
+    for cls, code_re in CODE_RULES:
+        if leaf.code and code_re.search(leaf.code):
+            return cls
+    return ""
+
+
+def classify_sample(frames: Sequence[Frame], active: bool) -> str:
+    """The breakdown class of one sample: "active", a wait class, or "other" (idle, cause unknown).
+
+    An active thread counts as active unless it spins in a GPU sync or a GIL handoff; an idle thread
+    counts as its wait class, or "other" when the stack says nothing.
+    """
+    cls = classify_wait(frames)
+    if active:
+        return cls if cls in ACTIVE_WAITS else "active"
+    return cls or "other"
+
+
+def classify_op(frames: Sequence[Frame]) -> str | None:
+    """The native op class of one stack: the leaf-most native frame that matches a rule.
+
+    Returns None when the stack has no native frames (a Python-only sample says nothing about kernels),
+    "other" when native frames exist but none matches.
+    """
+    natives = leaf_native(frames)
+    if not natives:
+        return None
+    for frame in natives:
+        for cls, pattern in OP_RULES:
+            if pattern.search(frame.name):
+                return cls
+    return "other"

@@ -1,0 +1,449 @@
+"""The py-spy collector against real targets the tests start: threads that spin, wait on a loopback socket,
+on a queue, in sleep; torch GEMM and copy loops sampled natively; a non-Python process; a missing and a
+hanging py-spy; and no py-spy left behind."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import wait_for
+
+from optitop.collectors.pystacks import (
+    NOT_PYTHON,
+    PTRACE_FIX,
+    PyStacksCollector,
+    PyStacksSample,
+    PyThread,
+    explain_failure,
+    find_pyspy,
+    parse_raw,
+)
+from optitop.config import CollectorContext, Options
+from optitop.types import SourceUnavailable, TargetGone
+
+pytestmark = pytest.mark.skipif(find_pyspy() is None, reason="py-spy is not installed next to Python or on PATH")
+
+THREADS_TARGET = """
+import queue, socket, threading, time
+
+def spinner():
+    n = 0
+    while True:
+        n += 1
+
+server = socket.create_server(("127.0.0.1", 0))
+client = socket.create_connection(server.getsockname())
+conn, _ = server.accept()
+
+def netwait():
+    conn.recv(16)
+
+def qwait():
+    queue.Queue().get()
+
+def napper():
+    while True:
+        time.sleep(5)
+
+for fn in (spinner, netwait, qwait, napper):
+    threading.Thread(target=fn, name=fn.__name__, daemon=True).start()
+print("ready", flush=True)
+while True:
+    time.sleep(5)
+"""
+
+TORCH_TARGET = """
+import sys, threading
+import torch
+
+torch.set_num_threads(1)
+mode = ["gemm"]
+
+def work():
+    a, b = torch.randn(256, 256), torch.randn(256, 256)
+    x, y = torch.randn(2_000_000), torch.empty(2_000_000)
+    while True:
+        if mode[0] == "gemm":
+            c = a @ b
+        else:
+            y.copy_(x)
+            y.add_(1.0)
+
+worker = threading.Thread(target=work, name="torch-worker", daemon=True)
+worker.start()
+print("ready", flush=True)
+for line in sys.stdin:  # the test switches the loop from GEMM to copy/elementwise
+    mode[0] = line.strip()
+    print("switched", flush=True)
+"""
+
+
+def launch(tmp_path: Path, name: str, code: str, *args: str, ready_s: float = 60.0) -> subprocess.Popen[str]:
+    """Run ``code`` from a real file (py-spy and the source-line rules see real paths) until it says ready."""
+    script = tmp_path / f"{name}.py"
+    script.write_text(textwrap.dedent(code))
+    proc = subprocess.Popen([sys.executable, str(script), *args], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + ready_s
+    line = proc.stdout.readline()
+    assert line.strip() == "ready" and time.monotonic() < deadline, f"{name} did not start: {line!r}"
+    return proc
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def threads_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[subprocess.Popen[str]]:
+    proc = launch(tmp_path_factory.mktemp("pystacks"), "threads_target", THREADS_TARGET)
+    yield proc
+    stop(proc)
+
+
+def make(pid: int, pyspy: str | None = None, rate_hz: float = 50.0) -> PyStacksCollector:
+    """A collector with short windows so tests are quick."""
+    collector = PyStacksCollector(CollectorContext(pid=pid, options=Options(pyspy_rate_hz=rate_hz)), pyspy=pyspy)
+    collector.window_s = 1
+    return collector
+
+
+@pytest.fixture
+def collectors() -> Iterator[Callable[..., PyStacksCollector]]:
+    made: list[PyStacksCollector] = []
+
+    def build(*args: object, **kwargs: object) -> PyStacksCollector:
+        c = make(*args, **kwargs)  # type: ignore[arg-type]
+        made.append(c)
+        return c
+
+    yield build
+    for c in made:
+        c.close()
+
+
+def poll_sample(c: PyStacksCollector, ok: Callable[[PyStacksSample], bool], timeout_s: float = 20.0) -> PyStacksSample:
+    """Call sample() (as the session would) until a sample satisfies ``ok``."""
+    found: list[PyStacksSample] = []
+
+    def check() -> bool:
+        s = c.sample()
+        if s is not None and ok(s):
+            found.append(s)
+            return True
+        return False
+
+    wait_for(check, timeout_s=timeout_s, every_s=0.1)
+    return found[0]
+
+
+def by_name(s: PyStacksSample) -> dict[str, PyThread]:
+    return {t.name: t for t in s.threads}
+
+
+NAMES = {"spinner", "netwait", "qwait", "napper"}
+
+
+def test_each_thread_is_classified(threads_target, collectors):
+    c = collectors(threads_target.pid)
+    s = poll_sample(c, lambda s: set(by_name(s)) >= NAMES and min(t.samples for t in s.threads) >= 20)
+    t = by_name(s)
+    assert s.mode == "record" and s.window_s > 0.5 and s.samples >= 20
+    # The spinner is on CPU holding the GIL (> 50 % survives a loaded 2-core machine).
+    assert t["spinner"].active_pct > 50 and t["spinner"].gil_pct > 50, t["spinner"]
+    assert t["spinner"].wait == "" and dict(t["spinner"].waits)["active"] > 0.5
+    assert t["spinner"].top_frame.startswith("spinner (threads_target.py:")
+    # The others wait, each on its own kind of thing.
+    assert t["netwait"].wait == "network" and t["netwait"].active_pct < 20, t["netwait"]
+    assert t["qwait"].wait == "queue" and t["qwait"].top_frame.startswith("Condition.wait"), t["qwait"]
+    assert t["napper"].wait == "sleep", t["napper"]
+    assert dict(t["netwait"].waits)["network"] > 0.8
+    # Process-wide: the GIL is held most of the time, and the breakdown sums to one.
+    waits = dict(s.waits)
+    assert s.gil_pct is not None and s.gil_pct > 50
+    assert abs(sum(waits.values()) - 1.0) < 0.01
+    assert waits["network"] > 0.05 and waits["queue"] > 0.05 and waits["sleep"] > 0.05
+    assert s.active_pct > 50
+    # Hot functions are where the CPU goes: the spinner's loop, with file:line.
+    assert s.hot and s.hot[0].name == "spinner" and s.hot[0].self_pct > 50
+    assert s.hot[0].location.startswith("threads_target.py:") and not s.hot[0].native
+    assert s.native_mix is None and s.native_age_s is None and s.trigger == ""
+
+
+def test_trigger_takes_a_dump_now(threads_target, collectors):
+    c = collectors(threads_target.pid)
+    assert c.sample() is None  # the first window is still running: nothing to report yet, and no wait
+    assert c.trigger("GPU util dipped to 3%")
+    s = poll_sample(c, lambda s: s.trigger != "", timeout_s=10)
+    assert s.mode == "dump" and s.samples == 1 and s.window_s == 0.0
+    assert s.trigger == "GPU util dipped to 3%"
+    t = by_name(s)
+    assert set(t) >= NAMES
+    assert t["netwait"].wait == "network" and t["qwait"].wait == "queue" and t["napper"].wait == "sleep"
+
+
+def test_sample_never_blocks_on_pyspy(threads_target, collectors):
+    c = collectors(threads_target.pid)
+    start = time.monotonic()
+    for _ in range(5):
+        c.sample()
+    assert time.monotonic() - start < 0.5  # the windows run on the collector's own thread
+
+
+def test_native_op_mix_tells_math_from_memory(tmp_path, collectors):
+    """One torch process (imported once): a GEMM loop, then a copy/elementwise loop, each sampled natively."""
+    pytest.importorskip("torch", reason="torch (CPU) is needed for the native op-mix targets")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(TORCH_TARGET)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        c = collectors(proc.pid)
+        mixes = {}
+        for kind in ("gemm", "stream"):
+            if kind == "stream":
+                proc.stdin.write("stream\n")
+                proc.stdin.flush()
+                assert proc.stdout.readline().strip() == "switched"
+            assert c.request_native()
+            s = poll_sample(
+                c,
+                lambda s: (s.native_mix is not None and any(h.native for h in s.hot)) or c.native_error != "",
+                timeout_s=40,
+            )
+            assert c.native_error == ""
+            assert c.native_cost_s is not None and c.native_cost_s >= 1.0  # a 1 s burst plus attaching
+            assert s.native_mix is not None and s.native_age_s is not None and s.native_age_s >= 0
+            mixes[kind] = dict(s.native_mix)
+            natives = [h for h in s.hot if h.native]
+            if kind == "gemm":
+                assert any("gemm" in h.name.lower() for h in natives), natives
+        assert mixes["gemm"]["math"] > 0.5 and mixes["gemm"]["math"] > mixes["gemm"]["memory"], mixes
+        assert mixes["stream"]["memory"] > 0.5 and mixes["stream"]["memory"] > mixes["stream"]["math"], mixes
+    finally:
+        stop(proc)
+
+
+def test_not_a_python_process(collectors):
+    proc = subprocess.Popen(["sleep", "60"])
+    try:
+        c = collectors(proc.pid)
+        with pytest.raises(SourceUnavailable, match=NOT_PYTHON):
+            c.sample()
+        assert c.live_children() == []  # py-spy was never started for it
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_missing_pyspy_says_how_to_install(threads_target, collectors):
+    c = collectors(threads_target.pid, pyspy="/nonexistent/py-spy")
+    with pytest.raises(SourceUnavailable, match=r"py-spy not found .*pip install py-spy"):
+        c.sample()
+    assert not c.request_native() and not c.trigger("x")
+
+
+def test_target_exit_is_reported(tmp_path, collectors):
+    proc = launch(tmp_path, "short", "print('ready', flush=True)\nimport time\ntime.sleep(60)\n")
+    c = collectors(proc.pid)
+    stop(proc)
+    with pytest.raises(TargetGone):
+        c.sample()
+
+
+def fake_pyspy(tmp_path: Path) -> tuple[Path, Path]:
+    """A 'py-spy' that hangs: it writes its pid and sleeps."""
+    pids = tmp_path / "pids"
+    fake = tmp_path / "py-spy"
+    fake.write_text(f'#!/bin/sh\necho $$ >> "{pids}"\nexec sleep 600\n')
+    fake.chmod(0o755)
+    return fake, pids
+
+
+def started_pids(pids: Path) -> list[int]:
+    return [int(x) for x in pids.read_text().split()] if pids.exists() else []
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_hung_pyspy_is_killed_and_retried_with_backoff(threads_target, collectors, tmp_path):
+    fake, pids = fake_pyspy(tmp_path)
+    c = collectors(threads_target.pid, pyspy=str(fake))
+    c.grace_s = 0.5
+    assert c.sample() is None
+    first = wait_for(lambda: len(started_pids(pids)) >= 3 and started_pids(pids), timeout_s=10)
+    failure: list[str] = []
+
+    def failed() -> bool:
+        try:
+            c.sample()
+        except SourceUnavailable as exc:
+            failure.append(str(exc))
+            return True
+        return False
+
+    wait_for(failed, timeout_s=10)
+    assert "did not finish" in failure[0] and "killed" in failure[0] and "retrying in" in failure[0]
+    assert all(gone(pid) for pid in first)  # type: ignore[union-attr]
+    # After the back-off it tries again (new children), and those are killed too.
+    wait_for(lambda: len(started_pids(pids)) >= 6, timeout_s=15)
+    c.close()
+    assert all(gone(pid) for pid in started_pids(pids))
+
+
+def pyspy_children() -> list[psutil.Process]:
+    out = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.name() == "py-spy" and child.status() != psutil.STATUS_ZOMBIE:
+                out.append(child)
+        except psutil.NoSuchProcess:
+            continue
+    return out
+
+
+def test_close_leaves_no_pyspy_behind(threads_target):
+    c = make(threads_target.pid)
+    c.sample()
+    c.request_native()
+    wait_for(lambda: len(c.live_children()) >= 3, timeout_s=10)
+    assert pyspy_children()
+    start = time.monotonic()
+    c.close()
+    assert time.monotonic() - start < 6
+    assert pyspy_children() == []
+    assert c.live_children() == []
+
+
+OWNER = """
+import sys, time
+from optitop.collectors.pystacks import PyStacksCollector
+from optitop.config import CollectorContext, Options
+
+c = PyStacksCollector(CollectorContext(pid=int(sys.argv[1]), options=Options()))
+c.sample()
+deadline = time.monotonic() + 20
+while len(c.live_children()) < 3 and time.monotonic() < deadline:
+    time.sleep(0.05)
+print(" ".join(map(str, c.live_children())), flush=True)
+time.sleep(600)
+"""
+
+
+def test_pyspy_dies_with_a_killed_optitop(threads_target, tmp_path):
+    """SIGKILL gives optitop no chance to clean up: PR_SET_PDEATHSIG must take the children down."""
+    script = tmp_path / "owner.py"
+    script.write_text(OWNER)
+    owner = subprocess.Popen(
+        [sys.executable, str(script), str(threads_target.pid)], stdout=subprocess.PIPE, text=True, cwd=tmp_path
+    )
+    try:
+        assert owner.stdout is not None
+        children = [int(x) for x in owner.stdout.readline().split()]
+        assert len(children) >= 3 and all(not gone(p) for p in children)
+        os.kill(owner.pid, signal.SIGKILL)
+        owner.wait(10)
+        wait_for(lambda: all(gone(p) for p in children), timeout_s=10)
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait()
+    # The target was never left stopped.
+    assert psutil.Process(threads_target.pid).status() != psutil.STATUS_STOPPED
+
+
+AS_NOBODY = """
+import sys, time
+from optitop.collectors.pystacks import PyStacksCollector
+from optitop.config import CollectorContext, Options
+
+c = PyStacksCollector(CollectorContext(pid=int(sys.argv[1]), options=Options()))
+deadline = time.monotonic() + 20
+try:
+    while time.monotonic() < deadline:
+        try:
+            c.sample()
+        except Exception as exc:
+            print(type(exc).__name__, exc, flush=True)
+            break
+        time.sleep(0.05)
+finally:
+    c.close()
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to start a collector as another user")
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux) to drop privileges")
+def test_no_ptrace_permission_says_the_fix(threads_target):
+    """A collector running as nobody against root's process: py-spy is refused, the status says how to fix it."""
+    got = subprocess.run(
+        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c", AS_NOBODY]
+        + [str(threads_target.pid)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd="/",
+    )
+    assert got.stdout.startswith("SourceUnavailable " + PTRACE_FIX), (got.stdout, got.stderr[-2000:])
+
+
+# -- parsing and messages (real py-spy output captured on this machine) --------------------------------------
+RAW = (
+    "thread (6771): qwait;Thread._bootstrap (threading.py:1002);Queue.get (queue.py:171);"
+    "Condition.wait (threading.py:327) 49\n"
+    "thread (12410): torch copy [1];copy (/tmp/t.py:12);c10::function_ref<void (char**, long const*, long, long)>"
+    "::callback_fn<at::native::AVX2::VectorizedLoop2d<add_kernel::{lambda()#1}>> "
+    "(/venv/torch/lib/libtorch_cpu.so);0x7f59caca3f16 (/usr/lib/x86_64-linux-gnu/libc.so.6) 51\n"
+    "py-spy> Wrote raw flamegraph data to '/tmp/x'. Samples: 100 Errors: 0\n"
+)
+
+
+def test_parse_raw_keeps_names_literal_and_frames_leaf_first():
+    counts = parse_raw(RAW)
+    assert sum(counts.values()) == 100
+    (q_key, q_n), (t_key, t_n) = sorted(counts.items(), key=lambda kv: kv[0][0])
+    assert q_key[:2] == (6771, "qwait") and q_n == 49
+    assert [f.name for f in q_key[2]] == ["Condition.wait", "Queue.get", "Thread._bootstrap"]
+    assert q_key[2][0].file == "threading.py" and q_key[2][0].line == 327 and not q_key[2][0].native
+    assert t_key[:2] == (12410, "torch copy [1]") and t_n == 51
+    leaf, callback, py_frame = t_key[2]
+    assert leaf.native and leaf.name == "0x7f59caca3f16" and leaf.file.endswith("libc.so.6")
+    assert callback.native and callback.name.startswith("c10::function_ref<void (char**")
+    assert callback.file == "/venv/torch/lib/libtorch_cpu.so" and callback.line is None
+    assert not py_frame.native and py_frame.line == 12
+
+
+@pytest.mark.parametrize(
+    ("messages", "expected"),
+    [
+        ("Error: Failed to find python version from target process\n", NOT_PYTHON),
+        (
+            "Error: Failed to get process executable name. Check that the process is running.\n\nCaused by:\n"
+            "    0: Permission denied (os error 13)\n",
+            PTRACE_FIX,
+        ),
+        ("Error: Operation not permitted (os error 1)\n", PTRACE_FIX),
+        ("Error: Unsupported version of Python: 3.15.0\n", "py-spy does not support this Python (Unsupported"),
+        ("thread 'main' panicked at src/x.rs:1:2:\nboom\n", "py-spy failed (exit 101): thread 'main' panicked"),
+    ],
+)
+def test_failures_are_explained(messages, expected):
+    assert explain_failure(messages, 101 if "panicked" in messages else 1).startswith(expected)
