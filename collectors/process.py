@@ -13,9 +13,10 @@ from dataclasses import dataclass
 import psutil
 
 from optitop.collectors.procfs import list_tids, read_stat
+from optitop.collectors.tree import TargetTree
 from optitop.config import CollectorContext
 from optitop.redact import redact_cmdline
-from optitop.types import Sample, SourceUnavailable, TargetGone
+from optitop.types import Sample, TargetGone
 
 #: How many threads the sample keeps (the busiest first).
 TOP_THREADS = 24
@@ -105,11 +106,8 @@ class ProcessCollector:
         """Attach to ``ctx.pid``; SourceUnavailable when it does not exist."""
         self.interval_s = ctx.options.interval_s
         self.pid = ctx.pid
-        try:
-            self._proc = psutil.Process(ctx.pid)
-            self._create_time = self._proc.create_time()
-        except psutil.NoSuchProcess as exc:
-            raise SourceUnavailable(f"no process with pid {ctx.pid}") from exc
+        self._tree_of = TargetTree(ctx.pid)
+        self._proc = self._tree_of.proc
         self._prev_mono: float | None = None
         self._prev: dict[tuple[int, float], _Counters] = {}
         self._prev_threads: dict[tuple[int, int], float] = {}
@@ -121,16 +119,7 @@ class ProcessCollector:
     # -- the tree ----------------------------------------------------------------------------------------
     def _tree(self) -> list[tuple[psutil.Process, int]]:
         """The target and its descendants with their depth; psutil objects are reused across ticks."""
-        try:
-            if self._proc.create_time() != self._create_time:
-                raise TargetGone(f"pid {self.pid} now belongs to another process")
-            children = self._proc.children(recursive=True)
-        except psutil.NoSuchProcess as exc:
-            raise TargetGone(f"pid {self.pid} exited") from exc
-        except psutil.AccessDenied:
-            children = []
-        if self._proc.status() == psutil.STATUS_ZOMBIE:
-            raise TargetGone(f"pid {self.pid} exited (zombie)")
+        children = self._tree_of.descendants()
         known = {self.pid: self._proc}
         for child in children:
             known[child.pid] = self._procs.get(child.pid, child)

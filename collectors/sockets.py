@@ -33,8 +33,6 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import psutil
-
 from optitop.collectors.netparse import (
     NETLINK_SOCK_DIAG,
     TcpEntry,
@@ -45,6 +43,7 @@ from optitop.collectors.netparse import (
     parse_tcp_table,
     tcp_in_use,
 )
+from optitop.collectors.tree import TargetTree
 from optitop.config import CollectorContext
 from optitop.types import Sample, SourceUnavailable, TargetGone
 
@@ -232,11 +231,7 @@ class SocketsCollector:
         self.interval_s = ctx.options.interval_s
         self._base_interval_s = ctx.options.interval_s
         self.pid = ctx.pid
-        try:
-            self._proc = psutil.Process(ctx.pid)
-            self._create_time = self._proc.create_time()
-        except psutil.NoSuchProcess as exc:
-            raise SourceUnavailable(f"no process with pid {ctx.pid}") from exc
+        self._tree = TargetTree(ctx.pid)
         if _read_text(f"/proc/{ctx.pid}/net/tcp") is None:
             raise SourceUnavailable(f"cannot read /proc/{ctx.pid}/net/tcp: run optitop as the target's user or as root")
         self._prev_mono: float | None = None
@@ -252,15 +247,7 @@ class SocketsCollector:
         return f"/proc/{self.pid}/net/tcp{{,6}} matched to the tree's socket fds; backlog via {how}"
 
     def _tree_pids(self) -> list[int]:
-        try:
-            if self._proc.create_time() != self._create_time:
-                raise TargetGone(f"pid {self.pid} now belongs to another process")
-            children = self._proc.children(recursive=True)
-        except psutil.NoSuchProcess as exc:
-            raise TargetGone(f"pid {self.pid} exited") from exc
-        except psutil.AccessDenied:
-            children = []
-        return [self.pid] + [c.pid for c in children]
+        return [p.pid for p in self._tree.processes()]
 
     def _tcp_entries(self, inodes: set[int]) -> list[TcpEntry]:
         entries: list[TcpEntry] = []
