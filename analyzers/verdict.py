@@ -1,21 +1,461 @@
-"""The verdict entry points. Until the bottleneck rules land, every window is judged ``unknown``."""
+"""The verdict: walk the rules top-down over one window and explain the result.
+
+The order follows top-down analysis (Intel TMA, Meta HTA): first whether work arrives at all (idle),
+then whether it waits while capacity is free (scheduling), then where the busy time goes (compute,
+memory_io or host_cpu — judged on the GPU when the target uses one, on the CPU cores otherwise), then
+whether time goes to sockets (network); ``none`` is the remainder. Every class is scored from the rules
+table (``rules.py``), so the walk only decides precedence; what counts as evidence is data.
+
+Confidence is the class's score scaled by how much of its evidence could be seen: a missing source lowers
+it, so a verdict built on one counter is never shown as certain.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
+from optitop.analyzers.hysteresis import CONSECUTIVE, HISTORY, NEEDED, HysteresisState, step
+from optitop.analyzers.rules import (
+    BUSY_CLASSES,
+    CLASS_SUMMARY,
+    FALLBACK_MIN,
+    HIERARCHY,
+    HOST_BUSY_PCT,
+    LEGACY_GPU_FACTOR,
+    MAX_CONFIDENCE,
+    MIN_PROCESS_SAMPLES,
+    MISSING_HINTS,
+    OVERRIDE_MARGIN,
+    RULES,
+    SECONDARY_MIN,
+    SIGNAL_SOURCES,
+    Rule,
+    fix_text,
+)
+from optitop.analyzers.signals import SIGNAL_NAMES, Signals, extract
 from optitop.types import Diagnosis, Window
 
+#: Judged classes (``unknown`` is not scored; it is what too little data gives).
+SCORED: tuple[str, ...] = ("idle", "scheduling", *BUSY_CLASSES, "network")
+MAX_EVIDENCE = 5
+MAX_FIXES = 4
+MAX_COUNTER = 4
+MAX_SECONDARY = 3
 
-def analyze(window: Window) -> Diagnosis:
-    """Judge one window (pure)."""
+
+class Num(float):
+    """A float that also formats as bytes: ``{v:B}`` -> ``17.0 GB`` (decimal units, as link speeds)."""
+
+    def __format__(self, spec: str) -> str:
+        """Format ``B`` as a byte size, anything else as a float."""
+        if spec != "B":
+            return float.__format__(self, spec)
+        value = float(self)
+        for unit in ("B", "kB", "MB", "GB", "TB"):
+            if abs(value) < 1000 or unit == "TB":
+                return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+            value /= 1000
+        return f"{value:.1f} TB"  # pragma: no cover
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One rule over one window: fired (True), not fired (False) or unknown (None: a signal is missing)."""
+
+    rule: Rule
+    fired: bool | None
+    value: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    """One class over one window.
+
+    Attributes:
+        score: noisy-OR of the fired positive weights, damped by the fired negative ones (0..1).
+        coverage: the share of the class's positive weight whose signals were known (0..1).
+        hits: every applicable rule of the class with its outcome.
+    """
+
+    category: str
+    score: float
+    coverage: float
+    hits: tuple[Hit, ...]
+
+    def fired(self, positive: bool = True) -> tuple[Hit, ...]:
+        """The fired rules for (or against) the class, strongest first."""
+        chosen = [h for h in self.hits if h.fired and (h.rule.weight > 0) == positive]
+        return tuple(sorted(chosen, key=lambda h: -abs(h.rule.weight)))
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    """Everything the analyzer concluded about one window, before hysteresis."""
+
+    signals: Signals
+    branch: str
+    scores: dict[str, Score]
+    leader: str
+    why: str
+
+
+# -- evaluating rules ----------------------------------------------------------------------------------
+def evaluate(rule: Rule, signals: Signals) -> Hit:
+    """Whether ``rule`` fires on ``signals``; a known-false ``when`` settles it even if the rest is unknown."""
+    value = signals.get(rule.signal)
+    outcomes = [c.holds(signals.get(c.signal)) for c in rule.when]
+    outcomes.append(rule.cond.holds(value))
+    if False in outcomes:
+        return Hit(rule, False, value)
+    if None in outcomes:
+        return Hit(rule, None, value)
+    return Hit(rule, True, value)
+
+
+def choose_branch(signals: Signals) -> str:
+    """``gpu`` when the target uses a GPU (or, attribution unknown, a GPU is active); else ``cpu``."""
+    if not signals.gpu_devices or signals.gpu_used_by_target is False:
+        return "cpu"
+    if signals.gpu_used_by_target:
+        return "gpu"
+    activity = (signals.gpu_busy_pct, signals.gpu_graphics_pct, signals.gpu_pcie_link_pct)
+    return "gpu" if any(a is not None and a >= 5 for a in activity) else "cpu"
+
+
+def score_class(category: str, signals: Signals, branch: str) -> Score:
+    """Combine the class's applicable rules into a score and a coverage."""
+    hits = tuple(evaluate(r, signals) for r in RULES if r.category == category and r.branch in ("any", branch))
+    support = 1.0
+    against = 1.0
+    for h in hits:
+        if h.fired:
+            if h.rule.weight > 0:
+                support *= 1.0 - h.rule.weight
+            else:
+                against *= 1.0 + h.rule.weight
+    total = sum(h.rule.weight for h in hits if h.rule.weight > 0)
+    known = sum(h.rule.weight for h in hits if h.rule.weight > 0 and h.fired is not None)
+    return Score(category, (1.0 - support) * against, known / total if total else 0.0, hits)
+
+
+def work_flows(s: Signals) -> bool:
+    """Whether anything shows work in progress (the precondition of ``none``)."""
+    checks = (
+        (s.proc_cpu_pct, 5.0),
+        (s.gpu_busy_pct, 5.0),
+        (s.requests_running, 0.5),
+        (s.request_rate_per_s, 0.05),
+    )
+    return any(v is not None and v >= t for v, t in checks)
+
+
+def _level_score(level: str, scores: dict[str, Score]) -> tuple[str, float]:
+    if level == "busy":
+        best = max(BUSY_CLASSES, key=lambda c: scores[c].score)
+        return best, scores[best].score
+    return level, scores[level].score
+
+
+def pick_leader(scores: dict[str, Score], signals: Signals) -> tuple[str, str]:
+    """Walk the hierarchy: the first level past its gate wins unless a later one is far stronger."""
+    levels = [(*_level_score(level, scores), gate) for level, gate in HIERARCHY]
+    for i, (category, score, gate) in enumerate(levels):
+        if score < gate:
+            continue
+        stronger = [(c, s) for c, s, g in levels[i + 1 :] if s >= g and s >= score + OVERRIDE_MARGIN]
+        if stronger:
+            c, s = max(stronger, key=lambda cs: cs[1])
+            return c, f"{c} ({s:.2f}) outweighs {category} ({score:.2f})"
+        return category, f"{category} passed its gate ({score:.2f} >= {gate:.2f})"
+    if work_flows(signals):
+        return "none", "work flows and no class passed its gate"
+    best = max(SCORED, key=lambda c: scores[c].score)
+    if scores[best].score >= FALLBACK_MIN:
+        return best, f"nothing passed its gate; {best} scored highest ({scores[best].score:.2f})"
+    return "unknown", f"no class passed its gate and no work is visible (best: {best} {scores[best].score:.2f})"
+
+
+def assess(window: Window) -> Assessment:
+    """Extract the signals, score every class and pick the raw leader (no hysteresis)."""
+    signals = extract(window)
+    branch = choose_branch(signals)
+    scores = {c: score_class(c, signals, branch) for c in SCORED}
+    if signals.process_samples < MIN_PROCESS_SAMPLES:
+        why = f"{signals.process_samples} process sample(s) so far; {MIN_PROCESS_SAMPLES} needed to judge"
+        return Assessment(signals, branch, scores, "unknown", why)
+    leader, why = pick_leader(scores, signals)
+    return Assessment(signals, branch, scores, leader, why)
+
+
+# -- explaining ----------------------------------------------------------------------------------------
+def source_coverage(a: Assessment) -> float:
+    """The share of the sources that matter here which produced data."""
+    wanted = ["process", "system", "queue", "sockets", "pystacks"]
+    if a.branch == "gpu":
+        wanted.append("gpu")
+    have = set(a.signals.sources)
+    if "logs" in have:
+        have.add("queue")
+    return sum(1 for w in wanted if w in have) / len(wanted)
+
+
+def host_contended(s: Signals) -> bool:
+    """The host's cores are all busy while the target uses little of them: others hold the CPU."""
+    busy = s.host_cpu_busy_pct is not None and s.host_cpu_busy_pct >= HOST_BUSY_PCT
+    return busy and (s.proc_cpu_of_allowed_pct or 0) < 60
+
+
+def none_confidence(a: Assessment, best_other: float) -> float:
+    """``none`` claims nothing saturates: only as sure as the least-covered saturation check allows.
+
+    Without Python stacks a GIL-bound server cannot be told from a healthy one, so the host_cpu coverage
+    caps the claim; a thread already halfway to a full core, or a host whose cores are all busy, lowers it.
+    """
+    checks = ("scheduling", *BUSY_CLASSES)
+    least = min(a.scores[c].coverage for c in checks)
+    s = a.signals
+    load = max((v / 100.0 for v in (s.top_thread_cpu_pct, s.proc_cpu_of_allowed_pct, s.gpu_busy_pct) if v), default=0)
+    headroom = max(0.5, 1.0 - 0.5 * min(1.0, load))
+    conf = (0.3 + 0.6 * least) * (1.0 - 0.6 * best_other) * headroom
+    if host_contended(s):
+        conf *= 0.6  # "nothing saturates" is doubtful when the host's cores are all busy
+    return round(min(MAX_CONFIDENCE, conf), 2)
+
+
+def confidence(a: Assessment, category: str) -> float:
+    """How sure the analyzer is of ``category`` on this window (0..MAX_CONFIDENCE)."""
+    if category == "unknown":
+        return 0.0
+    others = [a.scores[c].score for c in SCORED if c != category]
+    if category == "none":
+        return none_confidence(a, max(others, default=0.0))
+    s = a.scores[category]
+    conf = s.score * (0.55 + 0.45 * s.coverage)
+    if a.branch == "gpu" and category in BUSY_CLASSES and a.signals.gpu_util_source == "legacy":
+        conf *= LEGACY_GPU_FACTOR
+    if max(others, default=0.0) >= 0.8 * s.score:
+        conf *= 0.8
+    return round(min(MAX_CONFIDENCE, conf), 2)
+
+
+class _Unknown:
+    """Formats as ``?`` whatever the spec: a template may name a signal that this window lacks."""
+
+    def __format__(self, spec: str) -> str:
+        return "?"
+
+
+def _fmt_value(value: object) -> object:
+    if isinstance(value, bool) or value is None:
+        return _Unknown() if value is None else value
+    return Num(value) if isinstance(value, (int, float)) else value
+
+
+def _fmt_values(hit: Hit, signals: Signals) -> dict[str, object]:
+    values = {name: _fmt_value(signals.get(name)) for name in SIGNAL_NAMES}
+    values["v"] = _fmt_value(hit.value)
+    return values
+
+
+def render_evidence(hit: Hit, signals: Signals) -> str:
+    """The rule's evidence line with the window's numbers."""
+    try:
+        return hit.rule.evidence.format(**_fmt_values(hit, signals))
+    except (KeyError, ValueError, TypeError):
+        return f"{hit.rule.cond.words()} (now {hit.value})"
+
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{v:.0f} %"
+
+
+def context_lines(a: Assessment, category: str) -> list[str]:
+    """Always-useful numbers for the class's area, so every verdict carries the picture behind it."""
+    s = a.signals
+    lines: list[str] = []
+    if category in ("compute", "memory_io", "host_cpu", "none", "idle", "unknown") and s.proc_cpu_pct is not None:
+        line = f"process CPU {s.proc_cpu_pct:.0f} % of a core"
+        if s.proc_cpu_of_allowed_pct is not None and s.allowed_cores:
+            line += f" ({s.proc_cpu_of_allowed_pct:.0f} % of {s.allowed_cores} allowed cores)"
+        if s.top_thread_cpu_pct is not None and s.top_thread_name:
+            line += f"; busiest thread {s.top_thread_name!r} {s.top_thread_cpu_pct:.0f} %"
+        lines.append(line)
+    if (category in BUSY_CLASSES or category == "none") and host_contended(s):
+        lines.append(
+            f"host CPU {s.host_cpu_busy_pct:.0f} % busy: other processes compete for the cores, so the target "
+            f"gets {s.proc_cpu_pct or 0:.0f} % of a core"
+        )
+    if a.branch == "gpu" and s.gpu_busy_pct is not None:
+        src = s.gpu_util_source or "?"
+        lines.append(
+            f"GPU ({src}): SM {_pct(s.gpu_sm_pct)}, tensor {_pct(s.gpu_tensor_pct)}, DRAM {_pct(s.gpu_dram_pct)}"
+            + (f", PCIe {Num(s.gpu_pcie_bytes_per_s):B}/s" if s.gpu_pcie_bytes_per_s is not None else "")
+            + (f"; throttled: {', '.join(s.gpu_throttle)}" if s.gpu_throttle else "")
+        )
+    if category in ("scheduling", "memory_io", "idle", "none") and s.requests_in_system is not None:
+        parts = [f"{s.requests_waiting or 0:.0f} waiting", f"{s.requests_running or 0:.0f} running"]
+        if s.kv_cache_pct is not None:
+            parts.append(f"KV {s.kv_cache_pct:.0f} %")
+        if s.request_rate_per_s is not None:
+            parts.append(f"{s.request_rate_per_s:.1f} req/s")
+        lines.append(f"queue ({s.serving_profile or 'metrics'}): " + ", ".join(parts))
+    if category == "network" and s.upstream_conns is not None:
+        lines.append(f"sockets: {s.inbound_conns or 0:.0f} client and {s.upstream_conns:.0f} upstream connections")
+    return lines
+
+
+def evidence_for(a: Assessment, category: str) -> tuple[str, ...]:
+    """Fired rules first (strongest first), then the context numbers."""
+    if category == "unknown":
+        return (a.why, *context_lines(a, category))[:MAX_EVIDENCE]
+    lines = [render_evidence(h, a.signals) for h in a.scores[category].fired()] if category in a.scores else []
+    said_cpu = any(line.startswith("process CPU") for line in lines)
+    lines += [line for line in context_lines(a, category) if not (said_cpu and line.startswith("process CPU"))]
+    if category == "none":
+        lines.insert(0, "work flows and no class passed its gate")
+    return tuple(dict.fromkeys(lines))[:MAX_EVIDENCE]
+
+
+def fixes_for(a: Assessment, category: str) -> tuple[str, ...]:
+    """Fixes of the fired rules, worded for the server when it is known; most specific evidence first."""
+    server = a.signals.framework
+    keys: list[str] = []
+    if category in a.scores:
+        keys = [h.rule.fix for h in a.scores[category].fired() if h.rule.fix]
+    if category == "compute" and a.signals.gpu_throttle:
+        keys.insert(0, "compute_throttle")
+    if category in ("none", "idle") and not keys:
+        keys = [category]
+    texts = [fix_text(k, server) for k in dict.fromkeys(keys)]
+    return tuple(t for t in texts if t)[:MAX_FIXES]
+
+
+def secondary_for(a: Assessment, category: str) -> tuple[tuple[str, float], ...]:
+    """Other classes with evidence, most likely first."""
+    out = [(c, confidence(a, c)) for c in SCORED if c != category and a.scores[c].score >= SECONDARY_MIN]
+    out = [(c, p) for c, p in out if p > 0]
+    return tuple(sorted(out, key=lambda cp: -cp[1]))[:MAX_SECONDARY]
+
+
+def _short(value: float) -> str:
+    """A number for a counter line: 0.97, 12, 3.4e+09."""
+    v = float(value)
+    if abs(v) >= 1e6:
+        return f"{v:.2g}"
+    return f"{v:.2f}" if abs(v) < 1 else f"{v:.0f}"
+
+
+def _condition_line(hit: Hit, prefix: str) -> str:
+    now = "" if hit.value is None else f" (now {_short(hit.value)})"
+    when = "".join(f" and {c.words()}" for c in hit.rule.when)
+    return f"{prefix} {hit.rule.cond.words()}{when}{now}"
+
+
+def _nearest_classes(a: Assessment, category: str, limit: int = 2) -> list[str]:
+    """When no other class has any evidence: the strongest known test of each, in hierarchy order."""
+    out = []
+    for c in ("scheduling", *BUSY_CLASSES, "network"):
+        if c == category:
+            continue
+        quiet = [h for h in a.scores[c].hits if h.fired is False and h.rule.weight > 0 and not h.rule.when]
+        if quiet:
+            best = max(quiet, key=lambda h: h.rule.weight)
+            out.append(_condition_line(best, f"{c} if"))
+    return out[:limit]
+
+
+def counter_for(a: Assessment, category: str) -> tuple[str, ...]:
+    """What would change the verdict: evidence against it now, what would tip it, what a source could add."""
+    lines: list[str] = []
+    if category in a.scores:
+        lines += ["against: " + render_evidence(h, a.signals) for h in a.scores[category].fired(positive=False)]
+        quiet = [h for h in a.scores[category].hits if h.fired is False and h.rule.weight < 0]
+        for h in sorted(quiet, key=lambda h: h.rule.weight)[:1]:
+            lines.append(_condition_line(h, f"not {category} if"))
+    runners = [c for c in SCORED if c != category]
+    runner = max(runners, key=lambda c: a.scores[c].score)
+    candidates = [h for h in a.scores[runner].hits if h.fired is False and h.rule.weight > 0]
+    if a.scores[runner].score > 0:
+        for h in sorted(candidates, key=lambda h: -h.rule.weight)[:1]:
+            lines.append(_condition_line(h, f"{runner} if"))
+    elif category in ("none", "idle"):
+        lines += _nearest_classes(a, category)
+    have = set(a.signals.sources) | ({"queue"} if "logs" in a.signals.sources else set())
+    unknown = {SIGNAL_SOURCES.get(h.rule.signal, "") for s in a.scores.values() for h in s.hits if h.fired is None}
+    if a.branch == "cpu":
+        unknown.discard("gpu")  # GPU counters cannot change a verdict on a target that uses no GPU
+    unseen = sorted(u for u in unknown if u and u not in have)
+    if unseen:
+        lines.append("data from " + ", ".join(unseen) + " could change it")
+    return tuple(dict.fromkeys(lines))[:MAX_COUNTER]
+
+
+def missing_for(a: Assessment) -> tuple[str, ...]:
+    """Sources that would have sharpened the verdict, with the reason the session gave."""
+    statuses = {name: (state, reason) for name, state, reason in a.signals.statuses}
+    have = set(a.signals.sources)
+    out = []
+    for source, (hint, _classes) in MISSING_HINTS.items():
+        if source in have or (source == "queue" and "logs" in have):
+            continue
+        state, reason = statuses.get(source, ("", ""))
+        line = hint
+        if reason and state not in ("ok", "starting"):
+            line = f"{hint.split(':')[0]}: {reason}"
+        elif state == "starting":
+            line = f"{hint.split(':')[0]} yet (starting)"
+        out.append(line)
+    return tuple(out)
+
+
+def _wall_ts(window: Window) -> float:
+    stamps = [s.ts_s for series in window.samples.values() for s in series[-1:]]
+    return max(stamps, default=0.0)
+
+
+def diagnosis_for(a: Assessment, category: str, window: Window) -> Diagnosis:
+    """The full, explained Diagnosis of ``category`` on this assessment."""
     return Diagnosis(
-        category="unknown",
-        confidence=0.0,
-        evidence=("no analyzer ran: the bottleneck rules are not built yet",),
-        missing=("bottleneck analyzer",),
+        category=category,
+        confidence=confidence(a, category),
+        evidence=evidence_for(a, category),
+        fixes=fixes_for(a, category),
+        secondary=secondary_for(a, category),
+        missing=missing_for(a),
+        counter=counter_for(a, category) if category != "unknown" else (),
+        ts_s=_wall_ts(window),
         mono_s=window.now_mono_s,
     )
 
 
+# -- the contract --------------------------------------------------------------------------------------
+def analyze(window: Window) -> Diagnosis:
+    """Judge one window (pure): the raw verdict, without hysteresis."""
+    a = assess(window)
+    return diagnosis_for(a, a.leader, window)
+
+
 def judge(window: Window, state: object) -> tuple[Diagnosis, object]:
-    """Judge with hysteresis: the state goes in and comes out as a value."""
-    return analyze(window), state
+    """Judge with hysteresis: the state goes in and comes out as a value (None starts afresh)."""
+    a = assess(window)
+    previous = state if isinstance(state, HysteresisState) else None
+    new_state = step(previous, a.leader)
+    shown = new_state.shown or a.leader
+    d = diagnosis_for(a, shown, window)
+    if shown != a.leader:
+        led = new_state.leads(a.leader)
+        note = (
+            f"this window leans {a.leader} ({led} of the last {HISTORY}; the verdict switches at {NEEDED}, "
+            f"{CONSECUTIVE} in a row)"
+        )
+        secondary = ((a.leader, confidence(a, a.leader)), *((c, p) for c, p in d.secondary if c != a.leader))
+        d = replace(d, evidence=(*d.evidence[: MAX_EVIDENCE - 1], note), secondary=secondary[:MAX_SECONDARY])
+    return d, new_state
+
+
+def summary(category: str) -> str:
+    """One line saying what a class means."""
+    return CLASS_SUMMARY.get(category, category)
+
+
+__all__ = ["Assessment", "Hit", "Num", "Score", "analyze", "assess", "judge"]

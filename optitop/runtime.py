@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
-from optitop.analyzers import judge
+from optitop.analyzers import analyze, judge
 from optitop.collectors import REGISTRY, available_specs
 from optitop.config import CollectorContext, Options
 from optitop.serialize import report
@@ -72,13 +72,13 @@ def run_headless(pid: int, options: Options, duration_s: float, on_stop: Callabl
                 break
             done.wait(min(0.1, remaining))
         elapsed = time.monotonic() - start
-        diagnosis = session.analyze_now()
         window = session.store.window(max(elapsed, options.interval_s) + options.interval_s)
+        # One shot: judge the whole run directly; hysteresis is for a live screen that must not flicker.
+        diagnosis = analyze(session.store.window(min(options.analysis_window_s, elapsed + options.interval_s)))
     finally:
         session.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if on_stop:
             on_stop()
-    assert diagnosis is not None
     return report(window, diagnosis, elapsed)

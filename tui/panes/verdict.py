@@ -1,13 +1,19 @@
-"""The analyzer pane: the verdict with its confidence, evidence, fixes, runners-up and a strip of past verdicts."""
+"""The analyzer pane: the verdict with its confidence, evidence, fixes, runners-up and a strip of past verdicts.
+
+It is where the eye lands first, so the class is a reverse-video block in its colour, followed by the
+confidence as a number and a bar; the strip on the right shows one cell per past verdict (newest right) so
+a change of class is visible at a glance. Everything below is plain lines, most decisive first, so a short
+terminal cuts the least useful ones.
+"""
 
 from __future__ import annotations
 
 from rich.style import Style
 from rich.text import Text
 
-from optitop.tui.format import clip
+from optitop.tui.format import bar, clip
 from optitop.tui.panes.base import Pane
-from optitop.types import Window
+from optitop.types import Diagnosis, Window
 
 LABELS = {
     "compute": "COMPUTE-BOUND",
@@ -19,6 +25,16 @@ LABELS = {
     "none": "NO BOTTLENECK",
     "unknown": "NOT JUDGED YET",
 }
+SHORT = {
+    "compute": "compute",
+    "memory_io": "memory i/o",
+    "scheduling": "scheduling",
+    "network": "network",
+    "host_cpu": "host cpu",
+    "idle": "idle",
+    "none": "none",
+    "unknown": "unknown",
+}
 STRIP_CHARS = {
     "compute": "C",
     "memory_io": "M",
@@ -29,42 +45,76 @@ STRIP_CHARS = {
     "none": "-",
     "unknown": "?",
 }
+#: Widest the history strip gets, and the least room it needs to be worth drawing.
+STRIP_MAX = 40
+STRIP_MIN = 8
+CONF_BAR = 8
 
 
 class VerdictPane(Pane):
-    """Where the eye lands first."""
+    """Where the eye lands first.
+
+    The app may give the pane only a few rows (``max_lines``); rows are then chosen by importance — the
+    verdict, the strongest evidence, the first fix, the runners-up, then the rest — and shown in reading
+    order. Zoomed, everything the Diagnosis holds is shown.
+    """
 
     max_evidence: int = 3
     max_fixes: int = 2
 
     def build(self, window: Window, width: int) -> Text:
         """Render the latest verdict of the window."""
-        text = Text()
         if not window.diagnoses:
-            text.append("verdict: gathering data…", style="bold")
-            return text
+            return Text("verdict: gathering data…", style=Style(bold=True))
         d = window.diagnoses[-1]
-        text.append(
-            LABELS.get(d.category, d.category.upper()),
-            style=self.sty(f"verdict--{d.category}") + Style(bold=True),
-        )
-        text.append(f"  {d.confidence:.0%} confident", style=self.sty("pane--dim"))
+        head = Text()
+        self._headline(head, d, window.diagnoses, width)
+        rows: list[tuple[float, Text]] = [(0, head), *self._detail_rows(d, width)]
+        budget = None if self.zoomed or self.max_lines is None else max(1, self.max_lines)
+        if budget is not None:
+            keep = sorted(range(len(rows)), key=lambda i: (rows[i][0], i))[:budget]
+            rows = [rows[i] for i in sorted(keep)]
+        return Text("\n").join(text for _, text in rows)
+
+    def _detail_rows(self, d: Diagnosis, width: int) -> list[tuple[float, Text]]:
+        """(priority, row) in reading order; a lower priority number is kept first when rows are short."""
+        n_evidence = len(d.evidence) if self.zoomed else self.max_evidence
+        n_fixes = len(d.fixes) if self.zoomed else self.max_fixes
+        rows: list[tuple[float, Text]] = []
+        for i, line in enumerate(d.evidence[:n_evidence]):
+            # literal Text: evidence may quote thread names from the target
+            rows.append((1 if i == 0 else 2 + 2 * i, Text("  · ") + Text(clip(line, width - 4))))
+        for i, fix in enumerate(d.fixes[:n_fixes]):
+            row = Text(f"  {i + 1}. ", style=Style(bold=True)) + Text(clip(fix, width - 5))
+            rows.append((2 if i == 0 else 3 + 2 * i, row))
         if d.secondary:
-            others = ", ".join(f"{LABELS.get(c, c).lower()} {p:.0%}" for c, p in d.secondary[:2])
-            text.append(clip(f"  · also {others}", max(0, width - len(text.plain))), style=self.sty("pane--dim"))
-        strip_width = max(0, min(40, width // 3))
-        if strip_width:
-            strip = "".join(STRIP_CHARS.get(x.category, "?") for x in window.diagnoses[-strip_width:])
-            pad = width - len(text.plain) - len(strip) - 1
-            if pad > 0:
-                text.append(" " * pad)
-                for ch, diag in zip(strip, window.diagnoses[-strip_width:], strict=False):
-                    text.append(ch, style=self.sty(f"verdict--{diag.category}"))
-        for line in d.evidence[: self.max_evidence]:
-            text.append("\n  · " + clip(line, width - 4))
-        for i, fix in enumerate(d.fixes[: self.max_fixes], 1):
-            text.append(f"\n  {i}. ", style="bold")
-            text.append(clip(fix, width - 5))
+            others = ", ".join(f"{SHORT.get(c, c)} {p:.0%}" for c, p in d.secondary)
+            rows.append((3, Text(clip(f"runners-up: {others}", width), style=self.sty("pane--dim"))))
+        counters = d.counter if self.zoomed else d.counter[:1]
+        for line in counters:
+            rows.append((20, Text(clip("would change it: " + line, width), style=self.sty("pane--dim"))))
         if d.missing:
-            text.append("\n  " + clip("missing: " + "; ".join(d.missing), width - 2), style=self.sty("pane--dim"))
-        return text
+            rows.append((6.5, Text(clip("missing: " + "; ".join(d.missing), width), style=self.sty("pane--dim"))))
+        return rows
+
+    def _headline(self, text: Text, d: Diagnosis, history: tuple[Diagnosis, ...], width: int) -> None:
+        """The class block, the confidence, and the strip of past verdicts pushed to the right."""
+        colour = self.sty(f"verdict--{d.category}")
+        label = clip(f" {LABELS.get(d.category, d.category.upper())} ", width)
+        text.append(label, style=colour + Style(bold=True, reverse=True))
+        if d.category != "unknown":
+            # Drop the words, then the bar, before the number: the number is what matters.
+            pct = f" {d.confidence:.0%} "
+            if len(label) + len(pct) <= width:
+                text.append(pct, style=Style(bold=True))
+            if len(text.plain) + CONF_BAR <= width:
+                text.append(bar(d.confidence * 100, CONF_BAR), style=colour)
+            if len(text.plain) + len(" confident") <= width:
+                text.append(" confident", style=self.sty("pane--dim"))
+        room = width - len(text.plain) - 2
+        cells = min(STRIP_MAX, room, len(history))
+        if room < STRIP_MIN or cells <= 0:
+            return
+        text.append(" " * (width - len(text.plain) - cells))
+        for past in history[-cells:]:
+            text.append(STRIP_CHARS.get(past.category, "?"), style=self.sty(f"verdict--{past.category}"))
