@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 import time
 from typing import TYPE_CHECKING, ClassVar
 
@@ -153,9 +154,31 @@ class OptitopApp(App[int]):
         if self._watch_tty:
             self.set_interval(2.0, self._check_tty)
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGHUP):
+        handlers = ((signal.SIGTERM, self._graceful_exit), (signal.SIGHUP, lambda: self.hard_exit(129)))
+        for sig, handler in handlers:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread (tests)
-                loop.add_signal_handler(sig, self.exit)
+                loop.add_signal_handler(sig, handler)
+
+    def _graceful_exit(self) -> None:
+        """SIGTERM: exit normally, but never hang doing it (a wedged terminal write must not keep us alive)."""
+        watchdog = threading.Timer(5.0, self.hard_exit, args=(143,))
+        watchdog.daemon = True
+        watchdog.start()
+        self.exit(143)
+
+    def hard_exit(self, code: int) -> None:
+        """The terminal is gone: stop what we started, close the recording, and leave without touching the TTY.
+
+        Textual's own shutdown writes to the terminal and can block for ever on a hung-up one (its writer
+        queue fills up), which would leave an orphan burning a core (dolphie#101). So: clean up, then _exit.
+        """
+        try:
+            if self._recorder is not None:
+                self._recorder.stop()
+            if self.session is not None:
+                self.session.stop(timeout_s=2.0)
+        finally:
+            os._exit(code)
 
     def _check_tty(self) -> None:
         # After an SSH drop without SIGHUP the terminal is gone: exit rather than spin (dolphie#101).
@@ -164,7 +187,7 @@ class OptitopApp(App[int]):
         except (OSError, ValueError):
             alive = False
         if not alive or os.getppid() == 1:
-            self.exit(1)
+            self.hard_exit(1)
 
     def _mount_chart(self) -> None:
         if self._chart is not None or self.size.height < self.COMPACT_BELOW_ROWS:

@@ -73,5 +73,24 @@ def test_dropped_terminal_exits_cleanly(start_target, session_name):
     wait_for(lambda: "burner" in tmux("capture-pane", "-p", "-t", session_name), 20)
     pids = optitop_pids(target.pid)
     assert pids
+    wait_for(lambda: pyspy_children(target.pid), 20)  # the stacks collector is sampling the target
     tmux("kill-session", "-t", session_name)  # the SSH-drop case: SIGHUP to the terminal's processes
-    wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids), 15)
+    wait_for(lambda: not any(alive(p) for p in pids), 15)
+    wait_for(lambda: not pyspy_children(target.pid), 15)  # nothing optitop started outlives it
+    assert psutil.pid_exists(target.pid)
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def pyspy_children(target_pid: int) -> list[int]:
+    out = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if cmd and cmd[0].endswith("py-spy") and str(target_pid) in cmd:
+            out.append(proc.info["pid"])
+    return out
