@@ -1,0 +1,397 @@
+"""How much optitop costs: its own CPU, memory and terminal bytes, and what it takes from the server it watches.
+
+    python benchmarks/overhead.py [--part ui,target,startup,ticks] [--seconds 20] [--rounds 3] [--json out.json]
+
+Figures, not pass/fail tests (the README keeps the tables). Everything runs against the bundled demo server
+(``optitop demo --serve-only``), so the numbers are for a real PyTorch inference process:
+
+- ``ui``: the live screen in a real terminal (tmux) at 80×24 and 160×48, at 1 Hz and 4 Hz, py-spy on and off:
+  optitop's CPU (% of one core, its py-spy children included and also shown apart), RSS, and bytes written to
+  the terminal per second (``/proc/PID/io`` wchar: the UI writes nothing else). When ``htop`` and ``glances`` are
+  on PATH they run in the same tmux size at the same refresh, and the table shows optitop's CPU as a ratio to
+  theirs. Targets: at 1 Hz at most half of glances's CPU; ≤ 2 KiB/s at 80×24.
+- ``target``: the demo server's throughput (requests/s from its own counter) with nothing attached vs optitop
+  attached headless (``--once``) with py-spy off, with py-spy at the default rate, and with native bursts when the
+  CLI offers them; conditions alternate round by round (A/B/C, A/B/C …) and the medians are compared.
+  Targets: < 1 % loss without py-spy, < 3 % with it.
+- ``startup``: seconds from launching the screen to its first full frame (the footer drawn), and to the first
+  verdict (the verdict pane past "not judged yet").
+- ``ticks``: the cost of one sampling tick per collector, as the session measured it (``--once --json`` sources).
+
+On a shared machine, run-queue wait (other processes' load) moves every figure: the script prints the host's
+load average next to each table so a reader can tell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+BIN = Path(sys.executable).parent
+OPTITOP = str(BIN / "optitop")
+SESSION_IDS = itertools.count(1)
+SESSION = ""  # the current tmux session's name, new for every run
+
+
+# -- the demo server --------------------------------------------------------------------------------------
+@dataclass
+class Demo:
+    """A running ``optitop demo --serve-only``."""
+
+    proc: subprocess.Popen[str]
+    pid: int
+    metrics_url: str
+
+
+@contextmanager
+def demo(scenario: str, duration_s: float) -> Iterator[Demo]:
+    """Start the demo server for ``scenario``; stop it (and its children) on exit."""
+    argv = [OPTITOP, "demo", "--scenario", scenario, "--serve-only", "--duration", str(duration_s)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        pid = int(proc.stdout.readline())
+        url = proc.stdout.readline().strip()
+        yield Demo(proc, pid, url)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def requests_ok(url: str) -> float:
+    """The server's count of successful requests."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith("optitop_demo:requests_total{") and 'outcome="ok"' in line:
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+# -- measuring a process ----------------------------------------------------------------------------------
+def cpu_s(proc: psutil.Process, with_children: bool) -> float:
+    """User+system CPU seconds of ``proc`` (and its live descendants)."""
+    procs = [proc, *(proc.children(recursive=True) if with_children else [])]
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            continue
+    return total
+
+
+def wchar(pid: int) -> int:
+    """Bytes the process has written (to the terminal, for a TUI)."""
+    with open(f"/proc/{pid}/io") as fh:
+        for line in fh:
+            if line.startswith("wchar:"):
+                return int(line.split()[1])
+    return 0
+
+
+def measure(pid: int, seconds: float) -> dict[str, float]:
+    """CPU % of one core (self, and with children), RSS MiB and written bytes/s of ``pid`` over ``seconds``."""
+    proc = psutil.Process(pid)
+    c0, a0, w0, t0 = cpu_s(proc, False), cpu_s(proc, True), wchar(pid), time.monotonic()
+    time.sleep(seconds)
+    c1, a1, w1, t1 = cpu_s(proc, False), cpu_s(proc, True), wchar(pid), time.monotonic()
+    dt = t1 - t0
+    return {
+        "cpu_pct": (c1 - c0) / dt * 100,
+        "cpu_with_children_pct": (a1 - a0) / dt * 100,
+        "rss_mib": proc.memory_info().rss / 2**20,
+        "write_bytes_per_s": (w1 - w0) / dt,
+    }
+
+
+# -- tmux -------------------------------------------------------------------------------------------------
+def tmux(*args: str) -> str:
+    """Run a tmux command and return its stdout."""
+    out = subprocess.run(["tmux", *args], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"tmux {' '.join(args)}: {out.stderr.strip()}")
+    return out.stdout
+
+
+@contextmanager
+def in_tmux(argv: list[str], size: tuple[int, int]) -> Iterator[int]:
+    """Run ``argv`` in a detached tmux session of ``size``; yield its pid; kill the session on exit."""
+    global SESSION
+    SESSION = f"optitop-overhead-{os.getpid()}-{next(SESSION_IDS)}"
+    cols, rows = size
+    cmd = " ".join(_quote(a) for a in argv)
+    for attempt in range(5):
+        try:
+            tmux("new-session", "-d", "-s", SESSION, "-x", str(cols), "-y", str(rows), cmd)
+            break
+        except RuntimeError:
+            # The tmux server exits with its last session and a new one can race that exit: try again.
+            if attempt == 4:
+                raise
+            time.sleep(0.5)
+    try:
+        pane_pid = int(tmux("display-message", "-p", "-t", SESSION, "#{pane_pid}").strip())
+        yield _tool_pid(pane_pid)
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", SESSION], capture_output=True)
+
+
+def _tool_pid(pane_pid: int) -> int:
+    """The tool's pid: the pane's process, or its only child when tmux's shell did not exec the command."""
+    proc = psutil.Process(pane_pid)
+    if proc.name() in {"sh", "bash", "dash", "zsh"}:
+        children = proc.children()
+        if len(children) == 1:
+            return children[0].pid
+    return pane_pid
+
+
+def _quote(arg: str) -> str:
+    return "'" + arg.replace("'", "'\\''") + "'"
+
+
+def screen() -> str:
+    """The tmux pane's text now."""
+    return tmux("capture-pane", "-p", "-t", SESSION)
+
+
+def poll(predicate: Callable[[], object], timeout_s: float, every_s: float = 0.05) -> float | None:
+    """Seconds until ``predicate`` is truthy, or None at the deadline."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        if predicate():
+            return time.monotonic() - start
+        time.sleep(every_s)
+    return None
+
+
+def frame_complete(text: str) -> bool:
+    """A judged frame: the footer is drawn and the verdict pane no longer says it has not judged yet."""
+    return "q quit" in text and not any(m in text for m in ("gathering data", "NOT JUDGED YET"))
+
+
+# -- parts ------------------------------------------------------------------------------------------------
+def part_ui(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """optitop's own cost with the full UI, and htop/glances beside it when installed."""
+    rows: list[dict[str, Any]] = []
+    if shutil.which("tmux") is None:
+        print("ui: skipped, tmux is not installed (apt-get install tmux)", file=sys.stderr)
+        return rows
+    with demo("none", args.seconds * 20 + 120) as d:
+        for size in ((80, 24), (160, 48)):
+            for hz in (1.0, 4.0):
+                for pyspy in (False, True):
+                    argv = [OPTITOP, "--pid", str(d.pid), "--metrics-url", d.metrics_url, "--interval", str(1 / hz)]
+                    if not pyspy:
+                        argv.append("--no-pystacks")
+                    rows.append(_ui_row("optitop", argv, size, hz, pyspy, args.seconds))
+                for tool, argv in _others(hz):
+                    rows.append(_ui_row(tool, argv, size, hz, None, args.seconds))
+    _ratios(rows)
+    return rows
+
+
+def _others(hz: float) -> list[tuple[str, list[str]]]:
+    out = []
+    if shutil.which("htop"):
+        out.append(("htop", ["htop", "-d", str(max(1, round(10 / hz)))]))
+    if shutil.which("glances"):
+        out.append(("glances", ["glances", "-t", str(1 / hz)]))
+    return out
+
+
+def _ui_row(tool: str, argv: list[str], size: tuple[int, int], hz: float, pyspy: bool | None, secs: float) -> dict:
+    with in_tmux(argv, size) as pane_pid:
+        poll(lambda: len(screen().strip()) > 0, 15)
+        time.sleep(3)  # past start-up, into the steady state being measured
+        got = measure(pane_pid, secs)
+    row = {"tool": tool, "size": f"{size[0]}x{size[1]}", "hz": hz, "pyspy": pyspy, **got}
+    row["load1"] = os.getloadavg()[0]
+    return row
+
+
+def _ratios(rows: list[dict[str, Any]]) -> None:
+    """optitop's CPU as a ratio to htop's and glances's at the same size and rate."""
+    for row in rows:
+        if row["tool"] != "optitop":
+            continue
+        for other in ("htop", "glances"):
+            peer = next(
+                (r for r in rows if r["tool"] == other and r["size"] == row["size"] and r["hz"] == row["hz"]), None
+            )
+            if peer and peer["cpu_with_children_pct"] > 0:
+                row[f"x_{other}"] = row["cpu_with_children_pct"] / peer["cpu_with_children_pct"]
+
+
+def _native_flag() -> list[str] | None:
+    """The CLI's native-burst option when it has one (the collector supports bursts; the flag may come later)."""
+    help_text = subprocess.run([OPTITOP, "--help"], capture_output=True, text=True).stdout
+    for flag in ("--native-every", "--pyspy-native-every"):
+        if flag in help_text:
+            return [flag, "10"]
+    return None
+
+
+def part_target(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The server's throughput with nothing attached vs optitop attached, alternating conditions per round."""
+    conditions: list[tuple[str, list[str] | None]] = [
+        ("nothing attached", None),
+        ("optitop, py-spy off", ["--no-pystacks"]),
+        ("optitop, py-spy default", []),
+    ]
+    native = _native_flag()
+    if native is not None:
+        conditions.append(("optitop, py-spy + native bursts", native))
+    rates: dict[str, list[float]] = {name: [] for name, _ in conditions}
+    window = args.seconds
+    with demo(args.scenario, (window + 8) * len(conditions) * args.rounds + 120) as d:
+        time.sleep(5)  # warm-up: the first batches pay for allocation
+        for _ in range(args.rounds):
+            for name, extra in conditions:
+                rates[name].append(_throughput(d, extra, window))
+    base = statistics.median(rates["nothing attached"])
+    rows = []
+    for name, values in rates.items():
+        med = statistics.median(values)
+        loss = (1 - med / base) * 100 if base else float("nan")
+        rows.append({"condition": name, "median_rps": med, "runs": values, "loss_pct": loss})
+    return rows
+
+
+def _throughput(d: Demo, extra: list[str] | None, window: float) -> float:
+    attached = None
+    if extra is not None:
+        argv = [OPTITOP, "--pid", str(d.pid), "--metrics-url", d.metrics_url, "--once", "--json"]
+        argv += ["--duration", str(window + 6), *extra]
+        attached = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(3)  # the collectors are up and py-spy attached
+    n0, t0 = requests_ok(d.metrics_url), time.monotonic()
+    time.sleep(window)
+    n1, t1 = requests_ok(d.metrics_url), time.monotonic()
+    if attached is not None:
+        attached.wait(60)
+    else:
+        time.sleep(2)  # the same gap as an attached run's tail, so rounds stay evenly spaced
+    return (n1 - n0) / (t1 - t0)
+
+
+def part_startup(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Seconds from launch to the first full frame, a few times."""
+    rows: list[dict[str, Any]] = []
+    if shutil.which("tmux") is None:
+        print("startup: skipped, tmux is not installed", file=sys.stderr)
+        return rows
+    with demo("none", 300) as d:
+        for size in ((80, 24), (160, 48)):
+            for _ in range(args.rounds):
+                argv = [OPTITOP, "--pid", str(d.pid), "--metrics-url", d.metrics_url]
+                start = time.monotonic()
+                with in_tmux(argv, size):
+                    first = poll(lambda: "q quit" in screen(), 30)
+                    full = poll(lambda: frame_complete(screen()), 30)
+                    total = time.monotonic() - start
+                rows.append(
+                    {"size": f"{size[0]}x{size[1]}", "first_frame_s": first, "verdict_s": total if full else None}
+                )
+    return rows
+
+
+def part_ticks(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The session's measured cost of one tick per collector, on a busy server."""
+    with demo(args.scenario, 120) as d:
+        argv = [OPTITOP, "--pid", str(d.pid), "--metrics-url", d.metrics_url, "--once", "--json"]
+        out = subprocess.run([*argv, "--duration", str(args.seconds)], capture_output=True, text=True, timeout=300)
+    doc = json.loads(out.stdout)
+    rows = []
+    for name, source in sorted(doc.get("sources", {}).items()):
+        rows.append({"collector": name, "state": source.get("state"), "tick_ms": _ms(source.get("latency_s"))})
+    return rows
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else value * 1000
+
+
+# -- output -----------------------------------------------------------------------------------------------
+def table(title: str, rows: list[dict[str, Any]]) -> str:
+    """A Markdown table of ``rows`` (floats to 2 decimals)."""
+    if not rows:
+        return f"### {title}\n(no rows)\n"
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+
+    def cell(v: object) -> str:
+        if isinstance(v, float):
+            return f"{v:.2f}"
+        if isinstance(v, list):
+            return " ".join(f"{x:.1f}" if isinstance(x, float) else str(x) for x in v)
+        return "" if v is None else str(v)
+
+    lines = [f"### {title}", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(cell(r.get(k)) for k in keys) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+PARTS: dict[str, tuple[str, Callable[[argparse.Namespace], list[dict[str, Any]]]]] = {
+    "ui": ("optitop's own cost in a terminal (CPU % of one core, RSS, terminal bytes/s)", part_ui),
+    "target": ("impact on the watched server's throughput", part_target),
+    "startup": ("launch to first frame, and to the first verdict", part_startup),
+    "ticks": ("one sampling tick per collector", part_ticks),
+}
+
+
+def main() -> int:
+    """Run the chosen parts and print their tables."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--part", default="ui,target,startup,ticks", help="comma-separated: " + ",".join(PARTS))
+    parser.add_argument("--seconds", type=float, default=20.0, help="measurement window per run")
+    parser.add_argument("--rounds", type=int, default=3, help="A/B rounds (target) and repeats (startup)")
+    parser.add_argument("--scenario", default="compute", help="the demo scenario for target and ticks")
+    parser.add_argument("--json", type=Path, default=None, help="also write every row here")
+    args = parser.parse_args()
+    results: dict[str, list[dict[str, Any]]] = {}
+    keeper = f"optitop-overhead-{os.getpid()}-keeper"
+    if shutil.which("tmux"):
+        # One idle session keeps the tmux server up between runs, so runs do not race its exit.
+        subprocess.run(["tmux", "new-session", "-d", "-s", keeper, "sleep", "86400"], capture_output=True)
+    try:
+        _run_parts(args, results)
+    finally:
+        if shutil.which("tmux"):
+            subprocess.run(["tmux", "kill-session", "-t", keeper], capture_output=True)
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def _run_parts(args: argparse.Namespace, results: dict[str, list[dict[str, Any]]]) -> None:
+    print(f"host: {psutil.cpu_count()} cores, load {os.getloadavg()[0]:.1f} at start", flush=True)
+    for part in args.part.split(","):
+        title, fn = PARTS[part]
+        results[part] = fn(args)
+        print(table(f"{part}: {title} (load {os.getloadavg()[0]:.1f})", results[part]), flush=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
