@@ -9,7 +9,7 @@ BIN     = $(VENV)/bin
 # unpinned `torch` would pull the multi-GB CUDA build. The monitor itself never needs torch.
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade "pip>=25.1" "setuptools>=69" wheel
+	$(BIN)/python -m pip install -q --upgrade "pip>=25.1" "setuptools>=77" wheel
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install -q "torch==2.13.0"

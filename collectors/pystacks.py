@@ -770,6 +770,9 @@ class PyStacksCollector:
         self.rate_hz = max(1.0, float(opts.pyspy_rate_hz))
         #: Seconds per record window (py-spy takes whole seconds).
         self.window_s = max(1, round(max(2.0, opts.interval_s)))
+        #: Share of wall time spent sampling: a window, then a pause, so the target pays a fraction of the cost.
+        self.duty = min(1.0, max(0.05, float(opts.pyspy_duty)))
+        self.gap_s = self.window_s * (1.0 / self.duty - 1.0)
         #: Seconds a child may overrun its window before it is killed as hung.
         self.grace_s = GRACE_S
         self.native_every_s = max(0.0, float(opts.native_every_s))
@@ -800,7 +803,10 @@ class PyStacksCollector:
     # -- public API -----------------------------------------------------------------------------------------
     def describe(self) -> str:
         """The doctor line."""
-        return f"py-spy {self.pyspy} at {self.rate_hz:g} Hz in {self.window_s} s non-blocking windows"
+        return (
+            f"py-spy {self.pyspy} at {self.rate_hz:g} Hz in {self.window_s} s non-blocking windows,"
+            f" {self.duty:.0%} of the time"
+        )
 
     def sample(self) -> PyStacksSample | None:
         """What arrived since the last call (a trigger dump first); None while the first window runs."""
@@ -890,6 +896,8 @@ class PyStacksCollector:
                     self._error = f"{error}; retrying in {delay:.0f} s"
                 self._stop.wait(delay)
                 continue
+            if self.gap_s > 0:
+                self._stop.wait(self.gap_s)
             due = self._next_native
             if due is not None and time.monotonic() >= due:
                 self._next_native = time.monotonic() + self._native_period()

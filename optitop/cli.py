@@ -95,6 +95,13 @@ def add_collection_args(parser: argparse.ArgumentParser) -> None:
         "--pyspy-rate", type=_positive_float, default=20.0, metavar="HZ", help="py-spy samples per second"
     )
     parser.add_argument(
+        "--pyspy-duty",
+        type=_positive_float,
+        default=1 / 3,
+        metavar="F",
+        help="share of the time py-spy samples, 0.05-1 (default 0.33: a 2 s window every 6 s)",
+    )
+    parser.add_argument(
         "--native-every",
         type=float,
         default=0.0,
@@ -116,6 +123,7 @@ def options_from(args: argparse.Namespace) -> Options:
         scrape=not args.no_scrape,
         log_paths=tuple(args.log),
         pyspy_rate_hz=args.pyspy_rate,
+        pyspy_duty=min(1.0, args.pyspy_duty),
         native_every_s=max(0.0, args.native_every),
         low_bandwidth=getattr(args, "low_bandwidth", False),
         monochrome=getattr(args, "mono", False),

@@ -18,6 +18,7 @@ class Options:
         scrape: whether to discover and scrape /metrics endpoints.
         log_paths: server logs to follow (``--log``).
         pyspy_rate_hz: py-spy sampling rate (``--pyspy-rate``).
+        pyspy_duty: share of the time py-spy samples (``--pyspy-duty``): windows with pauses between them.
         native_every_s: period of a short native (blocking) py-spy burst; 0 turns it off.
         low_bandwidth: redraw less (charts slower) for slow SSH links.
         monochrome: no colour.
@@ -31,6 +32,7 @@ class Options:
     scrape: bool = True
     log_paths: tuple[str, ...] = ()
     pyspy_rate_hz: float = 20.0
+    pyspy_duty: float = 1 / 3
     native_every_s: float = 0.0
     low_bandwidth: bool = False
     monochrome: bool = False

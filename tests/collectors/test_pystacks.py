@@ -115,7 +115,9 @@ def threads_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[subproc
 
 def make(pid: int, pyspy: str | None = None, rate_hz: float = 50.0) -> PyStacksCollector:
     """A collector with short windows so tests are quick."""
-    collector = PyStacksCollector(CollectorContext(pid=pid, options=Options(pyspy_rate_hz=rate_hz)), pyspy=pyspy)
+    collector = PyStacksCollector(
+        CollectorContext(pid=pid, options=Options(pyspy_rate_hz=rate_hz, pyspy_duty=1.0)), pyspy=pyspy
+    )
     collector.window_s = 1
     return collector
 
@@ -447,3 +449,12 @@ def test_parse_raw_keeps_names_literal_and_frames_leaf_first():
 )
 def test_failures_are_explained(messages, expected):
     assert explain_failure(messages, 101 if "panicked" in messages else 1).startswith(expected)
+
+
+def test_default_duty_cycle_pauses_between_windows() -> None:
+    """By default py-spy samples a third of the time: the target pays a third of the cost."""
+    c = PyStacksCollector(CollectorContext(pid=os.getpid(), options=Options()), pyspy="/nonexistent/py-spy")
+    assert c.duty == pytest.approx(1 / 3)
+    assert c.gap_s == pytest.approx(2 * c.window_s)
+    full = PyStacksCollector(CollectorContext(pid=os.getpid(), options=Options(pyspy_duty=1.0)), pyspy="/x")
+    assert full.gap_s == 0
