@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical
+from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import Footer, Static
@@ -41,31 +41,31 @@ if TYPE_CHECKING:
     from optitop.follow import FollowingSession
     from optitop.record import Recorder
 
-HELP_TEXT = """optitop — keys
+HELP_TEXT = """optitop — keys (↑/↓ scroll, esc closes)
 
   q          quit (stops everything optitop started)
-  p / space  pause the screen (collection goes on, history is kept)
-  r          record to optitop-<host>-<pid>-<time>.jsonl.gz (again: stop)
+  p / space  pause the screen (collection goes on)
+  r          record to optitop-<host>-<pid>-<time>.jsonl.gz; again: stop
   b          write an incident bundle (metrics, stacks, devices, doctor)
-  n          take a 1 s native stack sample (pauses the target; ~2 s for torch)
-  ?          this help
-  1-6        zoom a pane to the full screen (same key: back):
-             1 verdict 2 CPU 3 GPU 4 memory bandwidth 5 queue 6 Python
+  n          1 s native stack sample (pauses the target; ~2 s for torch)
+  1-6        zoom a pane (same key: back): 1 verdict 2 CPU 3 GPU
+             4 memory bandwidth 5 queue 6 Python
   + / -      keep more / less history
-  ctrl+p     command palette
+  ?          this help      ctrl+p  command palette
 
 Panes
-  verdict  the bottleneck class, its confidence, evidence and fixes
-  CPU      the target tree's CPU (of one core), per-core bars,
-           the busiest threads by name (S = R running, S sleeping, D disk)
+  verdict  the bottleneck class, confidence, evidence and fixes;
+           the strip on the right is the verdict history, newest right
+  CPU      the target tree's CPU (% of one core), per-core bars, the
+           busiest threads (state R running, S sleeping, D disk)
   TREE     the target and its children, busiest first
   GPU      per GPU: SM/tensor/DRAM/graphics (gpm) or busy % (legacy),
-           memory + the target's share, power, clocks, throttle reasons
+           memory and the target's share, power, clocks, throttling
   MEMORY   GPU DRAM GB/s of peak (est.), PCIe % of link, host paging
   PYTHON   py-spy: per thread active/GIL %, what it waits on (network,
            queue, GPU sync, sleep, I/O), hot functions, native op mix
   QUEUE    waiting/running, batch, KV cache, p50/p95 latencies, accept
-           queue; each block names its source (profile @ endpoint, log, kernel)
+           queue; each block names its source (endpoint, log, kernel)
 
 Header: ● live source, ○ starting, ✗ unavailable (doctor says why),
 ! failing; 'self' is optitop's own CPU and memory.
@@ -80,8 +80,9 @@ class HelpScreen(ModalScreen[None]):
     ]
 
     def compose(self) -> ComposeResult:
-        """The help text."""
-        yield Static(HELP_TEXT, id="help-body", markup=False)
+        """The help text, scrollable: at 80×24 it is taller than the screen."""
+        with VerticalScroll(id="help-scroll"):
+            yield Static(HELP_TEXT, id="help-body", markup=False)
 
 
 class OptitopApp(App[int]):
@@ -121,6 +122,8 @@ class OptitopApp(App[int]):
         self.paused = False
         self._dirty = True
         self._renders = 0
+        self._rendered_at = 0.0
+        self._shown_category = ""
         self._chart: Widget | None = None
         self.zoomed: str | None = None
         self._recorder: Recorder | None = None
@@ -146,8 +149,20 @@ class OptitopApp(App[int]):
         """Every text pane on screen."""
         return list(self.query(Pane))
 
+    #: Low-bandwidth mode (--low-bandwidth). Textual rewrites a whole pane when any cell of it changes, and
+    #: on a busy target every pane has a number that moves each second, so the only real saving is fewer
+    #: frames: the screen redraws every LOW_BANDWIDTH_REDRAW_S (at once on a key, or when the verdict's class
+    #: changes); sparklines and the verdict strip move every LOW_BANDWIDTH_HISTORY_S, so a pane whose numbers
+    #: hold still is not rewritten just to scroll its sparkline; the chart redraws every N-th frame.
+    LOW_BANDWIDTH_REDRAW_S: ClassVar[float] = 2.0
+    LOW_BANDWIDTH_HISTORY_S: ClassVar[float] = 5.0
+    LOW_BANDWIDTH_CHART_EVERY: ClassVar[int] = 3
+
     def on_mount(self) -> None:
         """Start rendering; mount the chart after the first frame; exit cleanly on SIGTERM/SIGHUP."""
+        if self.options.low_bandwidth:
+            for pane in self.panes():
+                pane.history_every_s = self.LOW_BANDWIDTH_HISTORY_S
         self.set_interval(self.options.interval_s, self._tick)
         self.call_after_refresh(self._render_window)
         self.set_timer(0.3, self._mount_chart)
@@ -204,8 +219,19 @@ class OptitopApp(App[int]):
         self._dirty = True
 
     def _tick(self) -> None:
-        if self._dirty and not self.paused:
-            self._render_window()
+        if not self._dirty or self.paused:
+            return
+        if self.options.low_bandwidth and not self._low_bandwidth_due():
+            return
+        self._render_window()
+
+    def _low_bandwidth_due(self) -> bool:
+        """Low-bandwidth mode: is it time for a frame (its period passed, or the verdict changed class)?"""
+        period = max(self.options.interval_s, self.LOW_BANDWIDTH_REDRAW_S)
+        if time.monotonic() - self._rendered_at >= period:
+            return True
+        recent = self.store.window(period + self.options.interval_s).diagnoses
+        return bool(recent) and recent[-1].category != self._shown_category
 
     #: Below this many rows the panes share a line budget and lose their borders (80×24 must fit).
     COMPACT_BELOW_ROWS: ClassVar[int] = 50
@@ -253,13 +279,15 @@ class OptitopApp(App[int]):
     def _render_window(self) -> None:
         self._dirty = False
         self._renders += 1
+        self._rendered_at = time.monotonic()
         window = self.store.window()
+        self._shown_category = window.diagnoses[-1].category if window.diagnoses else ""
         self._allocate_lines(window)
         header = self.query_one(HeaderPane)
         header.paused = self.paused
         for pane in self.panes():
             pane.show(window)
-        every = 10 if self.options.low_bandwidth else 2
+        every = self.LOW_BANDWIDTH_CHART_EVERY if self.options.low_bandwidth else 2
         if self._chart is not None and self._renders % every == 0:
             self._update_chart(window)
 

@@ -40,6 +40,7 @@ class Pane(Static):
         self._last_key: str | None = None
         self._last_width = 0
         self._last_lines = 0
+        self._held: Window | None = None
 
     def content_width(self) -> int:
         """The width available for text (80 before the first layout)."""
@@ -48,11 +49,32 @@ class Pane(Static):
     zoomed: bool = False
     #: Lines this pane may use (None: as many as it likes); the app sets it from the terminal height.
     max_lines: int | None = None
+    #: Starts of column-heading rows: when the budget cuts right after one, its first data row is shown in
+    #: its place (a heading with nothing under it is a wasted row).
+    HEADINGS: ClassVar[tuple[str, ...]] = ()
 
     def set_zoomed(self, zoomed: bool) -> None:
         """Zoomed panes get the whole screen: show more rows (subclasses read ``self.zoomed``)."""
         self.zoomed = zoomed
         self._last_key = None
+
+    #: Seconds between refreshes of sparklines and history strips (the app sets it in low-bandwidth mode).
+    #: Textual rewrites a whole pane when any cell of it changes, so a pane whose numbers hold still must
+    #: not be rewritten every tick just to scroll its sparkline.
+    history_every_s: float = 0.0
+
+    def history(self, window: Window) -> Window:
+        """The window sparklines are drawn from: ``window``, or one held for ``history_every_s``."""
+        held = self._held
+        if (
+            self.history_every_s <= 0
+            or held is None
+            or not 0 <= window.now_mono_s - held.now_mono_s < self.history_every_s
+            or held.span_s != window.span_s
+        ):
+            self._held = window
+            return window
+        return held
 
     def quiet(self, window: Window) -> bool:
         """True when the pane has nothing worth more than one line (the app then gives it one)."""
@@ -75,7 +97,12 @@ class Pane(Static):
         if self.max_lines is not None and not self.zoomed:
             rows = text.split("\n", allow_blank=True)
             if len(rows) > self.max_lines:
-                text = Text("\n").join(rows[: max(1, self.max_lines)])
+                kept = max(1, self.max_lines)
+                last = rows[kept - 1].plain
+                if kept > 1 and self.HEADINGS and last.startswith(self.HEADINGS):
+                    text = Text("\n").join([*rows[: kept - 1], rows[kept]])
+                else:
+                    text = Text("\n").join(rows[:kept])
         key = text.plain + "\x00" + "".join(f"{s.start},{s.end},{s.style}" for s in text.spans)
         if key == self._last_key and width == self._last_width:
             return False

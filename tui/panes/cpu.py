@@ -48,7 +48,7 @@ class CpuPane(Pane):
         if proc is None:
             text.append("waiting for the first sample…", style=self.sty("pane--dim"))
             return text
-        history = [value for _, value in with_gaps(window.series("process"), "cpu_pct")]
+        history = [value for _, value in with_gaps(self.history(window).series("process"), "cpu_pct")]
         text.append(f"{fmt_pct(proc.cpu_pct)} of a core")
         if proc.cpu_pct_of_allowed is not None:
             text.append(f" ({proc.cpu_pct_of_allowed:.0f}% of {proc.allowed_cores})")

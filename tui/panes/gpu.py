@@ -89,7 +89,11 @@ class GpuPane(Pane):
             text.append(unavailable_line(window, "")[: max(width * 3, 80)], style=self.sty("pane--dim"))
             return text
         self._header(text, sample, width)
-        if len(sample.devices) > COMPACT_ABOVE:
+        if self._tight(len(sample.devices)):
+            for dev in sample.devices:
+                text.append("\n")
+                self._summary_row(text, dev, width)
+        elif len(sample.devices) > COMPACT_ABOVE:
             self._compact(text, window, sample, width)
         else:
             for dev in sample.devices:
@@ -109,6 +113,38 @@ class GpuPane(Pane):
         text.append(clip(head, width - 4))
         if sample.attribution_note:
             text.append("\n" + wrap(sample.attribution_note, width), style=self.sty("pane--warn"))
+
+    # -- short of rows (80x24) -------------------------------------------------------------------------
+    def _tight(self, devices: int) -> bool:
+        """True when the app gave too few rows for a block per GPU: then one summary row each.
+
+        Above COMPACT_ABOVE devices the compact table already has one row per GPU.
+        """
+        if self.zoomed or self.max_lines is None or devices > COMPACT_ABOVE:
+            return False
+        return self.max_lines < 1 + 3 * devices
+
+    def _summary_row(self, text: Text, dev: GpuDevice, width: int) -> None:
+        """The numbers a verdict leans on in one row: SM, tensor, DRAM (or legacy busy), memory, temp, power."""
+        name = clip(_short_name(dev.name), 14)
+        if dev.note:
+            text.append(clip(f"{dev.index} {name} GPU lost: needs a reset", width), style=self.sty("pane--bad"))
+            return
+        if dev.util_source == "gpm":
+            util = (
+                f"SM {fmt_pct(dev.sm_util_pct)} tensor {fmt_pct(dev.tensor_util_pct)}"
+                f" DRAM bw {fmt_pct(dev.dram_bw_util_pct)}"
+            )
+        else:
+            util = f"busy {fmt_pct(dev.legacy_gpu_util_pct)} mem-ctl {fmt_pct(dev.legacy_mem_util_pct)} (legacy)"
+        temp = "–" if dev.temperature_c is None else f"{dev.temperature_c:.0f}°C"
+        mem = f"{_gib(dev.mem_used_bytes)}/{_gib(dev.mem_total_bytes)}G"
+        row = f"{dev.index} {name}  {util}  {mem}  {temp} {_num(dev.power_w)}W"
+        text.append(clip(row, width), style=self.sty("pane--ok"))
+        reasons = [r for r in dev.throttle_reasons if r != "idle"]
+        room = width - len(row) - 2
+        if reasons and room >= 6:
+            text.append("  " + clip(", ".join(reasons), room), style=self.sty("pane--warn"))
 
     # -- one block ---------------------------------------------------------------------------------------
     def _cell(self, label: str, pct: float | None, width: int) -> str:
@@ -159,7 +195,7 @@ class GpuPane(Pane):
             text.append("idle" if dev.throttle_reasons else "not throttled", style=self.sty("pane--dim"))
         for line in self._links_lines(dev, width):
             text.append("\n" + clip(line, width))
-        sm, dram = util_history(window, dev.index)
+        sm, dram = util_history(self.history(window), dev.index)
         if len(sm) >= 2:
             w = max(4, (width - 20) // 2)
             text.append("\n")

@@ -126,7 +126,7 @@ class MemBwPane(Pane):
                 )
             text.append("\n" + clip(nvlink, width))
         text.append("\n" + clip("  " + self._capacity(dev), width))
-        dram, pcie_gbs = device_history(window, dev.index)
+        dram, pcie_gbs = device_history(self.history(window), dev.index)
         if len(dram) >= 2:
             w = max(4, (width - 40) // 2)
             peak_dram = max((v for v in dram if v is not None), default=None)

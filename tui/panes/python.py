@@ -7,7 +7,7 @@ names and paths come from the target and are appended as plain text, never parse
 from __future__ import annotations
 
 import re
-from typing import cast
+from typing import ClassVar, cast
 
 from rich.text import Text
 
@@ -84,6 +84,7 @@ class PythonPane(Pane):
 
     max_threads: int = 8
     max_hot: int = 5
+    HEADINGS: ClassVar[tuple[str, ...]] = ("THREAD ",)
 
     def build(self, window: Window, width: int) -> Text:
         """Render the newest stacks sample of the window."""

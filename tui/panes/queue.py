@@ -124,7 +124,7 @@ class QueuePane(Pane):
         source = str(getattr(sample, "source", "")) or name
         head = title + Text(clip(source, max(10, width - len(title))), style=self.sty("pane--dim"))
         stats = _stats(sample)
-        main = [self._queue_line(stats, window.series(name), width)]
+        main = [self._queue_line(stats, self.history(window).series(name), width)]
         details = self._line(self._details(stats), width)
         latencies = [p for p in (_pair(lbl, stats, k) for lbl, k in _LATENCY_LABELS) if p]
         lines = [head, *main]

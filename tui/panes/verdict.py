@@ -68,7 +68,7 @@ class VerdictPane(Pane):
             return Text("verdict: gathering data…", style=Style(bold=True))
         d = window.diagnoses[-1]
         head = Text()
-        self._headline(head, d, window.diagnoses, width)
+        self._headline(head, d, self.history(window).diagnoses or window.diagnoses, width)
         rows: list[tuple[float, Text]] = [(0, head), *self._detail_rows(d, width)]
         budget = None if self.zoomed or self.max_lines is None else max(1, self.max_lines)
         if budget is not None:
