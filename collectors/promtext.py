@@ -277,7 +277,8 @@ def _line_name(line: str) -> str:
     if line.startswith("#"):
         parts = line.split(None, 3)
         return parts[2] if len(parts) >= 3 and parts[1] in ("HELP", "TYPE") else ""
-    return line.split("{", 1)[0].split(None, 1)[0]
+    head = line.split("{", 1)[0].split(None, 1)
+    return head[0] if head else ""  # a line that starts with "{" (UTF-8 names) or is junk
 
 
 def _unescape_markdown(text: str) -> str:

@@ -417,23 +417,38 @@ class DumpThread:
     gil: bool
 
 
+def _int_or_none(value: object) -> int | None:
+    """A positive JSON integer, else None (py-spy never writes anything else there)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
 def parse_dump(text: str) -> list[DumpThread]:
-    """``py-spy dump --json`` output (frames are leaf first there)."""
+    """``py-spy dump --json`` output (frames are leaf first there).
+
+    Raises:
+        ValueError: when the text is not JSON or not shaped like py-spy's (the dump trigger skips it).
+    """
+    doc = json.loads(text)
+    if not isinstance(doc, list) or not all(isinstance(t, dict) for t in doc):
+        raise ValueError("not py-spy dump --json output (a list of thread objects)")
     out = []
-    for thread in json.loads(text):
+    for thread in doc:
+        raw_frames = thread.get("frames") or []
+        if not isinstance(raw_frames, list) or not all(isinstance(f, dict) for f in raw_frames):
+            raise ValueError("not py-spy dump --json output (frames must be a list of objects)")
         frames = tuple(
             Frame(
                 name=str(f.get("name", "?")),
                 file=str(f.get("filename", "")),
-                line=f.get("line") or None,
+                line=_int_or_none(f.get("line")),
                 native=is_native_file(str(f.get("filename", ""))),
             )
-            for f in thread.get("frames", ())
+            for f in raw_frames
         )
         tid = thread.get("os_thread_id") or thread.get("thread_id") or 0
         out.append(
             DumpThread(
-                tid=int(tid),
+                tid=_int_or_none(tid) or 0,
                 name=str(thread.get("thread_name") or ""),
                 frames=frames,
                 active=bool(thread.get("active")),

@@ -91,10 +91,11 @@ STACK_RULES: tuple[tuple[str, re.Pattern[str], re.Pattern[str]], ...] = (
     ("gpu_sync", _re(r"(^|/)torch/cuda/(__init__|streams)\.py$"), _re(r"synchronize")),
     ("queue", _re(r"(^|/)multiprocessing/(connection|queues|synchronize|pool|managers)\.py$"), _re(r"")),
     (
+        # socketserver is not here: it sits under every handler thread of a server, whatever the handler waits on
         "network",
         _re(
             r"(^|/)(urllib3|requests|grpc|aiohttp|httpx|httpcore|websockets|zmq)/|(^|/)http/client\.py$"
-            r"|(^|/)(ssl|socket|selectors|socketserver)\.py$|(^|/)asyncio/(selector_events|streams|transports)\.py$"
+            r"|(^|/)(ssl|socket|selectors)\.py$|(^|/)asyncio/(selector_events|streams|transports)\.py$"
         ),
         _re(r""),
     ),

@@ -26,7 +26,9 @@ class TargetTree:
     def check(self) -> None:
         """TargetGone when the target exited, became a zombie or its pid now names another process."""
         try:
-            if self.proc.create_time() != self.create_time:
+            # A fresh read: psutil caches create_time() per Process object, so asking self.proc would never see
+            # that the pid was reused.
+            if psutil.Process(self.pid).create_time() != self.create_time:
                 raise TargetGone(f"pid {self.pid} now belongs to another process")
             if self.proc.status() == psutil.STATUS_ZOMBIE:
                 raise TargetGone(f"pid {self.pid} exited (zombie)")

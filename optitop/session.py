@@ -194,6 +194,7 @@ class Session:
             self._check_stalls()
             self._update_self_cost()
             self._check_gpu_dip()
+            self._check_target_identity()
             try:
                 self.analyze_now()
             except Exception:  # an analyzer bug must not stop collection
@@ -228,6 +229,20 @@ class Session:
         if runner is not None and callable(trigger):
             trigger(f"GPU utilisation fell from {before:.0f}% to {now:.0f}%")
             runner.poke()
+
+    def _check_target_identity(self) -> None:
+        """Follow an exec(): same pid and create time, another program, so the header must show the new name.
+
+        The process collector reads the target's name and cmdline every tick (its first ProcInfo, when that is the
+        target); the store's description is updated when they differ from what the session started with.
+        """
+        sample = self.store.latest("process")
+        procs = getattr(sample, "procs", ())
+        target = self.store.target
+        if not procs or target.exited or getattr(procs[0], "pid", None) != target.pid:
+            return
+        name = str(procs[0].name)
+        self.store.rename_target(name, str(procs[0].cmdline) or name)
 
     def _check_stalls(self) -> None:
         now = time.monotonic()

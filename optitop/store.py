@@ -53,7 +53,19 @@ class Store:
             if series is None:
                 series = self._series[name] = deque(maxlen=self._maxlen(self._intervals.get(name, 1.0)))
             series.append(sample)
+            self._drop_older_than_history(series, sample.mono_s)
         self._notify(name)
+
+    def _drop_older_than_history(self, series: deque[Sample], now_mono_s: float) -> None:
+        """Drop samples older than the history (with a 10 % margin), keeping at least the last two.
+
+        The count bound is sized from the interval a collector registered; a source that samples far less often
+        (py-spy windows every few seconds, a backing-off source) would otherwise hold many times the history
+        and memory would keep growing long after warm-up.
+        """
+        horizon = now_mono_s - 1.1 * self._history_s
+        while len(series) > 2 and series[0].mono_s < horizon:
+            series.popleft()
 
     def set_status(self, status: SourceStatus) -> None:
         """Record a collector's latest status."""
@@ -74,6 +86,19 @@ class Store:
         with self._lock:
             self._target = target
         self._notify("target")
+
+    def rename_target(self, name: str, cmdline: str) -> bool:
+        """Take the target's current name and (redacted) cmdline, e.g. after it exec()ed another program.
+
+        Returns:
+            True when either changed (listeners are told "target"), False when they were already so.
+        """
+        with self._lock:
+            if (self._target.name, self._target.cmdline) == (name, cmdline):
+                return False
+            self._target = replace(self._target, name=name, cmdline=cmdline)
+        self._notify("target")
+        return True
 
     def mark_target_exited(self, reason: str = "", at_s: float | None = None) -> None:
         """Note once that the target has gone; the history stays."""
@@ -113,6 +138,12 @@ class Store:
     def history_s(self) -> float:
         """Seconds of history kept per series."""
         return self._history_s
+
+    def latest(self, name: str) -> Sample | None:
+        """The newest sample of one series, without copying the series."""
+        with self._lock:
+            series = self._series.get(name)
+            return series[-1] if series else None
 
     def statuses(self) -> dict[str, SourceStatus]:
         """A copy of every source's latest status."""

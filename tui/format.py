@@ -86,7 +86,8 @@ def spark(values: list[float | None], width: int, top: float = 100.0) -> str:
     return "".join(out).rjust(width)
 
 
-_CONTROL = {c: f"\\x{c:02x}" for c in range(32)} | {0x7F: "\\x7f"} | {10: "\\n", 13: "\\r", 9: " "}
+#: C0 controls, DEL and the C1 controls (U+0080..U+009F: U+009B is a one-byte CSI on 8-bit terminals).
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(32), *range(0x7F, 0xA0))} | {10: "\\n", 13: "\\r", 9: " "}
 
 
 def printable(text: str) -> str:

@@ -218,3 +218,18 @@ def test_native_files(file: str, native: bool) -> None:
 def test_frame_label_is_pyspy_style() -> None:
     assert Frame("Queue.get", "queue.py", 171).label() == "Queue.get (queue.py:171)"
     assert Frame("memcpy", "libc.so.6", None, native=True).label() == "memcpy (libc.so.6)"
+
+
+def test_a_server_handler_parked_on_a_condition_waits_on_a_queue_not_the_network() -> None:
+    """Seen on the demo: socketserver handler threads waiting for their batch's result were called 'network'."""
+    frames = [
+        Frame("Condition.wait", "/usr/lib/python3.11/threading.py", 327, False),
+        Frame("result", "/srv/app/batching.py", 88, False),
+        Frame("do_POST", "/srv/app/server.py", 40, False),
+        Frame("handle_one_request", "/usr/lib/python3.11/http/server.py", 424, False),
+        Frame("handle", "/usr/lib/python3.11/http/server.py", 436, False),
+        Frame("__init__", "/usr/lib/python3.11/socketserver.py", 755, False),
+        Frame("finish_request", "/usr/lib/python3.11/socketserver.py", 362, False),
+        Frame("process_request_thread", "/usr/lib/python3.11/socketserver.py", 691, False),
+    ]
+    assert classify_wait(frames) == "queue"
