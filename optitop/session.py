@@ -231,7 +231,7 @@ class Session:
             runner.poke()
 
     def _check_target_identity(self) -> None:
-        """Follow an exec(): same pid and create time, another program, so the header must show the new name.
+        """Follow an exec: same pid and create time, another program, so the header must show the new name.
 
         The process collector reads the target's name and cmdline every tick (its first ProcInfo, when that is the
         target); the store's description is updated when they differ from what the session started with.

@@ -88,7 +88,7 @@ class Store:
         self._notify("target")
 
     def rename_target(self, name: str, cmdline: str) -> bool:
-        """Take the target's current name and (redacted) cmdline, e.g. after it exec()ed another program.
+        """Take the target's current name and (redacted) cmdline, e.g. after it exec-ed another program.
 
         Returns:
             True when either changed (listeners are told "target"), False when they were already so.
