@@ -111,21 +111,14 @@ class ProcessCollector:
         self._prev_mono: float | None = None
         self._prev: dict[tuple[int, float], _Counters] = {}
         self._prev_threads: dict[tuple[int, int], float] = {}
-        self._procs: dict[int, psutil.Process] = {ctx.pid: self._proc}
 
     def close(self) -> None:
         """Nothing to release."""
 
     # -- the tree ----------------------------------------------------------------------------------------
     def _tree(self) -> list[tuple[psutil.Process, int]]:
-        """The target and its descendants with their depth; psutil objects are reused across ticks."""
+        """The target and its descendants with their depth (counters are keyed by pid and create time)."""
         children = self._tree_of.descendants()
-        known = {self.pid: self._proc}
-        for child in children:
-            known[child.pid] = self._procs.get(child.pid, child)
-            if known[child.pid].create_time != child.create_time:  # pragma: no cover - defensive
-                known[child.pid] = child
-        self._procs = known
         depth: dict[int, int] = {self.pid: 0}
         out: list[tuple[psutil.Process, int]] = [(self._proc, 0)]
         for child in children:
@@ -134,7 +127,7 @@ class ProcessCollector:
             except psutil.Error:
                 continue
             depth[child.pid] = depth.get(parent, 0) + 1
-            out.append((known[child.pid], depth[child.pid]))
+            out.append((child, depth[child.pid]))
         return out
 
     # -- one tick ----------------------------------------------------------------------------------------

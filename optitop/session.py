@@ -208,9 +208,9 @@ class Session:
 
         The Python pane then shows what the threads were doing at the moment the GPU went idle.
         """
-        series = self.store.window(max(3.0, 3 * self.options.interval_s)).series("gpu")
         # every consecutive pair is looked at once, however many samples arrived since the last check
-        fresh = [x for x in series if self._last_gpu_checked is None or x.mono_s > self._last_gpu_checked.mono_s]
+        last = self._last_gpu_checked
+        fresh = self.store.since("gpu", last.mono_s if last is not None else None)
         if not fresh:
             return
         pairs = zip([self._last_gpu_checked, *fresh[:-1]], fresh, strict=True)

@@ -145,6 +145,19 @@ class Store:
             series = self._series.get(name)
             return series[-1] if series else None
 
+    def since(self, name: str, after_mono_s: float | None, limit: int = 64) -> tuple[Sample, ...]:
+        """The samples of one series newer than ``after_mono_s`` (at most ``limit``, oldest first).
+
+        Walks the ring buffer from its newest end, so a per-tick check costs what arrived, not the history.
+        """
+        out: list[Sample] = []
+        with self._lock:
+            for sample in reversed(self._series.get(name, ())):
+                if (after_mono_s is not None and sample.mono_s <= after_mono_s) or len(out) >= limit:
+                    break
+                out.append(sample)
+        return tuple(reversed(out))
+
     def statuses(self) -> dict[str, SourceStatus]:
         """A copy of every source's latest status."""
         with self._lock:

@@ -61,3 +61,12 @@ def test_listeners_hear_changes_and_exit_is_marked_once():
     store.mark_target_exited("again", at_s=9.0)
     assert heard == ["c", "diagnosis", "target"]
     assert store.target.exited and store.target.exited_at_s == 5.0 and store.target.exit_reason == "gone"
+
+
+def test_since_returns_only_what_arrived_after_a_point():
+    store = Store(target(), history_s=100.0)
+    for i in range(50):
+        store.add("c", Tick(ts_s=0, mono_s=float(i), dt_s=1.0, value=i))
+    assert [s.value for s in store.since("c", 46.0)] == [47, 48, 49]
+    assert [s.value for s in store.since("c", None, limit=2)] == [48, 49]
+    assert store.since("c", 49.0) == () and store.since("missing", None) == ()
