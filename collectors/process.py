@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from optitop.collectors.procfs import list_tids, read_stat
+from optitop.collectors.procfs import STATE_NAMES, list_tids, read_stat
 from optitop.collectors.tree import TargetTree
 from optitop.config import CollectorContext
 from optitop.redact import redact_cmdline
@@ -111,23 +111,38 @@ class ProcessCollector:
         self._prev_mono: float | None = None
         self._prev: dict[tuple[int, float], _Counters] = {}
         self._prev_threads: dict[tuple[int, int], float] = {}
+        self._procs: dict[int, tuple[int, psutil.Process]] = {}
 
     def close(self) -> None:
         """Nothing to release."""
 
     # -- the tree ----------------------------------------------------------------------------------------
     def _tree(self) -> list[tuple[psutil.Process, int]]:
-        """The target and its descendants with their depth (counters are keyed by pid and create time)."""
-        children = self._tree_of.descendants()
+        """The target and its descendants with their depth.
+
+        psutil objects are kept between ticks (keyed by pid and start time, so a reused pid gets a new one):
+        making one costs a stat read, and the tree rarely changes.
+        """
+        found = self._tree_of.descendant_pids()
         depth: dict[int, int] = {self.pid: 0}
         out: list[tuple[psutil.Process, int]] = [(self._proc, 0)]
-        for child in children:
-            try:
-                parent = child.ppid()
-            except psutil.Error:
+        procs: dict[int, tuple[int, psutil.Process]] = {}
+        for pid, parent in found:
+            stat = read_stat(f"/proc/{pid}/stat")
+            if stat is None:
                 continue
-            depth[child.pid] = depth.get(parent, 0) + 1
-            out.append((child, depth[child.pid]))
+            cached = self._procs.get(pid)
+            if cached is not None and cached[0] == stat.start_ticks:
+                proc = cached[1]
+            else:
+                try:
+                    proc = psutil.Process(pid)
+                except psutil.Error:
+                    continue
+            procs[pid] = (stat.start_ticks, proc)
+            depth[pid] = depth.get(parent, 0) + 1
+            out.append((proc, depth[pid]))
+        self._procs = procs
         return out
 
     # -- one tick ----------------------------------------------------------------------------------------
@@ -235,13 +250,12 @@ class ProcessCollector:
         counters: dict[tuple[int, float], _Counters],
         denied: set[str],
     ) -> ProcInfo | None:
+        stat = read_stat(f"/proc/{proc.pid}/stat")
+        if stat is None:
+            return None
         try:
             with proc.oneshot():
-                create = proc.create_time()
-                key = (proc.pid, create)
-                stat = read_stat(f"/proc/{proc.pid}/stat")
-                if stat is None:
-                    return None
+                key = (proc.pid, proc.create_time())
                 ctx = proc.num_ctx_switches()
                 mem = proc.memory_info()
                 try:
@@ -256,13 +270,13 @@ class ProcessCollector:
                 except psutil.AccessDenied:
                     cmdline = ""
                 name = proc.name()
-                ppid = proc.ppid()
-                status = proc.status()
         except psutil.NoSuchProcess:
             return None
         except psutil.AccessDenied:
             denied.add(f"pid {proc.pid} details (needs the same user or root)")
             return None
+        ppid = stat.ppid
+        status = STATE_NAMES.get(stat.state, stat.state)
         now = _Counters(
             stat.cpu_s, ctx.voluntary, ctx.involuntary, stat.minor_faults, stat.major_faults, read_b, write_b
         )

@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass
 
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+#: Whether this kernel has /proc/PID/task/TID/children (CONFIG_PROC_CHILDREN, on in the common distributions).
+HAS_CHILDREN_FILES = os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,11 +20,29 @@ class StatFields:
 
     comm: str
     state: str
+    ppid: int
     minor_faults: int
     major_faults: int
     cpu_s: float
     num_threads: int
     start_ticks: int
+
+
+#: The state letters of a stat line, in psutil's words (so a state reads the same whichever way it was read).
+STATE_NAMES = {
+    "R": "running",
+    "S": "sleeping",
+    "D": "disk-sleep",
+    "T": "stopped",
+    "t": "tracing-stop",
+    "Z": "zombie",
+    "X": "dead",
+    "x": "dead",
+    "K": "wake-kill",
+    "W": "waking",
+    "I": "idle",
+    "P": "parked",
+}
 
 
 def parse_stat(text: str) -> StatFields:
@@ -35,6 +55,7 @@ def parse_stat(text: str) -> StatFields:
     return StatFields(
         comm=comm,
         state=rest[0],
+        ppid=int(rest[1]),
         minor_faults=int(rest[7]),
         major_faults=int(rest[9]),
         cpu_s=(int(rest[11]) + int(rest[12])) / CLOCK_TICKS_PER_S,
@@ -43,13 +64,57 @@ def parse_stat(text: str) -> StatFields:
     )
 
 
+def read_proc_text(path: str, limit_bytes: int = 1 << 20) -> str | None:
+    """A small /proc file's text, or None when it is missing or unreadable.
+
+    Plain ``os.open``/``os.read``: a text-mode ``open()`` costs about five times as much per file (≈ 50 µs against
+    ≈ 10 µs here), and the process collector reads one file per thread every tick.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        chunks = []
+        size = 0
+        while size < limit_bytes:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode("utf-8", errors="replace")
+
+
 def read_stat(path: str) -> StatFields | None:
     """Read and parse one stat file; None when it vanished (the thread or process exited)."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            return parse_stat(fh.read())
-    except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
+    text = read_proc_text(path)
+    if text is None:
         return None
+    try:
+        return parse_stat(text)
+    except (ValueError, IndexError):
+        return None
+
+
+def child_pids(pid: int) -> list[int] | None:
+    """The direct children of ``pid`` from each thread's ``children`` file; None when the kernel lacks them.
+
+    Asking the kernel for one process's children costs one small read per thread, where psutil's
+    ``children()`` reads the stat file of every process on the host (most of a tick on a busy node).
+    """
+    if not HAS_CHILDREN_FILES:
+        return None
+    kids: list[int] = []
+    for tid in list_tids(pid):
+        text = read_proc_text(f"/proc/{pid}/task/{tid}/children")
+        if text:
+            kids.extend(int(word) for word in text.split())
+    return kids
 
 
 def list_tids(pid: int) -> list[int]:

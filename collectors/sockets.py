@@ -247,7 +247,7 @@ class SocketsCollector:
         return f"/proc/{self.pid}/net/tcp{{,6}} matched to the tree's socket fds; backlog via {how}"
 
     def _tree_pids(self) -> list[int]:
-        return [p.pid for p in self._tree.processes()]
+        return self._tree.pids()
 
     def _tcp_entries(self, inodes: set[int]) -> list[TcpEntry]:
         entries: list[TcpEntry] = []

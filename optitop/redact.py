@@ -6,6 +6,7 @@ enters optitop (the collectors), so no later stage can leak it.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 
@@ -56,4 +57,10 @@ def redact_text(text: str) -> str:
 
 def redact_cmdline(args: Sequence[str]) -> str:
     """The argv joined for display, with secrets replaced by ``***``."""
+    return _redacted_joined(tuple(args))
+
+
+@functools.lru_cache(maxsize=512)
+def _redacted_joined(args: tuple[str, ...]) -> str:
+    # Cached: the process collector redacts the same cmdlines every tick.
     return " ".join(redact_arg_list(args))
