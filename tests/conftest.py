@@ -76,13 +76,19 @@ def start_target() -> Iterator[Callable[[str], Target]]:
             target.proc.stdout.close()
 
 
-def wait_for(predicate: Callable[[], object], timeout_s: float = 10.0, every_s: float = 0.05) -> object:
-    """Poll ``predicate`` until it returns something truthy; fail at the deadline."""
+def wait_for(
+    predicate: Callable[[], object], timeout_s: float = 10.0, every_s: float = 0.05, what: str = "condition not met"
+) -> object:
+    """Poll ``predicate`` until it returns something truthy (and return that); fail at the deadline.
+
+    The one place tests wait for something: the sleep below is the pause between polls, never a guess at how
+    long something takes. ``what`` says in the failure what was awaited.
+    """
     deadline = time.monotonic() + timeout_s
     while True:
         got = predicate()
         if got:
             return got
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s} s")
+            raise AssertionError(f"{what} within {timeout_s} s")
         time.sleep(every_s)

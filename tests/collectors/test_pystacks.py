@@ -21,9 +21,12 @@ from conftest import wait_for
 from optitop.collectors.pystacks import (
     NOT_PYTHON,
     PTRACE_FIX,
+    SOURCE_CACHE_BYTES,
+    SOURCE_FILE_MAX_BYTES,
     PyStacksCollector,
     PyStacksSample,
     PyThread,
+    SourceLines,
     explain_failure,
     find_pyspy,
     parse_raw,
@@ -149,6 +152,22 @@ def poll_sample(c: PyStacksCollector, ok: Callable[[PyStacksSample], bool], time
 
     wait_for(check, timeout_s=timeout_s, every_s=0.1)
     return found[0]
+
+
+def first_failure(c: PyStacksCollector, timeout_s: float = 20.0) -> str:
+    """Call sample() until the collector reports its source unavailable; the reason."""
+    failure: list[str] = []
+
+    def failed() -> bool:
+        try:
+            c.sample()
+        except SourceUnavailable as exc:
+            failure.append(str(exc))
+            return True
+        return False
+
+    wait_for(failed, timeout_s=timeout_s)
+    return failure[0]
 
 
 def by_name(s: PyStacksSample) -> dict[str, PyThread]:
@@ -292,18 +311,8 @@ def test_hung_pyspy_is_killed_and_retried_with_backoff(threads_target, collector
     c.grace_s = 0.5
     assert c.sample() is None
     first = wait_for(lambda: len(started_pids(pids)) >= 3 and started_pids(pids), timeout_s=10)
-    failure: list[str] = []
-
-    def failed() -> bool:
-        try:
-            c.sample()
-        except SourceUnavailable as exc:
-            failure.append(str(exc))
-            return True
-        return False
-
-    wait_for(failed, timeout_s=10)
-    assert "did not finish" in failure[0] and "killed" in failure[0] and "retrying in" in failure[0]
+    reason = first_failure(c, timeout_s=10)
+    assert "did not finish" in reason and "killed" in reason and "retrying in" in reason
     assert all(gone(pid) for pid in first)  # type: ignore[union-attr]
     # After the back-off it tries again (new children), and those are killed too.
     wait_for(lambda: len(started_pids(pids)) >= 6, timeout_s=15)
@@ -405,6 +414,106 @@ def test_no_ptrace_permission_says_the_fix(threads_target):
         cwd="/",
     )
     assert got.stdout.startswith("SourceUnavailable " + PTRACE_FIX), (got.stdout, got.stderr[-2000:])
+
+
+# -- the source-line cache is bounded by bytes -------------------------------------------------------------
+FILLER = "# " + "x" * 1000 + "\n"  # comment lines: megabytes of source that compile in no time
+
+
+def generated_module(path: Path, size: int) -> tuple[int, str]:
+    """A module of about ``size`` bytes whose ``park()`` sleeps on its last line: (that line, its text)."""
+    n = size // len(FILLER)
+    code = f"sleep(3600)  # parked in {path.stem}"
+    path.write_text(FILLER * n + f"def park():\n    from time import sleep\n    while True:\n        {code}\n")
+    return n + 4, code
+
+
+BIG_TARGET = """
+import importlib, sys, threading
+sys.path.insert(0, sys.argv[1])
+for name in sys.argv[2:]:
+    threading.Thread(target=importlib.import_module(name).park, name=name, daemon=True).start()
+print("ready", flush=True)
+threading.Event().wait()
+"""
+
+
+def test_source_cache_stays_under_its_byte_bound_with_large_files(tmp_path, collectors):
+    """13 threads parked deep in generated modules: 12 of 1 MiB (more than the bound together) and one of
+    3 MiB (over the per-file limit). Every thread's wait is still read from its exact source line."""
+    mods = tmp_path / "mods"
+    mods.mkdir()
+    where = {f"gen{i:02d}": generated_module(mods / f"gen{i:02d}.py", 1 << 20) for i in range(12)}
+    where["huge"] = generated_module(mods / "huge.py", 3 << 20)
+    total = sum(f.stat().st_size for f in mods.glob("*.py"))
+    assert total > SOURCE_CACHE_BYTES and (mods / "huge.py").stat().st_size > SOURCE_FILE_MAX_BYTES
+    proc = launch(tmp_path, "big_target", BIG_TARGET, str(mods), *where)
+    try:
+        c = collectors(proc.pid)
+        s = poll_sample(c, lambda s: set(by_name(s)) >= set(where), timeout_s=30)
+        threads = by_name(s)
+        # "sleep" comes from the text of each thread's leaf line (a C call has no frame): only the right line
+        # of the right file says it; every other line of these modules is a comment.
+        assert {name: threads[name].wait for name in where} == dict.fromkeys(where, "sleep")
+        assert {name: threads[name].top_frame for name in where} == {
+            name: f"park ({name}.py:{line})" for name, (line, _) in where.items()
+        }
+        assert 0 < c._source.cached_bytes <= SOURCE_CACHE_BYTES, c._source.cached_bytes
+        # The same through a fresh cache: exact text, the bound held, the huge file never held whole.
+        source = SourceLines(proc.pid)
+        for name, (line, code) in where.items():
+            assert source.line(str(mods / f"{name}.py"), line) == code
+            assert source.cached_bytes <= SOURCE_CACHE_BYTES
+        assert source.line(str(mods / "gen00.py"), 1) == FILLER.strip()  # evicted long ago, read again
+        huge_only = SourceLines(proc.pid)
+        assert huge_only.line(str(mods / "huge.py"), where["huge"][0]) == where["huge"][1]
+        assert huge_only.line(str(mods / "huge.py"), 2) == FILLER.strip()
+        assert huge_only.cached_bytes < 4096, huge_only.cached_bytes  # two lines and a marker, not 3 MiB
+        assert huge_only.line(str(mods / "huge.py"), 10**6) == ""  # past the end
+    finally:
+        stop(proc)
+
+
+# -- a Python py-spy does not support ---------------------------------------------------------------------
+# py-spy reads the interpreter's version from its ``Py_Version`` symbol (3.11+) and refuses layouts it has no
+# bindings for with ``Error: Unsupported version of Python: X.Y.Z`` (python_process_info.rs, python_spy.rs),
+# exit 1. A tiny program named like an interpreter and exporting Py_Version = 3.99.0 gets exactly that.
+FAKE_INTERPRETER = """
+#include <stdio.h>
+#include <unistd.h>
+const unsigned int Py_Version = 0x036300f0;  /* 3.99.0 final, packed like PY_VERSION_HEX */
+static char bss[4096];                        /* py-spy scans .bss for an interpreter state */
+int main(void) { bss[0] = 1; puts("ready"); fflush(stdout); pause(); return bss[0]; }
+"""
+PYSPY_SAYS = "Unsupported version of Python: 3.99.0"
+UNSUPPORTED = f"py-spy does not support this Python ({PYSPY_SAYS}): upgrade it with `pip install -U py-spy`"
+CC = shutil.which("cc") or shutil.which("gcc")
+
+
+@pytest.mark.skipif(CC is None, reason="needs a C compiler to build a process py-spy takes for Python 3.99")
+def test_a_python_too_new_for_pyspy_says_to_upgrade_it(tmp_path, collectors):
+    """The real py-spy against a real process it cannot read: one line with the reason and the fix."""
+    (tmp_path / "fake.c").write_text(FAKE_INTERPRETER)
+    exe = tmp_path / "python3.99"
+    subprocess.run([CC, "-O0", "-o", str(exe), str(tmp_path / "fake.c")], check=True, timeout=60)  # type: ignore[list-item]
+    proc = subprocess.Popen([str(exe)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        reason = first_failure(collectors(proc.pid))
+        assert reason.startswith(UNSUPPORTED + "; retrying in"), reason
+        assert "\n" not in reason
+    finally:
+        stop(proc)
+
+
+def test_pyspy_refusing_the_version_is_one_line_with_the_fix(threads_target, collectors, tmp_path):
+    """A stand-in py-spy (a real child) printing py-spy's exact text, for machines with no C compiler."""
+    fake = tmp_path / "py-spy"
+    fake.write_text(f"#!/bin/sh\necho 'Error: {PYSPY_SAYS}' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    reason = first_failure(collectors(threads_target.pid, pyspy=str(fake)))
+    assert reason.startswith(UNSUPPORTED + "; retrying in"), reason
+    assert "\n" not in reason
 
 
 # -- parsing and messages (real py-spy output captured on this machine) --------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -439,10 +440,17 @@ def test_url_normalisation():
     assert normalise_url("http://h:1/custom/path") == "http://h:1/custom/path"
 
 
-def test_rediscovers_a_server_that_starts_later(start_target, tmp_path):
-    go = tmp_path / "go"
+#: Target code that waits for the test's go-ahead (SIGUSR1). The signal is blocked first thing, before any
+#: thread starts (threads inherit the mask), so one sent early stays pending instead of killing the target.
+BLOCK_SIGUSR1 = "import signal\nsignal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})\n"
+AWAIT_SIGUSR1 = "signal.sigwait({signal.SIGUSR1})\n"
+
+
+def test_rediscovers_a_server_that_starts_later(start_target):
     target = start_target(
-        f"ready()\nwhile not os.path.exists({str(go)!r}):\n    time.sleep(0.05)\n"
+        BLOCK_SIGUSR1
+        + "ready()\n"
+        + AWAIT_SIGUSR1
         + serve_code(str(FIXTURES / "llamacpp-commit-a2df278-after.prom"))
         + "print(srv.server_address[1], flush=True)\ntime.sleep(600)\n"
     )
@@ -450,7 +458,7 @@ def test_rediscovers_a_server_that_starts_later(start_target, tmp_path):
     c.rediscover_s = 0.3
     before = sample_until(c, lambda s: s.tried and s.tried[0].startswith(f"pid {target.pid}"))
     assert before.profile == ""
-    go.touch()
+    os.kill(target.pid, signal.SIGUSR1)  # now start serving
     assert target.proc.stdout is not None
     port = int(target.proc.stdout.readline())
     after = sample_until(c, lambda s: s.profile)
@@ -474,12 +482,12 @@ def test_most_specific_endpoint_wins_and_the_others_are_listed(start_target):
     assert f"also: triton @ http://127.0.0.1:{triton_port}/metrics" in s.tried
 
 
-def test_a_discovered_endpoint_that_goes_away_is_forgotten_and_searched_again(http, start_target, tmp_path):
-    stop = tmp_path / "stop"
+def test_a_discovered_endpoint_that_goes_away_is_forgotten_and_searched_again(http, start_target):
     target = start_target(
-        serve_code(str(FIXTURES / "llamacpp-commit-a2df278-after.prom"))
+        BLOCK_SIGUSR1
+        + serve_code(str(FIXTURES / "llamacpp-commit-a2df278-after.prom"))
         + "ready()\nprint(srv.server_address[1], flush=True)\n"
-        + f"while not os.path.exists({str(stop)!r}):\n    time.sleep(0.05)\n"
+        + AWAIT_SIGUSR1
         + "srv.shutdown()\nsrv.server_close()\nprint('closed', flush=True)\ntime.sleep(600)\n"
     )
     assert target.proc.stdout is not None
@@ -487,7 +495,7 @@ def test_a_discovered_endpoint_that_goes_away_is_forgotten_and_searched_again(ht
     c = collector(target.pid)
     c.rediscover_s = 0.2
     assert sample_until(c, lambda s: s.profile).profile == "llamacpp"
-    stop.touch()
+    os.kill(target.pid, signal.SIGUSR1)  # now stop serving
     assert target.proc.stdout.readline().strip() == "closed"
     gone = sample_until(c, lambda s: s.tried and "listen on no loopback TCP port" in s.tried[0])
     assert gone.profile == ""

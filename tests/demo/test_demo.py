@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import psutil
 import pytest
+from conftest import wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from optitop.demo.scenarios import SCENARIOS
@@ -112,17 +113,6 @@ def fetch(url: str) -> str:
         return response.read().decode()
 
 
-def poll(predicate, timeout_s: float, every_s: float = 0.1):
-    """Call ``predicate`` until it returns something truthy; fail at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        got = predicate()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"condition not met within {timeout_s} s"
-        time.sleep(every_s)
-
-
 def thread_names(pid: int) -> set[str]:
     """The OS names of a process's threads (what monitors read)."""
     names = set()
@@ -148,7 +138,7 @@ def assert_all_gone(procs: list[psutil.Process], timeout_s: float = 20.0) -> Non
                 continue
         return out
 
-    poll(lambda: not alive(), timeout_s)
+    wait_for(lambda: not alive(), timeout_s)
 
 
 def test_every_scenario_names_a_known_model_and_category() -> None:
@@ -178,9 +168,9 @@ def test_scheduling_queues_while_cpu_is_free_and_sigterm_stops_everything(serve)
 
     # Static batching with a 1.5 s timeout at 10 req/s: requests wait while the CPU idles.
     cpu_before, t_before = sum(server.cpu_times()[:2]), time.monotonic()
-    poll(lambda: scrape(run.metrics_url)[f"{PREFIX}num_requests_waiting"] >= 2, 30)
-    poll(lambda: scrape(run.metrics_url).get(f"{PREFIX}requests_total/ok", 0) >= 10, 30)
-    poll(lambda: time.monotonic() - t_before >= 2.0, 5)
+    wait_for(lambda: scrape(run.metrics_url)[f"{PREFIX}num_requests_waiting"] >= 2, 30)
+    wait_for(lambda: scrape(run.metrics_url).get(f"{PREFIX}requests_total/ok", 0) >= 10, 30)
+    wait_for(lambda: time.monotonic() - t_before >= 2.0, 5)
     cpu_pct = (sum(server.cpu_times()[:2]) - cpu_before) / (time.monotonic() - t_before) * 100
     assert cpu_pct < 50, f"the scheduling server should leave the CPU mostly free, used {cpu_pct:.0f} % of a core"
     after = scrape(run.metrics_url)
@@ -196,7 +186,7 @@ def test_scheduling_queues_while_cpu_is_free_and_sigterm_stops_everything(serve)
 def test_network_worker_waits_on_upstream_and_children_die_with_a_killed_demo(serve) -> None:
     run = serve("network", "--duration", "120")
     demo = psutil.Process(run.demo.pid)
-    children = poll(lambda: (c := demo.children()) and len(c) == 3 and c, 20)
+    children = wait_for(lambda: (c := demo.children()) and len(c) == 3 and c, 20)
     upstream = next(c for c in children if "optitop.demo.upstream" in c.cmdline())
     upstream_ports = {c.laddr.port for c in upstream.net_connections("tcp") if c.status == psutil.CONN_LISTEN}
 
@@ -204,8 +194,8 @@ def test_network_worker_waits_on_upstream_and_children_die_with_a_killed_demo(se
         conns = psutil.Process(run.pid).net_connections("tcp")
         return any(c.raddr and c.raddr.port in upstream_ports and c.status == psutil.CONN_ESTABLISHED for c in conns)
 
-    poll(upstream_connected, 30)
-    metrics = poll(
+    wait_for(upstream_connected, 30)
+    metrics = wait_for(
         lambda: (m := scrape(run.metrics_url)).get(f"{PREFIX}e2e_request_latency_seconds_count", 0) >= 10 and m, 30
     )
     count = metrics[f"{PREFIX}e2e_request_latency_seconds_count"]
@@ -232,7 +222,7 @@ def test_network_worker_waits_on_upstream_and_children_die_with_a_killed_demo(se
                     return True
             return False
 
-        poll(worker_in_upstream_read, 20, every_s=0.2)
+        wait_for(worker_in_upstream_read, 20, every_s=0.2)
 
     # SIGKILL leaves no chance to clean up: PR_SET_PDEATHSIG must take the children down.
     run.demo.kill()

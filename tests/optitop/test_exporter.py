@@ -14,12 +14,11 @@ import urllib.request
 from dataclasses import replace
 
 import pytest
+import samplefactory
+from conftest import wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
-from optitop.collectors.gpu import GpuDevice, GpuSample
-from optitop.collectors.process import ProcessSample
-from optitop.collectors.serving import ServingSample, ServingStats
-from optitop.collectors.system import SystemSample
+from optitop.collectors.serving import ServingStats
 from optitop.exporter import export_main, parse_listen, prom_name, serve
 from optitop.store import Store
 from optitop.types import Diagnosis, SourceState, SourceStatus, TargetInfo
@@ -29,86 +28,12 @@ def fresh_store() -> Store:
     """A store with one sample per source, all taken "now" (so none is stale)."""
     now, wall = time.monotonic(), time.time()
     store = Store(TargetInfo(4242, "python", "python serve.py", "me", wall - 60, "box-a"))
-    store.add(
-        "process",
-        ProcessSample(
-            wall,
-            now,
-            1.0,
-            pid=4242,
-            cpu_pct=87.5,
-            cpu_pct_of_allowed=21.9,
-            allowed_cores=4,
-            rss_bytes=1 << 30,
-            vol_ctx_switches_per_s=10.0,
-            invol_ctx_switches_per_s=None,
-            minor_faults_per_s=1.0,
-            major_faults_per_s=0.0,
-            read_bytes_per_s=None,
-            write_bytes_per_s=4096.0,
-            num_threads=3,
-            num_fds=12,
-            num_procs=1,
-            status="running",
-            threads=(),
-            procs=(),
-        ),
-    )
-    store.add(
-        "system",
-        SystemSample(
-            wall,
-            now,
-            1.0,
-            cpu_busy_pct=50.0,
-            per_core_busy_pct=(90.0, 10.0),
-            iowait_pct=0.5,
-            steal_pct=None,
-            load_1m=1.0,
-            load_5m=1.0,
-            load_15m=1.0,
-            num_cores=2,
-            mem_total_bytes=8 << 30,
-            mem_available_bytes=4 << 30,
-            swap_total_bytes=0,
-            swap_used_bytes=0,
-            swap_in_bytes_per_s=None,
-            swap_out_bytes_per_s=None,
-        ),
-    )
-    fields: dict = dict.fromkeys(GpuDevice.__dataclass_fields__)
-    fields.update(
-        index=1,
-        uuid="GPU-abc",
-        name="NVIDIA H100 80GB HBM3",
-        util_source="gpm",
-        sm_util_pct=78.0,
-        pcie_source="gpm",
-        sm_clock_mhz=1980,
-        throttle_reasons=("power cap",),
-        target_pids=(4242,),
-        proc_util_note="",
-        pci_bus_id="",
-        note="",
-        missing=(),
-        mig_mode=False,
-    )
-    store.add(
-        "gpu",
-        GpuSample(
-            wall,
-            now,
-            1.0,
-            devices=(GpuDevice(**fields),),
-            driver_version="580",
-            nvml_version="13",
-            target_gpu_indices=(1,),
-            attribution_note="",
-            host_dram_bw_note="",
-        ),
-    )
+    store.add("process", samplefactory.process_sample(wall, now))
+    store.add("system", samplefactory.system_sample(wall, now))
+    device = samplefactory.gpu_device(index=1, uuid="GPU-abc", sm_clock_mhz=1980, mig_mode=False)
+    store.add("gpu", samplefactory.gpu_sample(wall, now, devices=(device,), target_gpu_indices=(1,)))
     stats = ServingStats(requests_waiting=7.0, requests_running=3.0, ttft_p95_s=0.75)
-    store.add("queue", ServingSample(wall, now, 1.0, source="vllm @ http://x", profile="vllm", stats=stats))
+    store.add("queue", samplefactory.serving_sample(wall, now, stats=stats, source="vllm @ http://x"))
     store.add("sockets", replace(store.window().latest("process"), mono_s=now - 3600))  # an hour old: stale
     store.set_status(SourceStatus("process", SourceState.OK))
     store.set_status(SourceStatus("gpu", SourceState.UNAVAILABLE, "NVML not found"))
@@ -194,16 +119,6 @@ def query(prom: str, promql: str) -> list:
     return doc["data"]["result"] if doc.get("status") == "success" else []
 
 
-def poll(fn, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        got = fn()
-        if got:
-            return got
-        time.sleep(0.25)  # polling an external server's state with a deadline
-    raise AssertionError(f"{what} within {timeout_s} s")
-
-
 @pytest.fixture
 def exporter(start_target):
     """A spinning target and `optitop export` on it, in its own process; yields (proc, metrics port)."""
@@ -268,12 +183,22 @@ def test_real_prometheus_scrapes_the_exporter(exporter, tmp_path):
     )
     base = f"http://127.0.0.1:{web}"
     try:
-        cpu = poll(lambda: query(base, "optitop_process_cpu_percent"), 40, "Prometheus never stored optitop's CPU")
+        cpu = wait_for(
+            lambda: query(base, "optitop_process_cpu_percent"),
+            40,
+            every_s=0.25,
+            what="Prometheus never stored optitop's CPU",
+        )
         assert cpu[0]["metric"]["job"] == "optitop"
         assert float(cpu[0]["value"][1]) > 10  # the spinning target, through Prometheus
-        up = poll(lambda: query(base, 'optitop_source_up{source="process"} == 1'), 20, "process source not up")
+        up = wait_for(
+            lambda: query(base, 'optitop_source_up{source="process"} == 1'),
+            20,
+            every_s=0.25,
+            what="process source not up",
+        )
         assert up
-        verdicts = poll(lambda: query(base, "optitop_bottleneck"), 20, "no verdict series")
+        verdicts = wait_for(lambda: query(base, "optitop_bottleneck"), 20, every_s=0.25, what="no verdict series")
         assert {v["metric"]["category"] for v in verdicts} >= {"compute", "memory_io", "host_cpu", "idle"}
         assert sum(float(v["value"][1]) > 0 for v in verdicts) <= 1  # one class named at a time
         meta = get_json(f"{base}/api/v1/metadata?metric=optitop_process_cpu_percent")

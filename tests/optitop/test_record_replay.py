@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+import samplefactory
 from conftest import wait_for
 
 from optitop.collectors.gpu import GpuDevice, GpuSample
@@ -39,88 +40,35 @@ def target_info() -> TargetInfo:
 
 
 def process_sample(i: int, cpu: float = 87.5) -> ProcessSample:
-    mono = T0 + i
-    return ProcessSample(
+    return samplefactory.process_sample(
         WALL0 + i,
-        mono,
+        T0 + i,
         1.0 if i else None,
-        pid=4242,
         cpu_pct=cpu,
         cpu_pct_of_allowed=cpu / 4,
-        allowed_cores=4,
         rss_bytes=123_456_789,
-        vol_ctx_switches_per_s=10.0,
-        invol_ctx_switches_per_s=None,
         minor_faults_per_s=1.5,
-        major_faults_per_s=0.0,
-        read_bytes_per_s=None,
-        write_bytes_per_s=4096.0,
-        num_threads=3,
-        num_fds=12,
-        num_procs=1,
-        status="running",
         threads=(ThreadSample(4243, 4242, "burner", "R", cpu), ThreadSample(4244, 4242, "[bold]x[/]", "S", 0.5)),
-        procs=(),
         denied=("io counters",),
     )
 
 
 def system_sample(i: int) -> SystemSample:
-    return SystemSample(
-        WALL0 + i + 0.1,
-        T0 + i + 0.1,
-        1.0,
-        cpu_busy_pct=50.0,
-        per_core_busy_pct=(90.0, 10.0),
-        iowait_pct=0.5,
-        steal_pct=None,
-        load_1m=float("nan"),
-        load_5m=1.0,
-        load_15m=1.0,
-        num_cores=2,
-        mem_total_bytes=8 << 30,
-        mem_available_bytes=4 << 30,
-        swap_total_bytes=0,
-        swap_used_bytes=0,
-        swap_in_bytes_per_s=None,
-        swap_out_bytes_per_s=None,
-    )
+    return samplefactory.system_sample(WALL0 + i + 0.1, T0 + i + 0.1, load_1m=float("nan"))
 
 
 def gpu_device() -> GpuDevice:
-    values = {f: None for f in GpuDevice.__dataclass_fields__}
-    values.update(
-        index=0,
-        uuid="GPU-1",
-        name="NVIDIA H100 80GB HBM3",
-        util_source="gpm",
-        sm_util_pct=78.0,
-        dram_bw_util_pct=23.0,
-        pcie_source="gpm",
-        throttle_reasons=("power cap",),
-        target_pids=(4242,),
-        proc_util_note="",
-        mem_used_bytes=40 << 30,
-        mem_total_bytes=80 << 30,
+    return samplefactory.gpu_device(
+        dram_bw_util_pct=23.0, mem_used_bytes=40 << 30, mem_total_bytes=80 << 30, gpu_procs=1
     )
-    for name in ("pci_bus_id", "note"):
-        values[name] = ""
-    values["missing"] = ()
-    values["nvlink_present"] = None
-    values["gpu_procs"] = 1
-    return GpuDevice(**values)
 
 
 def gpu_sample(i: int) -> GpuSample:
-    return GpuSample(
+    return samplefactory.gpu_sample(
         WALL0 + i + 0.2,
         T0 + i + 0.2,
-        1.0,
         devices=(gpu_device(),),
         driver_version="580.1",
-        nvml_version="13",
-        target_gpu_indices=(0,),
-        attribution_note="",
         host_dram_bw_note="host DRAM bandwidth: unavailable",
     )
 
@@ -133,9 +81,7 @@ def serving_sample(i: int) -> ServingSample:
         ttft_p50_s=0.25,
         provenance=(("requests_waiting", "vllm:num_requests_waiting"),),
     )
-    return ServingSample(
-        WALL0 + i + 0.3, T0 + i + 0.3, 1.0, source="vllm @ http://x/metrics", profile="vllm", stats=stats
-    )
+    return samplefactory.serving_sample(WALL0 + i + 0.3, T0 + i + 0.3, stats=stats)
 
 
 def diagnosis(i: int) -> Diagnosis:

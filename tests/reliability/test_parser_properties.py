@@ -19,6 +19,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
+import samplefactory
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -323,30 +324,11 @@ def test_record_reader_odd_lines_after_a_valid_header(lines: list[object]) -> No
 
 
 def _real_record_body() -> bytes:
-    from optitop.collectors.system import SystemSample
     from optitop.record import sample_line
 
     lines = []
     for i in range(20):
-        sample = SystemSample(
-            1.7e9 + i,
-            100.0 + i,
-            1.0,
-            cpu_busy_pct=50.0,
-            per_core_busy_pct=(90.0, 10.0),
-            iowait_pct=0.5,
-            steal_pct=None,
-            load_1m=1.0,
-            load_5m=1.0,
-            load_15m=1.0,
-            num_cores=2,
-            mem_total_bytes=8 << 30,
-            mem_available_bytes=4 << 30,
-            swap_total_bytes=0,
-            swap_used_bytes=0,
-            swap_in_bytes_per_s=None,
-            swap_out_bytes_per_s=None,
-        )
+        sample = samplefactory.system_sample(1.7e9 + i, 100.0 + i)
         lines.append(json.dumps(sample_line("system", sample)).encode() + b"\n")
     return HEADER + b"".join(lines) + b'{"type": "end"}\n'
 
