@@ -10,6 +10,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 
 import psutil
@@ -149,6 +150,7 @@ class Session:
         self._analyzer_state: object = None
         self._housekeeper = threading.Thread(target=self._housekeep, name="optitop-housekeeping", daemon=True)
         self._me = psutil.Process(os.getpid())
+        self._self_cpu: deque[tuple[float, float]] = deque()
         self._last_gpu_checked: Sample | None = None
         for status in unavailable:
             store.set_status(status)
@@ -188,7 +190,6 @@ class Session:
         return diagnosis
 
     def _housekeep(self) -> None:
-        self._me.cpu_percent(None)
         period = max(self.options.interval_s, 0.25)
         while not self._stop.wait(period):
             self._check_stalls()
@@ -259,12 +260,22 @@ class Session:
                     )
                 )
 
+    #: optitop's own CPU is shown as a mean over this many seconds: steadier to read, and a header that
+    #: changes every second costs bytes over SSH.
+    SELF_COST_SPAN_S = 10.0
+
     def _update_self_cost(self) -> None:
         try:
-            cpu = self._me.cpu_percent(None)
+            times = self._me.cpu_times()
             rss = self._me.memory_info().rss
         except psutil.Error:
             return
+        now = time.monotonic()
+        self._self_cpu.append((now, times.user + times.system))
+        while len(self._self_cpu) > 2 and now - self._self_cpu[1][0] >= self.SELF_COST_SPAN_S:
+            self._self_cpu.popleft()
+        (first_mono, first_cpu), (last_mono, last_cpu) = self._self_cpu[0], self._self_cpu[-1]
+        cpu = 100.0 * (last_cpu - first_cpu) / (last_mono - first_mono) if last_mono > first_mono else None
         slowest = max(
             (r for r in self.runners if r.last_latency_s is not None),
             key=lambda r: r.last_latency_s or 0.0,

@@ -35,6 +35,7 @@ from optitop.tui.panes.python import PythonPane
 from optitop.tui.panes.queue import QueuePane
 from optitop.tui.panes.tree import TreePane
 from optitop.tui.panes.verdict import VerdictPane
+from optitop.tui.wire import crop_partial_updates
 from optitop.types import Window
 
 if TYPE_CHECKING:
@@ -115,6 +116,7 @@ class OptitopApp(App[int]):
     ) -> None:
         """Render ``store``; ``session`` (when given) is stopped on exit; ``watch_tty`` exits when the TTY goes."""
         super().__init__()
+        crop_partial_updates()  # only the changed cells of a line go to the terminal
         self._watch_tty = watch_tty
         self.store = store
         self.options = options
@@ -277,6 +279,8 @@ class OptitopApp(App[int]):
             panes[pane_id].max_lines = minimum + int(spare * weight / total_weight)
 
     def _render_window(self) -> None:
+        if not self.query(HeaderPane):
+            return  # a timer that fires while the app tears its widgets down
         self._dirty = False
         self._renders += 1
         self._rendered_at = time.monotonic()

@@ -8,17 +8,17 @@ from collections.abc import Sequence
 BLOCKS = " ▁▂▃▄▅▆▇█"
 
 
-def fmt_bytes(n: float | None, per_s: bool = False) -> str:
-    """1536 -> '1.5 KiB' (binary units); None -> '–'."""
+def fmt_bytes(n: float | None, per_s: bool = False, digits: int = 1) -> str:
+    """1536 -> '1.5 KiB' (binary units; ``digits`` after the point above bytes); None -> '–'."""
     if n is None:
         return "–"
     suffix = "/s" if per_s else ""
     value = float(n)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(value) < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}{suffix}" if unit == "B" else f"{value:.1f} {unit}{suffix}"
+            return f"{value:.0f} {unit}{suffix}" if unit == "B" else f"{value:.{digits}f} {unit}{suffix}"
         value /= 1024
-    return f"{value:.1f} TiB{suffix}"  # pragma: no cover
+    return f"{value:.{digits}f} TiB{suffix}"  # pragma: no cover
 
 
 def fmt_pct(p: float | None, width: int = 0) -> str:
@@ -51,6 +51,16 @@ def fmt_duration(seconds: float | None) -> str:
     if s < 86400:
         return f"{s // 3600}h{(s % 3600) // 60:02d}m"
     return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
+
+
+def fmt_uptime(seconds: float | None) -> str:
+    """An uptime that moves once a minute after the first two: 45 -> '45s', 725 -> '12m', 3725 -> '1h02m'.
+
+    Seconds matter only just after a restart; later a header ticking every second only costs bytes.
+    """
+    if seconds is not None and 120 <= seconds < 3600:
+        return f"{int(seconds) // 60}m"
+    return fmt_duration(seconds)
 
 
 def fmt_clock(ts_s: float | None) -> str:

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from rich.cells import cell_len
 from rich.style import Style
 from rich.text import Text
+from textual.app import RenderResult
+from textual.geometry import Region
 from textual.widgets import Static
 
 from optitop.types import Window
@@ -39,7 +42,8 @@ class Pane(Static):
         super().__init__("", id=id, classes=classes)
         self._last_key: str | None = None
         self._last_width = 0
-        self._last_lines = 0
+        self._rows: list[Text] = []
+        self._text = Text()
         self._held: Window | None = None
 
     def content_width(self) -> int:
@@ -95,19 +99,65 @@ class Pane(Static):
         width = self.content_width()
         text = self.build(window, width)
         if self.max_lines is not None and not self.zoomed:
-            rows = text.split("\n", allow_blank=True)
-            if len(rows) > self.max_lines:
+            budget = text.split("\n", allow_blank=True)
+            if len(budget) > self.max_lines:
                 kept = max(1, self.max_lines)
-                last = rows[kept - 1].plain
+                last = budget[kept - 1].plain
                 if kept > 1 and self.HEADINGS and last.startswith(self.HEADINGS):
-                    text = Text("\n").join([*rows[: kept - 1], rows[kept]])
+                    text = Text("\n").join([*budget[: kept - 1], budget[kept]])
                 else:
-                    text = Text("\n").join(rows[:kept])
+                    text = Text("\n").join(budget[:kept])
         key = text.plain + "\x00" + "".join(f"{s.start},{s.end},{s.style}" for s in text.spans)
         if key == self._last_key and width == self._last_width:
             return False
-        lines = text.plain.count("\n") + 1
-        # A relayout is only needed when the pane's height may change.
-        self.update(text, layout=lines != self._last_lines)
-        self._last_key, self._last_width, self._last_lines = key, width, lines
+        rows = list(text.split("\n", allow_blank=True))
+        if width == self._last_width and len(rows) == len(self._rows) and self._last_key is not None:
+            # Same shape: repaint only the cells that changed (with tui/wire.py, only those reach the terminal),
+            # so a clock ticking in a header does not resend the pane's other lines over SSH.
+            self._text = text
+            for y, (old, new) in enumerate(zip(self._rows, rows, strict=True)):
+                cells = changed_cells(old, new)
+                if cells is not None:
+                    self.refresh(Region(cells[0], y, cells[1] - cells[0], 1))
+        else:
+            self._text = text
+            # A relayout is only needed when the pane's height may change.
+            self.refresh(layout=len(rows) != len(self._rows))
+        self._rows = rows
+        self._last_key, self._last_width = key, width
         return True
+
+    def render(self) -> RenderResult:
+        """The text of the last ``show``."""
+        return self._text
+
+
+def changed_cells(old: Text, new: Text) -> tuple[int, int] | None:
+    """The cell range [start, end) where ``new`` differs from ``old`` on screen; None when nothing differs.
+
+    Characters and their styles are compared column by column (text that moved is a change at every column
+    it moved through). A line with wide characters, or with a different base style, is repainted whole.
+    """
+    if old.plain == new.plain and old.spans == new.spans and old.style == new.style:
+        return None
+    whole = (0, max(cell_len(old.plain), cell_len(new.plain), 1))
+    if old.style != new.style or cell_len(old.plain) != len(old.plain) or cell_len(new.plain) != len(new.plain):
+        return whole
+    a, b = _styled_chars(old), _styled_chars(new)
+    blank: tuple[str, tuple[object, ...]] = (" ", ())
+    diffs = [
+        i for i in range(max(len(a), len(b))) if (a[i] if i < len(a) else blank) != (b[i] if i < len(b) else blank)
+    ]
+    if not diffs:
+        return None
+    return diffs[0], diffs[-1] + 1
+
+
+def _styled_chars(line: Text) -> list[tuple[str, tuple[object, ...]]]:
+    """Each character with the styles of the spans over it, in order."""
+    plain = line.plain
+    styles: list[tuple[object, ...]] = [()] * len(plain)
+    for span in line.spans:
+        for i in range(span.start, min(span.end, len(plain))):
+            styles[i] = (*styles[i], span.style)
+    return list(zip(plain, styles, strict=True))

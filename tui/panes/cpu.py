@@ -6,7 +6,7 @@ from typing import cast
 
 from rich.text import Text
 
-from optitop.collectors.process import ProcessSample
+from optitop.collectors.process import ProcessSample, ThreadSample
 from optitop.collectors.system import SystemSample
 from optitop.tui.format import bar, clip, fmt_bytes, fmt_pct, fmt_rate, spark, with_gaps
 from optitop.tui.panes.base import Pane
@@ -32,6 +32,22 @@ def core_lines(per_core: tuple[float, ...], width: int, max_lines: int) -> list[
     strip = spark(list(per_core), len(per_core))
     chunk = max(1, width - 6)
     return [f"cores {strip[i : i + chunk]}" for i in range(0, len(strip), chunk)][:max_lines]
+
+
+#: Threads are ordered by their mean CPU over this many recent samples, so rows do not swap places every
+#: second when several threads idle at 0–1 %.
+ORDER_SAMPLES = 5
+
+
+def steady_order(proc: ProcessSample, window: Window) -> list[ThreadSample]:
+    """The latest sample's threads, busiest first by recent mean CPU (whole percent), then by tid."""
+    recent = window.series("process")[-ORDER_SAMPLES:]
+    total: dict[int, float] = {}
+    for sample in recent:
+        for thread in cast("ProcessSample", sample).threads:
+            total[thread.tid] = total.get(thread.tid, 0.0) + thread.cpu_pct
+    count = max(1, len(recent))
+    return sorted(proc.threads, key=lambda t: (-round(total.get(t.tid, t.cpu_pct) / count), t.tid))
 
 
 class CpuPane(Pane):
@@ -63,7 +79,7 @@ class CpuPane(Pane):
             if self.zoomed:
                 self._thread_table(text, proc, width)
             else:
-                self._thread_cells(text, proc, width)
+                self._thread_cells(text, steady_order(proc, window), width)
         line = (
             f"ctx {fmt_rate(proc.vol_ctx_switches_per_s)} vol {fmt_rate(proc.invol_ctx_switches_per_s)} invol"
             f" · faults {fmt_rate(proc.minor_faults_per_s)} minor {fmt_rate(proc.major_faults_per_s)} major"
@@ -80,12 +96,12 @@ class CpuPane(Pane):
                 text.append("\n" + row)
         return text
 
-    def _thread_cells(self, text: Text, proc: ProcessSample, width: int) -> None:
+    def _thread_cells(self, text: Text, threads: list[ThreadSample], width: int) -> None:
         """The busiest threads packed several to a line: name, CPU, state (the zoomed view has the table)."""
-        name_w = max(8, min(24, max(len(t.name) for t in proc.threads)))
+        name_w = max(8, min(24, max(len(t.name) for t in threads)))
         cell = name_w + 12
         per_line = max(1, width // cell)
-        shown = proc.threads[: per_line * 2]
+        shown = threads[: per_line * 2]
         for i, thread in enumerate(shown):
             text.append("\n" if i % per_line == 0 else "")
             name = clip(thread.name, name_w).ljust(name_w)  # literal: names are never markup

@@ -6,7 +6,7 @@ import time
 
 from rich.text import Text
 
-from optitop.tui.format import clip, fmt_bytes, fmt_clock, fmt_duration
+from optitop.tui.format import clip, fmt_bytes, fmt_clock, fmt_uptime
 from optitop.tui.panes.base import Pane
 from optitop.types import SourceState, Window
 
@@ -17,6 +17,10 @@ _STATE_MARK = {
     SourceState.ERROR: ("!", "pane--bad"),
     SourceState.DISABLED: ("-", "pane--dim"),
 }
+
+
+#: A collector whose tick takes this long is named in the header (faster ones are not news).
+SLOW_SOURCE_S = 0.1
 
 
 class HeaderPane(Pane):
@@ -30,7 +34,7 @@ class HeaderPane(Pane):
         t = window.target
         # "now" is the newest sample's time, so a replay shows the uptime it had when recorded
         newest = max((series[-1].ts_s for series in window.samples.values() if series), default=time.time())
-        uptime = fmt_duration(newest - t.create_time_s)
+        uptime = fmt_uptime(newest - t.create_time_s)
         text = Text()
         text.append("optitop ", style="bold")
         text.append(f"pid {t.pid} ", style="bold")
@@ -52,9 +56,10 @@ class HeaderPane(Pane):
         cost = window.self_cost
         text.append(" self ")
         text.append("–" if cost.cpu_pct is None else f"{cost.cpu_pct:.1f}%")
-        text.append(f" {fmt_bytes(cost.rss_bytes)}")
-        if cost.slowest_latency_s is not None:
-            text.append(f" slowest {cost.slowest_source} {cost.slowest_latency_s * 1000:.0f}ms")
+        text.append(f" {fmt_bytes(cost.rss_bytes, digits=0)}")
+        if cost.slowest_latency_s is not None and cost.slowest_latency_s >= SLOW_SOURCE_S:
+            slow = f" slowest {cost.slowest_source} {cost.slowest_latency_s * 1000:.0f}ms"
+            text.append(slow, style=self.sty("pane--warn"))
         if t.previous_pids and not t.exited:
             text.append("\n")
             text.append(

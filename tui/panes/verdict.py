@@ -8,6 +8,8 @@ terminal cuts the least useful ones.
 
 from __future__ import annotations
 
+import itertools
+
 from rich.style import Style
 from rich.text import Text
 
@@ -116,5 +118,6 @@ class VerdictPane(Pane):
         if room < STRIP_MIN or cells <= 0:
             return
         text.append(" " * (width - len(text.plain) - cells))
-        for past in history[-cells:]:
-            text.append(STRIP_CHARS.get(past.category, "?"), style=self.sty(f"verdict--{past.category}"))
+        # One span per run of a class: each span costs an escape sequence on the wire.
+        for category, run in itertools.groupby(past.category for past in history[-cells:]):
+            text.append(STRIP_CHARS.get(category, "?") * len(list(run)), style=self.sty(f"verdict--{category}"))

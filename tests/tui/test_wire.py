@@ -1,0 +1,35 @@
+"""Only the changed cells reach the terminal: the line diff, and the cropped partial updates."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.segment import Segment
+from rich.style import Style
+from rich.text import Text
+from textual._compositor import ChopsUpdate
+from textual.strip import Strip
+
+from optitop.tui.panes.base import changed_cells
+from optitop.tui.wire import crop_partial_updates
+
+
+def test_changed_cells_compare_column_by_column():
+    assert changed_cells(Text("up 14s x"), Text("up 14s x")) is None
+    assert changed_cells(Text("up 14s x"), Text("up 15s x")) == (4, 5)
+    # a shorter number moves the rest of the line left: every column it moved through changed
+    assert changed_cells(Text("faults 12/s minor 0/s"), Text("faults 1/s minor 0/s")) == (8, 21)
+    # same characters, another style: a change
+    assert changed_cells(Text.assemble(("ab", "red"), "cd"), Text.assemble(("ab", "blue"), "cd")) == (0, 2)
+    # wide characters shift columns: the whole line
+    assert changed_cells(Text("名前 1%"), Text("名前 2%")) == (0, 7)
+
+
+def test_partial_updates_start_at_the_first_changed_column():
+    assert crop_partial_updates(), "Textual's ChopsUpdate changed shape: optitop sends whole lines again"
+    strip = Strip([Segment(" "), Segment("abc", Style(bold=True)), Segment("defghij")])
+    update = ChopsUpdate([{0: strip}], [(0, 5, 7)], [[11]])
+    out = update.render_segments(Console(force_terminal=True, color_system="standard"))
+    assert out == "\x1b[1;6Hef", repr(out)  # columns 5 and 6 of " abcdefghij", nothing before
+    # a region at the line's start is unchanged by the crop
+    update = ChopsUpdate([{0: strip}], [(0, 0, 2)], [[11]])
+    assert update.render_segments(Console(force_terminal=True)) == "\x1b[1;1H \x1b[1ma\x1b[0m"
