@@ -106,6 +106,8 @@ def _h(name: str, scale: float = 1.0) -> Src:
 
 
 HTTP_5XX = _r("http_requests_total", status="5.*")
+#: Provenance note of a waiting count derived from a queue-time counter.
+LITTLE = " (queued seconds per second = mean requests waiting, Little's law)"
 
 VLLM = Profile(
     "vllm",
@@ -254,6 +256,10 @@ TORCHSERVE = Profile(
     "TorchServe",
     ("ts_",),
     (
+        # TorchServe has no queue-length gauge. Its queue-latency counter grows by every queued request's wait,
+        # so its rate (queued seconds per second) is the mean number of requests waiting over the interval
+        # (Little's law). With batchSize > 1 the wait for maxBatchDelay counts as queue time (measured live).
+        ("requests_waiting", (Src("rate", "ts_queue_latency_microseconds", US, note=LITTLE),)),
         ("request_rate_per_s", (_r("ts_inference_requests_total"), _r("Requests2XX"))),
         ("error_rate_per_s", (_r("Requests5XX"),)),
         (

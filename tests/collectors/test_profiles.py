@@ -147,8 +147,23 @@ CASES: dict[str, tuple[str, dict[str, float | None], dict[str, str]]] = {
             "queue_time_p50_s": 365.21 / 3 * 1e-6,
             "e2e_p50_s": 290371.129 / 3 * 1e-6,
             "error_rate_per_s": None,  # Requests5XX is declared but has no sample yet
+            # No queue gauge: queued microseconds per second of the latency counter (Little's law).
+            "requests_waiting": 365.21 / 4 * 1e-6,
         },
         {"queue_time_p50_s": "ts_queue_latency_microseconds", "request_rate_per_s": "ts_inference_requests_total"},
+    ),
+    # Captured live: TorchServe 0.12.0, batchSize 8 with maxBatchDelay 1000 ms and 3 clients. The batch
+    # delay is counted as queue time (~1 s per request), so ~3 requests wait on average.
+    "torchserve-0.12.0-live-batch-delay.prom": (
+        "torchserve",
+        {
+            "requests_waiting": 2.4223571901e7 / 4 * 1e-6,
+            "request_rate_per_s": 25.0 / 4,
+            "queue_time_p50_s": 2.4223571901e7 / 25 * 1e-6,
+            "e2e_p50_s": 2.4437798802e7 / 25 * 1e-6,
+            "requests_running": None,  # no in-flight gauge either
+        },
+        {"requests_waiting": "Little's law", "queue_time_p50_s": "ts_queue_latency_microseconds"},
     ),
     "torchserve-metrics-api-doc-name-filter.prom": ("torchserve", {"queue_time_p50_s": None}, {}),
     "ray-serve-monitoring-doc-processing-latency-partial.prom": (
@@ -157,6 +172,24 @@ CASES: dict[str, tuple[str, dict[str, float | None], dict[str, str]]] = {
         {"e2e_p50_s": "mean Δray_serve_deployment_processing_latency_ms_sum"},
     ),
     "ray-serve-monitoring-doc-custom-counter-partial.prom": ("generic", {"request_rate_per_s": None}, {}),
+    # Captured live: Ray Serve 2.60.0, max_ongoing_requests=1 and a 250 ms @serve.batch timer, 6 clients.
+    # Two handles report the router queue (the HTTP proxy's: 6, the driver's: 0); the replica runs one.
+    "ray-serve-2.60.0-live-batch-queue.prom": (
+        "ray_serve",
+        {
+            "requests_waiting": 6.0,
+            "requests_running": 1.0,
+            "request_rate_per_s": (13.0 + 1.0) / 4,
+            "e2e_p50_s": lin(2, 5, 13 * 0.5, 4.5, 13),
+            "e2e_p95_s": lin(2, 5, 13 * 0.95, 4.5, 13),
+            "error_rate_per_s": None,  # no error series until the first error
+        },
+        {
+            "requests_waiting": "ray_serve_deployment_queued_queries",
+            "requests_running": "ray_serve_replica_processing_queries",
+            "e2e_p50_s": "ray_serve_http_request_latency_ms",
+        },
+    ),
     "bentoml-custom-metrics-doc.prom": (
         "generic",
         {"request_rate_per_s": 3.0, "e2e_p50_s": lin(2, 5, 6, 0, 12), "e2e_p95_s": lin(2, 5, 11.4, 0, 12)},
