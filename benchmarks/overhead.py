@@ -7,7 +7,8 @@ Figures, not pass/fail tests (the README keeps the tables). Everything runs agai
 
 - ``ui``: the live screen in a real terminal (tmux) at 80×24 and 160×48, at 1 Hz and 4 Hz, py-spy on and off:
   optitop's CPU (% of one core, its py-spy children included and also shown apart), RSS, and bytes written to
-  the terminal per second (``/proc/PID/io`` wchar: the UI writes nothing else). When ``htop`` and ``glances`` are
+  the terminal per second (what tmux's ``pipe-pane`` received from the pane; ``/proc/PID/io`` wchar would also
+  count optitop's HTTP scrapes and netlink requests). When ``htop`` and ``glances`` are
   on PATH they run in the same tmux size at the same refresh, and the table shows optitop's CPU as a ratio to
   theirs. Targets: at 1 Hz at most half of glances's CPU; ≤ 2 KiB/s at 80×24.
 - ``target``: the demo server's throughput (requests/s from its own counter) with nothing attached vs optitop
@@ -32,6 +33,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -100,27 +102,23 @@ def cpu_s(proc: psutil.Process, with_children: bool) -> float:
     return total
 
 
-def wchar(pid: int) -> int:
-    """Bytes the process has written (to the terminal, for a TUI)."""
-    with open(f"/proc/{pid}/io") as fh:
-        for line in fh:
-            if line.startswith("wchar:"):
-                return int(line.split()[1])
-    return 0
+def measure(pid: int, seconds: float, terminal_log: Path | None = None) -> dict[str, float]:
+    """CPU % of one core (self, and with children), RSS MiB and terminal bytes/s of ``pid`` over ``seconds``.
 
-
-def measure(pid: int, seconds: float) -> dict[str, float]:
-    """CPU % of one core (self, and with children), RSS MiB and written bytes/s of ``pid`` over ``seconds``."""
+    ``terminal_log`` is the file tmux copies the pane's output to while measuring (None: not measured).
+    """
     proc = psutil.Process(pid)
-    c0, a0, w0, t0 = cpu_s(proc, False), cpu_s(proc, True), wchar(pid), time.monotonic()
+    size0 = terminal_log.stat().st_size if terminal_log and terminal_log.exists() else 0
+    c0, a0, t0 = cpu_s(proc, False), cpu_s(proc, True), time.monotonic()
     time.sleep(seconds)
-    c1, a1, w1, t1 = cpu_s(proc, False), cpu_s(proc, True), wchar(pid), time.monotonic()
+    c1, a1, t1 = cpu_s(proc, False), cpu_s(proc, True), time.monotonic()
+    size1 = terminal_log.stat().st_size if terminal_log and terminal_log.exists() else 0
     dt = t1 - t0
     return {
         "cpu_pct": (c1 - c0) / dt * 100,
         "cpu_with_children_pct": (a1 - a0) / dt * 100,
         "rss_mib": proc.memory_info().rss / 2**20,
-        "write_bytes_per_s": (w1 - w0) / dt,
+        "terminal_bytes_per_s": (size1 - size0) / dt if terminal_log else float("nan"),
     }
 
 
@@ -198,8 +196,8 @@ def part_ui(args: argparse.Namespace) -> list[dict[str, Any]]:
         print("ui: skipped, tmux is not installed (apt-get install tmux)", file=sys.stderr)
         return rows
     with demo("none", args.seconds * 20 + 120) as d:
-        for size in ((80, 24), (160, 48)):
-            for hz in (1.0, 4.0):
+        for size in args.sizes:
+            for hz in args.rates:
                 for pyspy in (False, True):
                     argv = [OPTITOP, "--pid", str(d.pid), "--metrics-url", d.metrics_url, "--interval", str(1 / hz)]
                     if not pyspy:
@@ -221,10 +219,13 @@ def _others(hz: float) -> list[tuple[str, list[str]]]:
 
 
 def _ui_row(tool: str, argv: list[str], size: tuple[int, int], hz: float, pyspy: bool | None, secs: float) -> dict:
-    with in_tmux(argv, size) as pane_pid:
+    with in_tmux(argv, size) as pane_pid, tempfile.TemporaryDirectory() as tmp:
         poll(lambda: len(screen().strip()) > 0, 15)
         time.sleep(3)  # past start-up, into the steady state being measured
-        got = measure(pane_pid, secs)
+        log = Path(tmp) / "pane.out"
+        tmux("pipe-pane", "-o", "-t", SESSION, f"cat >> {_quote(str(log))}")
+        got = measure(pane_pid, secs, log)
+        tmux("pipe-pane", "-t", SESSION)
     row = {"tool": tool, "size": f"{size[0]}x{size[1]}", "hz": hz, "pyspy": pyspy, **got}
     row["load1"] = os.getloadavg()[0]
     return row
@@ -368,8 +369,12 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="measurement window per run")
     parser.add_argument("--rounds", type=int, default=3, help="A/B rounds (target) and repeats (startup)")
     parser.add_argument("--scenario", default="compute", help="the demo scenario for target and ticks")
+    parser.add_argument("--sizes", default="80x24,160x48", help="terminal sizes for the ui part")
+    parser.add_argument("--rates", default="1,4", help="refresh rates (Hz) for the ui part")
     parser.add_argument("--json", type=Path, default=None, help="also write every row here")
     args = parser.parse_args()
+    args.sizes = [tuple(int(n) for n in size.split("x")) for size in args.sizes.split(",")]
+    args.rates = [float(rate) for rate in args.rates.split(",")]
     results: dict[str, list[dict[str, Any]]] = {}
     keeper = f"optitop-overhead-{os.getpid()}-keeper"
     if shutil.which("tmux"):

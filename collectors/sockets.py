@@ -54,6 +54,10 @@ UPSTREAM_STATES = frozenset({"ESTABLISHED", "SYN_SENT"})
 #: The collector slows itself so that reading costs at most 1/COST_FACTOR of one core (5 %): /proc/net/tcp
 #: is host-wide text; a server holding 2,000 sockets costs ~0.1 s per reading on a small VM.
 COST_FACTOR = 20.0
+#: The collector reads at most this often, whatever ``--interval`` says: each reading makes the kernel walk its
+#: whole TCP hash table (a few ms of system time on a small VM, and most of optitop's own CPU at 1 Hz), while
+#: the queues it shows are judged over windows of ten seconds and more.
+MIN_INTERVAL_S = 2.0
 #: sock_diag state mask for LISTEN (1 << TCP_LISTEN).
 _LISTEN_MASK = 1 << 10
 #: net.core.somaxconn's default since Linux 5.4, used only when /proc/sys cannot be read.
@@ -228,8 +232,8 @@ class SocketsCollector:
 
     def __init__(self, ctx: CollectorContext) -> None:
         """Attach to ``ctx.pid``; SourceUnavailable when it does not exist or its TCP table is unreadable."""
-        self.interval_s = ctx.options.interval_s
-        self._base_interval_s = ctx.options.interval_s
+        self._base_interval_s = max(ctx.options.interval_s, MIN_INTERVAL_S)
+        self.interval_s = self._base_interval_s
         self.pid = ctx.pid
         self._tree = TargetTree(ctx.pid)
         if _read_text(f"/proc/{ctx.pid}/net/tcp") is None:

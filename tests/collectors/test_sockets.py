@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 from conftest import wait_for
 
+from optitop.collectors import sockets as sockets_module
 from optitop.collectors.sockets import BACKLOG_NETLINK, SocketSample, SocketsCollector, listen_backlogs
 from optitop.config import CollectorContext, Options
 from optitop.types import SourceUnavailable, TargetGone
@@ -181,8 +182,11 @@ def test_rates_need_two_readings(start_target, upstream, tmp_path):
     assert "sock_diag" in col.describe()
 
 
-def test_interval_stretches_with_the_cost_of_reading(start_target, upstream, tmp_path):
+def test_interval_stretches_with_the_cost_of_reading(start_target, upstream, tmp_path, monkeypatch):
     pid, _ = start_server(start_target, upstream, tmp_path)
+    fast = SocketsCollector(CollectorContext(pid=pid, options=Options(interval_s=0.25)))
+    assert fast.interval_s >= sockets_module.MIN_INTERVAL_S == 2.0  # the TCP table is never read at 4 Hz
+    monkeypatch.setattr(sockets_module, "MIN_INTERVAL_S", 0.0)
     col = SocketsCollector(CollectorContext(pid=pid, options=Options(interval_s=1e-6)))
     col.sample()
     assert col.interval_s > 1e-5  # any real reading costs more than 0.5 us, so 20x it exceeds the base
