@@ -189,17 +189,28 @@ class Session:
         self.store.add_diagnosis(diagnosis)
         return diagnosis
 
+    #: Until the first verdict, the analyzer runs this often (for at most FIRST_VERDICT_S): the verdict is
+    #: what the user opened optitop for, so it appears as soon as the data allow, not up to a tick later.
+    FIRST_VERDICT_PERIOD_S = 0.25
+    FIRST_VERDICT_S = 10.0
+
     def _housekeep(self) -> None:
         period = max(self.options.interval_s, 0.25)
-        while not self._stop.wait(period):
+        started = time.monotonic()
+        eager = True
+        while not self._stop.wait(min(period, self.FIRST_VERDICT_PERIOD_S) if eager else period):
             self._check_stalls()
             self._update_self_cost()
             self._check_gpu_dip()
             self._check_target_identity()
             try:
-                self.analyze_now()
+                diagnosis = self.analyze_now()
             except Exception:  # an analyzer bug must not stop collection
                 log.debug("analyzer failed", exc_info=True)
+                continue
+            if eager:
+                unjudged = diagnosis is None or diagnosis.category == "unknown"
+                eager = unjudged and time.monotonic() - started < self.FIRST_VERDICT_S
 
     #: A fall of the target GPU's SM (or busy) % by this many points between two samples triggers a stack dump.
     GPU_DIP_POINTS = 30.0

@@ -39,6 +39,8 @@ from optitop.tui.wire import crop_partial_updates
 from optitop.types import Window
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from optitop.follow import FollowingSession
     from optitop.record import Recorder
 
@@ -113,14 +115,23 @@ class OptitopApp(App[int]):
         options: Options,
         session: Session | FollowingSession | None = None,
         watch_tty: bool = False,
+        start_session: Callable[[], Session] | None = None,
     ) -> None:
-        """Render ``store``; ``session`` (when given) is stopped on exit; ``watch_tty`` exits when the TTY goes."""
+        """Render ``store``; ``session`` (when given) is stopped on exit; ``watch_tty`` exits when the TTY goes.
+
+        ``start_session`` builds the session after the first frame is drawn, on a thread: importing and
+        starting the collectors takes a third of a second, which the user would otherwise wait for at a blank
+        terminal.
+        """
         super().__init__()
         crop_partial_updates()  # only the changed cells of a line go to the terminal
         self._watch_tty = watch_tty
         self.store = store
         self.options = options
         self.session = session
+        self._start_session = start_session
+        self._session_lock = threading.Lock()
+        self._closing = False
         self.paused = False
         self._dirty = True
         self._renders = 0
@@ -156,6 +167,8 @@ class OptitopApp(App[int]):
     #: frames: the screen redraws every LOW_BANDWIDTH_REDRAW_S (at once on a key, or when the verdict's class
     #: changes); sparklines and the verdict strip move every LOW_BANDWIDTH_HISTORY_S, so a pane whose numbers
     #: hold still is not rewritten just to scroll its sparkline; the chart redraws every N-th frame.
+    FIRST_FRAMES_EVERY_S: ClassVar[float] = 0.25
+    FIRST_FRAMES: ClassVar[int] = 24
     LOW_BANDWIDTH_REDRAW_S: ClassVar[float] = 2.0
     LOW_BANDWIDTH_HISTORY_S: ClassVar[float] = 5.0
     LOW_BANDWIDTH_CHART_EVERY: ClassVar[int] = 3
@@ -166,7 +179,11 @@ class OptitopApp(App[int]):
             for pane in self.panes():
                 pane.history_every_s = self.LOW_BANDWIDTH_HISTORY_S
         self.set_interval(self.options.interval_s, self._tick)
+        # Early on, look for new data more often, so the first samples and verdict show as soon as they exist.
+        self.set_interval(self.FIRST_FRAMES_EVERY_S, self._tick, repeat=self.FIRST_FRAMES)
         self.call_after_refresh(self._render_window)
+        if self._start_session is not None:
+            self.call_after_refresh(self._launch_session)
         self.set_timer(0.3, self._mount_chart)
         if self._watch_tty:
             self.set_interval(2.0, self._check_tty)
@@ -175,6 +192,23 @@ class OptitopApp(App[int]):
         for sig, handler in handlers:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread (tests)
                 loop.add_signal_handler(sig, handler)
+
+    def _launch_session(self) -> None:
+        threading.Thread(target=self._build_session, name="optitop-start", daemon=True).start()
+
+    def _build_session(self) -> None:
+        """Build and start the session (a thread: the screen stays live meanwhile)."""
+        assert self._start_session is not None
+        try:
+            session = self._start_session()
+        except Exception as exc:  # noqa: BLE001 - shown to the user, not a traceback
+            self.call_from_thread(self.exit, None, 2, f"optitop: could not start collecting: {exc}")
+            return
+        with self._session_lock:
+            if self._closing:
+                return  # the user quit while we were building: nothing was started
+            session.start()
+            self.session = session
 
     def _graceful_exit(self) -> None:
         """SIGTERM: exit normally, but never hang doing it (a wedged terminal write must not keep us alive)."""
@@ -410,27 +444,40 @@ class OptitopApp(App[int]):
         if self._recorder is not None:
             self._recorder.stop()
             self._recorder = None
+        with self._session_lock:
+            self._closing = True
         if self.session is not None:
             self.session.stop()
 
 
+def _session_for(pid: int, options: Options, store: Store) -> Session:
+    """The session for ``pid`` into ``store`` (imports the collectors: called on the start-up thread)."""
+    from optitop.runtime import make_session
+
+    return make_session(pid, options, store)
+
+
 def run_tui(pid: int, options: Options, follow: tuple[int | None, str | None] | None = None) -> int:
     """Attach the live screen to ``pid`` until the user quits; ``follow`` = (port, name) re-attaches on restart."""
-    from optitop.follow import FollowingSession
-    from optitop.runtime import make_session
+    from optitop.target import describe
 
     if not sys.stdout.isatty():
         print("optitop: the live screen needs a terminal; use --once --json for scripts", file=sys.stderr)
         return 2
-    session: Session | FollowingSession
     if follow is not None:
-        session = FollowingSession(pid, options, port=follow[0], name=follow[1])
+        from optitop.follow import FollowingSession
+
+        following = FollowingSession(pid, options, port=follow[0], name=follow[1])
+        following.start()
+        app = OptitopApp(following.store, options, session=following, watch_tty=True)
     else:
-        session = make_session(pid, options)
-    session.start()
-    app = OptitopApp(session.store, options, session=session, watch_tty=True)
+        store = Store(describe(pid), history_s=options.history_s)  # a missing pid fails here, before the screen
+        app = OptitopApp(store, options, watch_tty=True, start_session=lambda: _session_for(pid, options, store))
     try:
         app.run()
     finally:
-        session.stop()
-    return 0
+        with app._session_lock:
+            app._closing = True
+        if app.session is not None:
+            app.session.stop()
+    return 0 if app.return_code in (None, 0) else app.return_code

@@ -45,6 +45,9 @@ class Pane(Static):
         self._rows: list[Text] = []
         self._text = Text()
         self._held: Window | None = None
+        self._styles: dict[str, Style] = {}
+        self._style_basis: tuple[object, ...] = ()
+        self._last_inputs: tuple[object, ...] | None = None
 
     def content_width(self) -> int:
         """The width available for text (80 before the first layout)."""
@@ -61,6 +64,7 @@ class Pane(Static):
         """Zoomed panes get the whole screen: show more rows (subclasses read ``self.zoomed``)."""
         self.zoomed = zoomed
         self._last_key = None
+        self._last_inputs = None
 
     #: Seconds between refreshes of sparklines and history strips (the app sets it in low-bandwidth mode).
     #: Textual rewrites a whole pane when any cell of it changes, so a pane whose numbers hold still must
@@ -85,10 +89,30 @@ class Pane(Static):
         return False
 
     def sty(self, name: str) -> Style:
-        """The Rich style of one component class (empty before the widget is mounted)."""
+        """The Rich style of one component class (empty before the widget is mounted).
+
+        Cached: Textual resolves a component class through the CSS each time, which was a fifth of the cost of
+        building the panes. ``show`` drops the cache when the theme or the app's classes (monochrome) change.
+        """
         if not self.is_mounted:
             return Style()
-        return self.get_component_rich_style(name, partial=True, default=Style())
+        style = self._styles.get(name)
+        if style is None:
+            style = self._styles[name] = self.get_component_rich_style(name, partial=True, default=Style())
+        return style
+
+    def notify_style_update(self) -> None:
+        """The CSS changed: resolve the component styles again."""
+        self._styles.clear()
+        super().notify_style_update()
+
+    def inputs(self, window: Window) -> tuple[object, ...] | None:
+        """What this pane's text depends on, when that is cheap to tell; None: build every time (override).
+
+        When two windows give equal inputs (and the width, budget and zoom are the same), ``show`` skips the
+        build: a pane fed by a source that samples every few seconds is not rebuilt every tick.
+        """
+        return None
 
     def build(self, window: Window, width: int) -> Text:
         """The pane's text for ``window`` at ``width`` columns (override)."""
@@ -97,20 +121,31 @@ class Pane(Static):
     def show(self, window: Window) -> bool:
         """Render ``window``; returns True when the screen changed."""
         width = self.content_width()
+        if self.is_mounted:
+            basis = (self.app.theme, self.app.classes)
+            if basis != self._style_basis:
+                self._styles.clear()
+                self._style_basis = basis
+                self._last_inputs = None
+        inputs = self.inputs(window)
+        if inputs is not None:
+            inputs = (*inputs, width, self.max_lines, self.zoomed, window.span_s, self._style_basis)
+            if inputs == self._last_inputs:
+                return False
+        self._last_inputs = inputs
         text = self.build(window, width)
-        if self.max_lines is not None and not self.zoomed:
-            budget = text.split("\n", allow_blank=True)
-            if len(budget) > self.max_lines:
-                kept = max(1, self.max_lines)
-                last = budget[kept - 1].plain
-                if kept > 1 and self.HEADINGS and last.startswith(self.HEADINGS):
-                    text = Text("\n").join([*budget[: kept - 1], budget[kept]])
-                else:
-                    text = Text("\n").join(budget[:kept])
+        rows = list(text.split("\n", allow_blank=True))
+        if self.max_lines is not None and not self.zoomed and len(rows) > self.max_lines:
+            kept = max(1, self.max_lines)
+            last = rows[kept - 1].plain
+            if kept > 1 and self.HEADINGS and last.startswith(self.HEADINGS):
+                rows = [*rows[: kept - 1], rows[kept]]
+            else:
+                rows = rows[:kept]
+            text = Text("\n").join(rows)
         key = text.plain + "\x00" + "".join(f"{s.start},{s.end},{s.style}" for s in text.spans)
         if key == self._last_key and width == self._last_width:
             return False
-        rows = list(text.split("\n", allow_blank=True))
         if width == self._last_width and len(rows) == len(self._rows) and self._last_key is not None:
             # Same shape: repaint only the cells that changed (with tui/wire.py, only those reach the terminal),
             # so a clock ticking in a header does not resend the pane's other lines over SSH.

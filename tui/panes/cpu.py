@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from rich.text import Text
 
-from optitop.collectors.process import ProcessSample, ThreadSample
-from optitop.collectors.system import SystemSample
 from optitop.tui.format import bar, clip, fmt_bytes, fmt_pct, fmt_rate, spark, with_gaps
 from optitop.tui.panes.base import Pane
 from optitop.types import Window
+
+if TYPE_CHECKING:
+    from optitop.collectors.process import ProcessSample, ThreadSample
+    from optitop.collectors.system import SystemSample
 
 CORE_CELL = 14  # "c12 ████▌  45%"
 

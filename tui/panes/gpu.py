@@ -8,14 +8,16 @@ words, PCIe/NVLink rates, and a one-line history of SM and DRAM-bandwidth utilis
 from __future__ import annotations
 
 import textwrap
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from rich.text import Text
 
-from optitop.collectors.gpu import GpuDevice, GpuSample
 from optitop.tui.format import bar, clip, fmt_bytes, fmt_pct, spark
 from optitop.tui.panes.base import Pane
 from optitop.types import SourceState, Window
+
+if TYPE_CHECKING:
+    from optitop.collectors.gpu import GpuDevice, GpuSample
 
 #: Above this many GPUs each one gets a single row instead of a block.
 COMPACT_ABOVE = 2
@@ -71,7 +73,7 @@ def util_history(window: Window, index: int) -> tuple[list[float | None], list[f
     sm: list[float | None] = []
     dram: list[float | None] = []
     for s in window.series("gpu"):
-        dev = next((d for d in cast(GpuSample, s).devices if d.index == index), None)
+        dev = next((d for d in cast("GpuSample", s).devices if d.index == index), None)
         sm.append(None if dev is None else (dev.sm_util_pct if dev.util_source == "gpm" else dev.legacy_gpu_util_pct))
         dram.append(None if dev is None else (dev.dram_bw_util_pct if dev.util_source == "gpm" else None))
     return sm, dram

@@ -7,18 +7,20 @@ bandwidth needs CPU performance counters; where the kernel has none the pane say
 
 from __future__ import annotations
 
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from rich.text import Text
 
-from optitop.collectors.gpu import GpuDevice, GpuSample
-from optitop.collectors.process import ProcessSample
-from optitop.collectors.serving import ServingSample
-from optitop.collectors.system import SystemSample
 from optitop.tui.format import bar, clip, fmt_bytes, fmt_pct, fmt_rate, spark
 from optitop.tui.panes.base import Pane
 from optitop.tui.panes.gpu import COMPACT_ABOVE, fmt_si_rate, link_label, pct_of, unavailable_line, wrap
 from optitop.types import Window
+
+if TYPE_CHECKING:
+    from optitop.collectors.gpu import GpuDevice, GpuSample
+    from optitop.collectors.process import ProcessSample
+    from optitop.collectors.serving import ServingSample
+    from optitop.collectors.system import SystemSample
 
 #: Seconds of process history the RSS growth rate is fitted over.
 RSS_SPAN_S = 60.0
@@ -27,7 +29,7 @@ HOST_DRAM_UNKNOWN = "host DRAM bandwidth: not checked (the GPU collector, which 
 
 def rss_growth(window: Window, span_s: float = RSS_SPAN_S) -> tuple[float | None, float]:
     """RSS change per second of the target tree over the last ``span_s`` (first to last sample), and the span."""
-    series = [cast(ProcessSample, s) for s in window.recent("process", span_s)]
+    series = [cast("ProcessSample", s) for s in window.recent("process", span_s)]
     if len(series) < 2:
         return None, 0.0
     first, last = series[0], series[-1]
@@ -40,9 +42,10 @@ def rss_growth(window: Window, span_s: float = RSS_SPAN_S) -> tuple[float | None
 def kv_cache_pct(window: Window) -> float | None:
     """KV-cache usage from the serving metrics (queue or log collector), when either knows it."""
     for name in ("queue", "logs"):
-        sample = window.latest(name)
-        if isinstance(sample, ServingSample) and sample.stats.kv_cache_usage_pct is not None:
-            return sample.stats.kv_cache_usage_pct
+        sample = cast("ServingSample | None", window.latest(name))
+        usage = getattr(getattr(sample, "stats", None), "kv_cache_usage_pct", None)  # both sources carry stats
+        if usage is not None:
+            return float(usage)
     return None
 
 
@@ -51,7 +54,7 @@ def device_history(window: Window, index: int) -> tuple[list[float | None], list
     dram: list[float | None] = []
     pcie: list[float | None] = []
     for s in window.series("gpu"):
-        dev = next((d for d in cast(GpuSample, s).devices if d.index == index), None)
+        dev = next((d for d in cast("GpuSample", s).devices if d.index == index), None)
         if dev is None:
             dram.append(None)
             pcie.append(None)

@@ -7,14 +7,16 @@ names and paths come from the target and are appended as plain text, never parse
 from __future__ import annotations
 
 import re
-from typing import ClassVar, cast
+from typing import TYPE_CHECKING, ClassVar, cast
 
 from rich.text import Text
 
-from optitop.collectors.pystacks import PyStacksSample, PyThread
 from optitop.tui.format import clip, fmt_clock, fmt_duration, fmt_pct
 from optitop.tui.panes.base import Pane
 from optitop.types import SourceState, Window
+
+if TYPE_CHECKING:
+    from optitop.collectors.pystacks import PyStacksSample, PyThread
 
 #: Each breakdown class: the colour class it is drawn in and the fill character (readable without colour).
 CLASS_STYLE: dict[str, tuple[str, str]] = {
@@ -86,11 +88,16 @@ class PythonPane(Pane):
     max_hot: int = 5
     HEADINGS: ClassVar[tuple[str, ...]] = ("THREAD ",)
 
+    def inputs(self, window: Window) -> tuple[object, ...]:
+        """The stacks samples and the source's state: a new window arrives only every few seconds."""
+        stamps = tuple(sample.mono_s for sample in window.series("pystacks"))
+        return (stamps, window.statuses.get("pystacks"), self.max_threads, self.max_hot)
+
     def build(self, window: Window, width: int) -> Text:
         """Render the newest stacks sample of the window."""
         text = Text()
         text.append("PYTHON ", style=self.sty("pane--title"))
-        series = [cast(PyStacksSample, s) for s in window.series("pystacks")]
+        series = [cast("PyStacksSample", s) for s in window.series("pystacks")]
         regular = next((s for s in reversed(series) if not s.trigger), None)
         if regular is None:
             self._no_data(window, text, width)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from rich.text import Text
 
-from optitop.collectors.process import ProcessSample
 from optitop.tui.format import clip, fmt_bytes, fmt_pct
 from optitop.tui.panes.base import Pane
 from optitop.types import Window
+
+if TYPE_CHECKING:
+    from optitop.collectors.process import ProcessSample
 
 
 class TreePane(Pane):
