@@ -79,6 +79,7 @@ class CollectorRunner:
         self._store.set_status(status)
 
     def _run(self) -> None:
+        name_os_thread(self._thread.name)
         failures = 0
         next_due = time.monotonic()
         try:
@@ -195,6 +196,7 @@ class Session:
     FIRST_VERDICT_S = 10.0
 
     def _housekeep(self) -> None:
+        name_os_thread("optitop-housekeeping")
         period = max(self.options.interval_s, 0.25)
         started = time.monotonic()
         eager = True
@@ -300,6 +302,16 @@ class Session:
                 slowest_latency_s=slowest.last_latency_s if slowest else None,
             )
         )
+
+
+def name_os_thread(name: str) -> None:
+    """Give the calling thread ``name`` in the kernel too (15 characters), so ``top -H``, py-spy and optitop
+    itself show which of optitop's threads costs what; best effort."""
+    try:
+        with open(f"/proc/self/task/{threading.get_native_id()}/comm", "w") as fh:
+            fh.write(name[:15])
+    except OSError:
+        pass
 
 
 def _gpu_busy_pct(sample: object) -> float | None:
