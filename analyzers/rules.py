@@ -62,6 +62,7 @@ SIGNAL_LABELS: dict[str, str] = {
     "top_thread_cpu_pct": "busiest thread's CPU % of one core",
     "busy_threads": "threads above 50 % of a core",
     "runnable_threads": "threads runnable (state R) per sample",
+    "runnable_per_core": "runnable threads per allowed core",
     "major_faults_per_s": "major page faults/s",
     "minor_faults_per_s": "minor page faults/s",
     "minor_faults_per_cpu_s": "minor page faults per CPU-second",
@@ -120,6 +121,7 @@ SIGNAL_SOURCES: dict[str, str] = {
             "top_thread_cpu_pct",
             "busy_threads",
             "runnable_threads",
+            "runnable_per_core",
             "major_faults_per_s",
             "minor_faults_per_s",
             "minor_faults_per_cpu_s",
@@ -334,6 +336,13 @@ RULES: tuple[Rule, ...] = (
        "sched_timer", "ours", "workers parked on an internal queue or batch timer while clients wait "
        "(and not on sockets: handlers also park while workers wait on upstreams)",
        when=(("inbound_conns", ">=", 1), ("proc_cpu_of_allowed_pct", "<", 60), ("py_wait_network", "<", 0.2))),
+    _r("sched.parked_backend", "scheduling", "any", ("py_parked", ">=", 0.5), 0.35,
+       "workers parked waiting for work {v:.0%} of the time while {requests_waiting:.1f} requests wait",
+       "sched_timer", "measured", "TorchServe 0.12 Python worker with maxBatchDelay 1 s: parked in "
+       "retrieve_msg 97-100 % with 3 requests queued at its frontend; a backend worker has no client "
+       "connections of its own, so sched.parked cannot see the clients",
+       when=(("requests_waiting", ">=", 1), ("inbound_conns", "<", 1, True), ("proc_cpu_of_allowed_pct", "<", 60),
+             ("py_wait_network", "<", 0.2))),
     _r("sched.timer", "scheduling", "any", ("py_wait_sleep", ">=", 0.3), 0.3,
        "threads sleep {v:.0%} of the time (a batch timer?) with clients connected", "sched_timer", "ours",
        "sleeping while requests are in flight", when=(("inbound_conns", ">=", 1),)),
@@ -347,6 +356,10 @@ RULES: tuple[Rule, ...] = (
        "host CPU {v:.0f} % busy: no capacity is free", "", "ours", "other processes hold the cores"),
     _r("sched.not.cpu", "scheduling", "any", ("proc_cpu_of_allowed_pct", ">=", 85), -0.5,
        "CPU {v:.0f} % of the allowed cores: no free capacity", "", "ours", "saturated, not mis-scheduled"),
+    _r("sched.not.runnable", "scheduling", "any", ("runnable_per_core", ">=", 1.0), -0.5,
+       "{v:.1f} runnable threads per allowed core: the cores are busy, not the scheduler", "", "measured",
+       "TorchServe 0.12 frontend serving flat out: 2.3 runnable threads on 2 cores at CPU 63 % of allowed "
+       "(the rest went to the worker it feeds) scored scheduling 0.49 against compute 0.55"),
     _r("sched.not.gpu", "scheduling", "any", ("gpu_busy_pct", ">=", 70), -0.5,
        "GPU busy {v:.0f} %: no free capacity", "", "measured",
        MEASURED_MATMUL + " (a saturated matmul reads SM 78, below DCGM's 0.8)"),

@@ -31,6 +31,8 @@ class Signals:
         sources: the sources that produced at least one sample in the window.
         statuses: (source, state, reason) for every source the session knows about.
         runnable_threads: threads in state R per sample, on average (CPU demand, even when starved).
+        runnable_per_core: runnable_threads over the cores the target may use (1 or more: the target
+            alone could fill its cores, so a queue is not the scheduler's doing).
         minor_faults_per_cpu_s: minor faults per second of the target's CPU time (fresh pages touched per
             unit of work: streaming tensors reads ~10x more than math, even on a contended host).
         gpu_busy_pct: SM activity on GPM devices, legacy utilisation elsewhere (the busiest target GPU).
@@ -56,6 +58,7 @@ class Signals:
     top_thread_name: str | None = None
     busy_threads: int | None = None
     runnable_threads: float | None = None
+    runnable_per_core: float | None = None
     other_threads_cpu_pct: float | None = None
     major_faults_per_s: float | None = None
     minor_faults_per_s: float | None = None
@@ -205,6 +208,9 @@ def _process(samples: Sequence[Any]) -> dict[str, Any]:
     cores = _num(samples[-1], "allowed_cores")
     out["allowed_cores"] = int(cores) if cores is not None else None
     out.update(_threads(samples))
+    runnable = out.get("runnable_threads")
+    cores_known = out["allowed_cores"]
+    out["runnable_per_core"] = runnable / cores_known if runnable is not None and cores_known else None
     return out
 
 
@@ -213,7 +219,13 @@ def _is_legacy(device: Any) -> bool:
 
 
 def _threads(samples: Sequence[Any]) -> dict[str, Any]:
-    """Per-thread CPU averaged over the samples that carry a thread list (a thread absent counts 0)."""
+    """Per-thread CPU averaged over the samples that carry a thread list (a thread absent counts 0).
+
+    The thread list keeps only the busiest threads, so the runnable and busy counts come from the
+    sample's own counts over every thread where it has them (``runnable_threads``, ``busy_threads``).
+    Busy is then judged per tick, not per thread over the window: a server that starts a thread per
+    request has each worker alive for a tick or two, and its window average would never reach busy.
+    """
     with_threads = [s for s in samples if getattr(s, "threads", None)]
     if not with_threads:
         return {}
@@ -231,16 +243,28 @@ def _threads(samples: Sequence[Any]) -> dict[str, Any]:
         return {}
     n = len(with_threads)
     avg = {tid: v / n for tid, v in total.items()}
-    # Threads in state R at each sample: what the target wants to run, even when a busy host starves it.
-    runnable = sum(1 for s in with_threads for t in s.threads if getattr(t, "state", "") == "R") / n
     top = max(avg, key=lambda tid: avg[tid])
+    busy_per_tick = _avg(with_threads, "busy_threads")
     return {
         "top_thread_cpu_pct": avg[top],
         "top_thread_name": names.get(top) or str(top),
-        "busy_threads": sum(1 for v in avg.values() if v >= BUSY_THREAD_PCT),
-        "runnable_threads": runnable,
+        "busy_threads": (
+            sum(1 for v in avg.values() if v >= BUSY_THREAD_PCT) if busy_per_tick is None else round(busy_per_tick)
+        ),
+        "runnable_threads": _runnable(with_threads),
         "other_threads_cpu_pct": sum(v for tid, v in avg.items() if tid != top),
     }
+
+
+def _runnable(samples: Sequence[Any]) -> float:
+    """Threads in state R per sample: what the target wants to run, even when a busy host starves it.
+
+    The sample's count over every thread where it has one; else (older recordings) the kept threads.
+    """
+    counted = _avg(samples, "runnable_threads")
+    if counted is not None:
+        return counted
+    return sum(1 for s in samples for t in s.threads if getattr(t, "state", "") == "R") / len(samples)
 
 
 def _system(samples: Sequence[Any]) -> dict[str, Any]:
@@ -434,8 +458,8 @@ def _pystacks(samples: Sequence[Any]) -> dict[str, Any]:
             str(getattr(t, "top_frame", "") or "") for s in samples for t in (getattr(s, "threads", None) or ())
         )
     )
-    parked = None
-    if waits:
+    parked = _parked_of_working(samples)
+    if parked is None and waits:
         parked = mean(w.get("queue", 0.0) + w.get("sleep", 0.0) for w in waits)
     return {
         "py_active_pct": _avg(samples, "active_pct"),
@@ -466,6 +490,41 @@ def _explained(fracs: dict[str, float]) -> dict[str, float]:
     if total <= 0.05:
         return {}
     return {k: v / total for k, v in explained.items()}
+
+
+def _parked_of_working(samples: Sequence[Any]) -> float | None:
+    """Parked share (queue + sleep) of the explained time of the threads that worked in the window.
+
+    A server keeps bystander threads that never run while it serves: executor workers parked on their
+    queue, a GC or metrics thread on an Event. Counted in, they make a fully busy server look parked (0.36
+    on Ray Serve computing flat out). A thread with no active sample in the whole window is such a
+    bystander, whatever its wait: it is left out rather than down-weighted, because any weight lets enough
+    idle threads outvote the few that do the work. A worker held back by a batch timer still runs between
+    timers, so it stays in. Each sample's share is over its threads' stack samples, then averaged.
+
+    Returns None when no thread carries its own breakdown (older samples) or none worked in the window,
+    so the caller falls back to the process-wide waits.
+    """
+    threads = [t for s in samples for t in getattr(s, "threads", None) or ()]
+    working = {_thread_key(t) for t in threads if (_num(t, "active_pct") or 0.0) > 0}
+    shares = []
+    for s in samples:
+        parked = explained = total = 0.0
+        for t in getattr(s, "threads", None) or ():
+            fracs = _fracs(getattr(t, "waits", None))
+            if not fracs or _thread_key(t) not in working:
+                continue
+            n = _num(t, "samples") or 1.0
+            total += n * sum(fracs.values())
+            explained += n * sum(v for k, v in fracs.items() if k != "other")
+            parked += n * (fracs.get("queue", 0.0) + fracs.get("sleep", 0.0))
+        if total > 0 and explained > 0.05 * total:
+            shares.append(parked / explained)
+    return mean(shares)
+
+
+def _thread_key(t: Any) -> Any:
+    return getattr(t, "tid", None) or getattr(t, "name", None)
 
 
 def _top_python_thread(samples: Sequence[Any]) -> dict[str, Any]:

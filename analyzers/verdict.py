@@ -269,6 +269,11 @@ def _pct(v: float | None) -> str:
     return "–" if v is None else f"{v:.0f} %"
 
 
+def _count(v: float | None) -> str:
+    """A request count, ``?`` when the server does not report it (never 0: "0 running" would be a claim)."""
+    return "?" if v is None else f"{v:.0f}"
+
+
 def context_lines(a: Assessment, category: str) -> list[str]:
     """Always-useful numbers for the class's area, so every verdict carries the picture behind it."""
     s = a.signals
@@ -293,7 +298,7 @@ def context_lines(a: Assessment, category: str) -> list[str]:
             + (f"; throttled: {', '.join(s.gpu_throttle)}" if s.gpu_throttle else "")
         )
     if category in ("scheduling", "memory_io", "idle", "none") and s.requests_in_system is not None:
-        parts = [f"{s.requests_waiting or 0:.0f} waiting", f"{s.requests_running or 0:.0f} running"]
+        parts = [f"{_count(s.requests_waiting)} waiting", f"{_count(s.requests_running)} running"]
         if s.kv_cache_pct is not None:
             parts.append(f"KV {s.kv_cache_pct:.0f} %")
         if s.request_rate_per_s is not None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from optitop.collectors.procfs import STATE_NAMES, list_tids, read_stat
+from optitop.collectors.procfs import CLOCK_TICKS_PER_S, STATE_NAMES, boot_clock_s, list_tids, read_stat
 from optitop.collectors.tree import TargetTree
 from optitop.config import CollectorContext
 from optitop.redact import redact_cmdline
@@ -22,6 +22,8 @@ from optitop.types import Sample, TargetGone
 TOP_THREADS = 24
 #: How many processes of the tree the sample lists (the busiest first; the target always).
 TOP_PROCS = 32
+#: A thread counts as busy over a tick at this share of one core (the analyzer's threshold too).
+BUSY_THREAD_PCT = 50.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +57,10 @@ class ProcessSample(Sample):
     """The target tree over the last tick; rates are None on the first tick.
 
     CPU percentages are of one core (a process using two full cores reads 200 %); ``cpu_pct_of_allowed``
-    divides by the cores the target may run on.
+    divides by the cores the target may run on. ``threads`` keeps only the busiest TOP_THREADS, so the
+    counts the analyzer needs are taken over every thread of the tree: ``runnable_threads`` (state R now)
+    and ``busy_threads`` (above BUSY_THREAD_PCT of a core over the tick; None on the first tick). Both
+    default to None so recordings made before they existed still load.
     """
 
     pid: int
@@ -76,6 +81,8 @@ class ProcessSample(Sample):
     threads: tuple[ThreadSample, ...]
     procs: tuple[ProcInfo, ...]
     denied: tuple[str, ...] = ()
+    runnable_threads: int | None = None
+    busy_threads: int | None = None
 
 
 @dataclass(slots=True)
@@ -109,6 +116,8 @@ class ProcessCollector:
         self._tree_of = TargetTree(ctx.pid)
         self._proc = self._tree_of.proc
         self._prev_mono: float | None = None
+        #: Seconds since boot when the previous sample began: threads started after it were born in this tick.
+        self._prev_boot_s: float | None = None
         self._prev: dict[tuple[int, float], _Counters] = {}
         self._prev_threads: dict[tuple[int, int], float] = {}
         self._procs: dict[int, tuple[int, psutil.Process]] = {}
@@ -150,6 +159,7 @@ class ProcessCollector:
         """Read the whole tree once."""
         ts = time.time()
         mono = time.monotonic()
+        boot_s = boot_clock_s()
         dt = None if self._prev_mono is None else mono - self._prev_mono
         tree = self._tree()
         denied: set[str] = set()
@@ -213,11 +223,14 @@ class ProcessCollector:
             allowed = len(self._proc.cpu_affinity() or []) or (psutil.cpu_count() or 1)
         except (psutil.Error, AttributeError):
             allowed = psutil.cpu_count() or 1
+        runnable = sum(1 for t in threads if t.state == "R")
+        busy = None if dt is None else sum(1 for t in threads if t.cpu_pct >= BUSY_THREAD_PCT)
         threads.sort(key=lambda t: t.cpu_pct, reverse=True)
         procs_sorted = [procs[0]] + sorted(procs[1:], key=lambda p: p.cpu_pct or 0.0, reverse=True)
         self._prev = counters
         self._prev_threads = thread_cpu
         self._prev_mono = mono
+        self._prev_boot_s = boot_s
         return ProcessSample(
             ts_s=ts,
             mono_s=mono,
@@ -240,6 +253,8 @@ class ProcessCollector:
             threads=tuple(threads[:TOP_THREADS]),
             procs=tuple(procs_sorted[:TOP_PROCS]),
             denied=tuple(sorted(denied)),
+            runnable_threads=runnable,
+            busy_threads=busy,
         )
 
     def _read_proc(
@@ -304,7 +319,26 @@ class ProcessCollector:
             if stat is None:
                 continue
             seen[(pid, tid)] = stat.cpu_s
-            before = self._prev_threads.get((pid, tid))
-            cpu = 0.0 if dt is None or dt <= 0 or before is None else max(0.0, 100.0 * (stat.cpu_s - before) / dt)
+            cpu = self._thread_cpu_pct(self._prev_threads.get((pid, tid)), stat.cpu_s, stat.start_ticks, dt)
             out.append(ThreadSample(tid=tid, pid=pid, name=stat.comm, state=stat.state, cpu_pct=cpu))
         return out
+
+    def _thread_cpu_pct(self, before: float | None, cpu_s: float, start_ticks: int, dt: float | None) -> float:
+        """One thread's CPU % of a core over the tick.
+
+        A thread absent from the previous sample but started after it began was born during this tick: all
+        of its CPU time happened within the tick, so it is charged in full (as ``total_rate`` charges a
+        process born during the tick). Servers that start a thread per request (Ray Serve starts and ends
+        several a second) would otherwise show their working threads at 0 %. A thread absent for another
+        reason (its process just joined the tree) has no baseline and reads 0.
+        """
+        if dt is None or dt <= 0:
+            return 0.0
+        if before is not None:
+            return max(0.0, 100.0 * (cpu_s - before) / dt)
+        if (
+            self._prev_boot_s is not None
+            and start_ticks / CLOCK_TICKS_PER_S >= self._prev_boot_s - 1.0 / CLOCK_TICKS_PER_S
+        ):
+            return 100.0 * cpu_s / dt
+        return 0.0

@@ -7,6 +7,7 @@ would need several calls and still lack the name.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -62,6 +63,14 @@ def parse_stat(text: str) -> StatFields:
         num_threads=int(rest[17]),
         start_ticks=int(rest[19]),
     )
+
+
+def boot_clock_s() -> float:
+    """Seconds since boot on the clock that stat's ``start_ticks`` counts (CLOCK_BOOTTIME: it includes suspend).
+
+    Comparing a thread's start with this tells whether it was born since an earlier reading.
+    """
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
 def read_proc_text(path: str, limit_bytes: int = 1 << 20) -> str | None:

@@ -8,6 +8,14 @@ over discovered ones); ``--no-scrape`` turns discovery off. While nothing is fou
 Every fetch runs on a small thread pool and ``sample()`` waits for them only a short while: a slow endpoint
 is harvested on a later tick, never holding back the others. Rates and windowed quantiles are computed per
 endpoint against that endpoint's previous scrape, over the measured time between the two responses.
+
+Some exporters serve a cache that refreshes less often than optitop scrapes (Ray Serve: every 10 s). An
+answer identical to the baseline in every series it shares with it is such a cache, not a second with no
+traffic: the last reading (and its rates) is held and the baseline kept, so the next changed answer gives
+rates over the whole span instead of nine zeros and a spike. Gauges are compared too, so a live endpoint
+whose queue moves while no request completes still reads 0/s. Past HOLD_MAX_S the unchanged counters are
+believed (an idle server must not show its last busy rate for ever), and a reading with no rates yet is
+never held (a server idle from the start reads 0/s at once).
 """
 
 from __future__ import annotations
@@ -46,6 +54,9 @@ FORGET_AFTER = 3
 POOL_WORKERS = 16
 #: Seconds between full parses of an endpoint; in between only the series its profile reads are parsed.
 REPARSE_S = 60.0
+#: The longest an endpoint's unchanged answers are taken for a cache that has not refreshed (Ray Serve
+#: refreshes every 10 s by default); past it, unchanged counters are believed: nothing happened.
+HOLD_MAX_S = 12.0
 
 
 @dataclass(slots=True)
@@ -74,6 +85,9 @@ class Endpoint:
         reading: the latest canonical reading; notes: what the last full parse had to drop or repair.
         keep: the metric names the profile reads (later scrapes parse only those lines).
         full_parse_mono_s: when the last full parse happened (one every REPARSE_S).
+        held: the last answer was identical to ``prev`` and its reading was held (a cache not yet refreshed).
+        rated: ``reading`` was computed against a baseline (it has rates); only such a reading is held, so a
+            server idle from the start reads 0/s at once, not unknown for HOLD_MAX_S.
     """
 
     url: str
@@ -89,6 +103,17 @@ class Endpoint:
     notes: tuple[str, ...] = ()
     keep: frozenset[str] | None = None
     full_parse_mono_s: float = 0.0
+    held: bool = False
+    rated: bool = False
+
+
+def unrefreshed(cur: Exposition, prev: Exposition) -> bool:
+    """True when ``cur`` repeats ``prev`` in every series they share (the endpoint served the same cache).
+
+    Only the shared names are compared: one of the two may be a filtered parse of the profile's names.
+    """
+    shared = cur.samples.keys() & prev.samples.keys()
+    return bool(shared) and all(cur.samples[name] == prev.samples[name] for name in shared)
 
 
 @dataclass(slots=True)
@@ -257,12 +282,18 @@ class QueueCollector:
                 del self.endpoints[ep.url]
             return
         dt = None if ep.prev_mono_s is None else got.mono_s - ep.prev_mono_s
-        ep.reading = evaluate(got.expo, ep.prev, dt)
+        ep.held = (
+            ep.prev is not None and ep.rated and dt is not None and dt < HOLD_MAX_S and unrefreshed(got.expo, ep.prev)
+        )
         if got.full:  # a filtered parse sees only some lines: keep the full parse's notes
             ep.notes = got.expo.notes() + (("body capped at the size limit",) if got.capped else ())
             ep.keep, ep.full_parse_mono_s = wanted_names(got.expo), got.mono_s
-        ep.prev, ep.prev_mono_s = got.expo, got.mono_s
         ep.failures, ep.reason = 0, ""
+        if ep.held:  # the same cache again: keep the reading and the baseline (see the module docstring)
+            return
+        ep.reading = evaluate(got.expo, ep.prev, dt)
+        ep.rated = ep.prev is not None
+        ep.prev, ep.prev_mono_s = got.expo, got.mono_s
 
     # -- discovery ---------------------------------------------------------------------------------------
     def _maybe_discover(self, mono: float) -> None:
@@ -399,6 +430,11 @@ class QueueCollector:
             assert ep.reading is not None
             tried.append(f"also: {ep.reading.profile} @ {ep.url}")
         tried.extend(f"{best.url}: {note}" for note in best.notes)
+        if best.held and best.prev_mono_s is not None:
+            tried.append(
+                f"{best.url}: unchanged for {mono - best.prev_mono_s:.0f} s (the endpoint refreshes slowly): "
+                "rates held until it does"
+            )
         return ServingSample(
             ts, mono, dt, source=source, profile=best.reading.profile, stats=best.reading.stats, tried=tuple(tried)
         )

@@ -85,6 +85,18 @@ NATIVE_WAIT_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("io", _re(r"^(__libc_|__)?(read|write|pread64|pwrite64|readv|writev|fsync|fdatasync|openat?)$|_io_FileIO")),
 )
 
+#: Serving frameworks' frames that wait for the next request from their own frontend: whatever the leaf
+#: reads (a socket, a pipe), the worker is idle for want of work, so the wait is a queue wait, not a network
+#: one. Checked before every other rule except a GIL or GPU-sync spin at the native leaf. Same layout as
+#: STACK_RULES: (class, file pattern, function pattern) over the frames near the leaf.
+WORK_WAIT_RULES: tuple[tuple[str, re.Pattern[str], re.Pattern[str]], ...] = (
+    # TorchServe: the Python backend worker reads its next batch from the Java frontend over a Unix socket
+    # (model_service_worker.handle_connection -> retrieve_msg -> _retrieve_int -> _retrieve_buffer -> recv).
+    ("queue", _re(r"(^|/)ts/protocol/otf_message_handler\.py$"), _re(r"(^|\.)_?retrieve_\w+$")),
+    # vLLM v1: the engine core's input thread waits on ZMQ for the API server's next request.
+    ("queue", _re(r"(^|/)vllm/v1/engine/core\.py$"), _re(r"(^|\.)process_input_sockets?$")),
+)
+
 #: Libraries near the leaf that decide the class whatever the leaf is (grpc waits in Condition.wait, a
 #: multiprocessing queue reads a pipe).
 STACK_RULES: tuple[tuple[str, re.Pattern[str], re.Pattern[str]], ...] = (
@@ -177,14 +189,21 @@ def leaf_python(frames: Sequence[Frame]) -> Frame | None:
 def classify_wait(frames: Sequence[Frame]) -> str:
     """The wait class of one stack (frames leaf first), or "" when nothing marks it as a wait.
 
-    Native leaf frames decide first (they are the truth when present), then libraries near the leaf,
-    then the leaf Python function, then the source text of its line.
+    A GIL or GPU-sync spin at the native leaf decides first, then a server's known wait for its next
+    request (WORK_WAIT_RULES), then the other native leaf frames (they are the truth when present), then
+    libraries near the leaf, then the leaf Python function, then the source text of its line.
     """
     natives = leaf_native(frames)
-    for cls, pattern in NATIVE_WAIT_RULES:
-        if any(pattern.search(f.name) for f in natives):
-            return cls
     near = [f for f in frames[:STACK_DEPTH] if not f.native]
+    spin = _first_native(natives, ACTIVE_WAITS)
+    if spin:
+        return spin
+    for cls, file_re, name_re in WORK_WAIT_RULES:
+        if any(file_re.search(f.file) and name_re.search(f.name) for f in near):
+            return cls
+    native = _first_native(natives, WAIT_CLASSES)
+    if native:
+        return native
     for cls, file_re, name_re in STACK_RULES:
         if any(file_re.search(f.file) and name_re.search(f.name) for f in near):
             return cls
@@ -196,6 +215,14 @@ def classify_wait(frames: Sequence[Frame]) -> str:
             return cls
     for cls, code_re in CODE_RULES:
         if leaf.code and code_re.search(leaf.code):
+            return cls
+    return ""
+
+
+def _first_native(natives: Sequence[Frame], classes: Sequence[str] | frozenset[str]) -> str:
+    """The first of NATIVE_WAIT_RULES (in its order) among ``classes`` that matches a native leaf frame."""
+    for cls, pattern in NATIVE_WAIT_RULES:
+        if cls in classes and any(pattern.search(f.name) for f in natives):
             return cls
     return ""
 

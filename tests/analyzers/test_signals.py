@@ -53,6 +53,29 @@ def test_process_averages_skip_the_first_rateless_sample():
     assert s.major_faults_per_s == 0.0  # measured zero stays zero
 
 
+def with_thread_counts(w: Window, runnable: int, busy: int) -> Window:
+    """The window with the process collector's counts over every thread (the thread list keeps only some)."""
+    samples = tuple(
+        dataclasses.replace(s, runnable_threads=runnable, busy_threads=None if s.dt_s is None else busy)
+        for s in w.samples["process"]
+    )
+    return dataclasses.replace(w, samples={**w.samples, "process": samples})
+
+
+def test_thread_counts_come_from_every_thread_not_the_kept_list():
+    # Kept list: one thread at 60 % (R), the rest idle; the collector counted 30 runnable, 3 busy over all.
+    w = with_thread_counts(window(proc(cpu=190, threads=(("main", 60), ("idle", 0)))), runnable=30, busy=3)
+    s = extract(w)
+    assert s.runnable_threads == pytest.approx(30)
+    assert s.busy_threads == 3
+
+
+def test_thread_counts_fall_back_to_the_kept_list_for_old_recordings():
+    s = extract(window(proc(cpu=190, threads=(("a", 60), ("b", 70), ("idle", 0)))))
+    assert s.runnable_threads == pytest.approx(2)
+    assert s.busy_threads == 2
+
+
 def test_system_swap_adds_both_directions():
     s = extract(window(proc(), system(busy=40, swap_in=2e6, iowait=7)))
     assert s.host_cpu_busy_pct == pytest.approx(40)
@@ -163,6 +186,32 @@ def test_pystacks_waits_are_shares_of_explained_time():
     assert s.native_memory == pytest.approx(0.4)  # memory + alloc
     assert s.native_interpreter == pytest.approx(0.4)
     assert s.framework == "pytorch"  # no serving profile; torch is in the stacks
+
+
+def with_py_threads(w: Window, threads: tuple[FakePyThread, ...], waits: tuple[tuple[str, float], ...]) -> Window:
+    samples = tuple(dataclasses.replace(x, threads=threads, waits=waits) for x in w.samples["pystacks"])
+    return dataclasses.replace(w, samples={**w.samples, "pystacks": samples})
+
+
+def test_bystander_threads_that_never_ran_do_not_count_as_parked():
+    # Ray Serve computing flat out: two workers always active, executor and GC threads parked all window.
+    workers = tuple(FakePyThread(tid=10 + i, name="worker", active_pct=100, waits=(("active", 1.0),)) for i in range(2))
+    bystanders = tuple(
+        FakePyThread(tid=20 + i, name="bystander", samples=20, waits=(("queue", 1.0),)) for i in range(3)
+    )
+    # the process-wide waits count every thread: 3 of 5 parked
+    w = with_py_threads(window(proc(cpu=190), pystacks()), workers + bystanders, (("active", 0.4), ("queue", 0.6)))
+    s = extract(w)
+    assert s.py_parked == pytest.approx(0.0)
+    assert s.py_wait_queue == pytest.approx(0.6)  # the raw queue share is still reported as it is
+
+
+def test_worker_that_ran_between_timers_still_counts_as_parked():
+    # A batch worker parked on its timer 90 % of the time but running in between, beside a bystander.
+    worker = FakePyThread(tid=10, name="batcher", active_pct=10, waits=(("active", 0.1), ("sleep", 0.9)))
+    bystander = FakePyThread(tid=20, name="gc", waits=(("other", 1.0),))
+    s = extract(with_py_threads(window(proc(cpu=5), pystacks()), (worker, bystander), (("other", 1.0),)))
+    assert s.py_parked == pytest.approx(0.9)
 
 
 def test_pystacks_without_native_mix_leave_it_unknown():

@@ -9,7 +9,7 @@ from analyzer_fakes import Scenario, gpu, proc, pystacks, sequence, serving, soc
 
 from optitop.analyzers import analyze, judge
 from optitop.analyzers.hysteresis import HysteresisState, pending, step
-from optitop.analyzers.verdict import assess
+from optitop.analyzers.verdict import assess, context_lines
 from optitop.types import CATEGORIES, SourceState, SourceStatus
 
 # -- building blocks: what each situation looks like to each source ------------------------------------
@@ -407,3 +407,48 @@ def test_assess_exposes_scores_for_every_class():
     a = assess(window(*COMPUTE))
     assert set(a.scores) == {"idle", "scheduling", "compute", "memory_io", "host_cpu", "network"}
     assert a.branch == "cpu" and a.leader == "compute"
+
+
+def test_queue_line_shows_an_unreported_running_count_as_unknown():
+    # TorchServe reports queued requests but not running ones: "0 running" would be a false claim.
+    a = assess(window(proc(cpu=6), QUIET_SYSTEM, serving(profile="torchserve", requests_waiting=3)))
+    line = next(x for x in context_lines(a, "scheduling") if x.startswith("queue"))
+    assert "3 waiting" in line and "? running" in line, line
+    assert "0 running" not in line
+    known = assess(window(proc(cpu=6), QUIET_SYSTEM, serving(profile="vllm", requests_waiting=3, requests_running=0)))
+    assert "3 waiting, 0 running" in next(x for x in context_lines(known, "scheduling") if x.startswith("queue"))
+
+
+def test_runnable_threads_filling_the_cores_speak_against_scheduling():
+    # TorchServe's frontend serving flat out (measured): 2.3 runnable threads on 2 cores, CPU 63 % of them
+    # (the worker it feeds takes the rest), a queue in front. The host is busy, not the scheduler.
+    a = assess(
+        window(
+            proc(cpu=125, cores=2, threads=(("python3", 58), ("python3", 55), ("epoll", 10))),
+            system(busy=99),
+            serving(profile="torchserve", requests_waiting=2.9, queue_time_p50_s=0.22, request_rate_per_s=15.7),
+        )
+    )
+    assert a.signals.runnable_per_core == pytest.approx(1.0)
+    hit = next(h for h in a.scores["scheduling"].hits if h.rule.id == "sched.not.runnable")
+    assert hit.fired
+    assert a.scores["scheduling"].score < 0.35 < a.scores["compute"].score
+    assert a.leader == "compute"
+
+
+def test_backend_worker_parked_while_its_frontend_queues_is_scheduling():
+    # TorchServe's Python worker (measured): parked in retrieve_msg with 3 requests queued at the frontend; the
+    # clients connect to the frontend, so the worker itself has none.
+    parked = pystacks(threads=(("MainThread", 2, 0),), waits=(("active", 0.03), ("queue", 0.97)))
+    a = assess(
+        window(
+            proc(cpu=0.3),
+            QUIET_SYSTEM,
+            sockets(inbound_conns=0),
+            parked,
+            serving(profile="torchserve", requests_waiting=3, queue_time_p50_s=1.0, request_rate_per_s=3),
+        )
+    )
+    fired = {h.rule.id for h in a.scores["scheduling"].fired()}
+    assert "sched.parked_backend" in fired and "sched.parked" not in fired
+    assert a.leader == "scheduling"

@@ -9,6 +9,7 @@ import pytest
 from conftest import wait_for
 
 from optitop.collectors.process import ProcessCollector, ProcessSample
+from optitop.collectors.procfs import list_tids, read_stat
 from optitop.config import CollectorContext, Options
 from optitop.types import SourceUnavailable, TargetGone
 
@@ -23,6 +24,11 @@ time.sleep(600)
 
 def collector(pid: int, interval_s: float = 0.5) -> ProcessCollector:
     return ProcessCollector(CollectorContext(pid=pid, options=Options(interval_s=interval_s)))
+
+
+def thread_name(pid: int, tid: int) -> str | None:
+    stat = read_stat(f"/proc/{pid}/task/{tid}/stat")
+    return None if stat is None else stat.comm
 
 
 def second_sample(c: ProcessCollector) -> ProcessSample:
@@ -122,3 +128,64 @@ def test_page_faults_of_a_child_touching_fresh_memory(start_target):
     sample = wait_for(lambda: (s := c.sample()).minor_faults_per_s and s, timeout_s=10)
     # 64 MiB in 4 KiB pages is 16k faults per pass; even a slow machine does several passes a second
     assert sample.minor_faults_per_s > 1000
+
+
+def test_thread_born_during_the_tick_is_charged_its_cpu(start_target):
+    # A server that starts a thread per request (Ray Serve does): the worker exists only between two samples.
+    target = start_target(
+        """
+        import signal
+        signal.signal(signal.SIGUSR1, lambda *_: threading.Thread(target=spin, args=("newborn",), daemon=True).start())
+        ready()
+        time.sleep(600)
+        """
+    )
+    c = collector(target.pid)
+    first = c.sample()
+    assert not any(t.name == "newborn" for t in first.threads)
+    os.kill(target.pid, signal.SIGUSR1)
+    wait_for(lambda: any(thread_name(target.pid, tid) == "newborn" for tid in list_tids(target.pid)), timeout_s=5)
+    wait_for(lambda: __import__("time").monotonic() - first.mono_s >= 1.0, timeout_s=5)
+    second = c.sample()
+    newborn = next(t for t in second.threads if t.name == "newborn")
+    assert newborn.cpu_pct > 30.0, newborn  # spun for most of the tick; without the fix it read 0
+    assert second.threads[0].name == "newborn"
+    assert second.busy_threads is not None and second.busy_threads >= 1
+
+
+def test_old_thread_of_a_process_that_just_joined_reads_zero(start_target):
+    # No baseline and born long before the tick: its lifetime CPU must not be charged to one tick.
+    target = start_target(TWO_THREADS)
+    c = collector(target.pid)
+    c.sample()
+    wait_for(lambda: __import__("time").monotonic() - c._prev_mono >= 0.5, timeout_s=5)
+    c._prev_threads = {}  # as if the process had just joined the tree
+    sample = c.sample()
+    assert all(t.cpu_pct == 0.0 for t in sample.threads), sample.threads
+
+
+def test_runnable_threads_are_counted_over_every_thread(start_target):
+    # More runnable threads than the sample keeps: the count must still see all of them.
+    from optitop.collectors.process import TOP_THREADS
+
+    many = TOP_THREADS + 4
+    target = start_target(
+        f"""
+        import signal
+        kids = []
+        for _ in range({many}):
+            pid = os.fork()
+            if pid == 0:
+                signal.alarm(60)  # never outlive a broken test
+                while True:
+                    pass
+            kids.append(pid)
+        ready()
+        time.sleep(600)
+        """
+    )
+    c = collector(target.pid)
+    sample = wait_for(
+        lambda: (s := c.sample()).runnable_threads is not None and s.runnable_threads >= many and s, timeout_s=15
+    )
+    assert len(sample.threads) == TOP_THREADS < sample.runnable_threads

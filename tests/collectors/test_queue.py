@@ -40,6 +40,7 @@ class Route:
     ) -> None:
         self.body, self.status, self.ctype, self.location = body, status, ctype, location
         self.behaviour = "plain"
+        self.make: Callable[[], str] | None = None  # computes the body per request when set
 
 
 class MetricsServer:
@@ -72,7 +73,7 @@ class MetricsServer:
                     self.end_headers()
                     self._stream(route)
                     return
-                data = route.body.encode()
+                data = (route.make() if route.make is not None else route.body).encode()
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -237,6 +238,82 @@ def test_nan_inf_and_duplicates_are_handled_and_reported(http):
     assert s.stats.requests_running == 3.0  # the duplicate was not added
     assert f"{srv.url()}: 2 NaN/Inf value(s) treated as unknown" in s.tried
     assert f"{srv.url()}: 1 duplicate series ignored" in s.tried
+
+
+class CachedMetrics:
+    """An exporter serving a cache it refreshes only every ``every`` requests (as Ray Serve's does every 10 s).
+
+    The cache reflects a server completing ``rate`` requests per second of wall time, so the true rate is
+    known whatever the scrape timing; between refreshes the same text is served again.
+    """
+
+    def __init__(self, rate: float, every: int) -> None:
+        self.rate, self.every = rate, every
+        self.start = time.monotonic()
+        self.hits = 0
+        self.body = ""
+        self.lock = threading.Lock()
+
+    def __call__(self) -> str:
+        with self.lock:
+            if self.hits % self.every == 0:
+                done = self.rate * (time.monotonic() - self.start)
+                self.body = vllm_state(success=done, gen=10 * done, preempt=0, fast=done, slow=0)
+            self.hits += 1
+            return self.body
+
+
+def rates_over(c: QueueCollector, n: int, gap_s: float) -> list[ServingSample]:
+    """``n`` samples about ``gap_s`` apart (the collector's own pace, as the session would tick it)."""
+    out = [c.sample()]
+    for _ in range(n - 1):
+        last = time.monotonic()
+        wait_for(lambda: time.monotonic() - last >= gap_s, timeout_s=5)  # noqa: B023 - evaluated at once
+        out.append(c.sample())
+    return out
+
+
+def test_an_endpoint_that_refreshes_slowly_holds_its_rate_instead_of_reading_zero(http):
+    srv = http()
+    cache = CachedMetrics(rate=20.0, every=4)
+    srv.serve("/metrics").make = cache
+    c = collector(urls=(srv.url(),), scrape=False, interval_s=0.25)
+    samples = rates_over(c, 16, 0.25)
+    rates = [s.stats.request_rate_per_s for s in samples]
+    # Before the second refresh there is no span to measure; from the first real rate on, every sample
+    # carries the rate over the whole span between refreshes: ~20/s, never the 0/s of an unrefreshed cache.
+    first = next(i for i, r in enumerate(rates) if r)
+    assert first <= 9, rates
+    steady = rates[first:]
+    assert len(steady) >= 6
+    assert all(r is not None and 10.0 <= r <= 40.0 for r in steady), rates
+    assert any("rates held" in line for s in samples[first:] for line in s.tried)
+
+
+def test_unchanged_counters_are_believed_after_the_hold_limit(http, monkeypatch):
+    import optitop.collectors.queue as queue_mod
+
+    monkeypatch.setattr(queue_mod, "HOLD_MAX_S", 0.6)
+    srv = http()
+    srv.serve("/metrics", vllm_state(success=100, gen=1000, preempt=0, fast=100, slow=0))
+    c = collector(urls=(srv.url(),), scrape=False, interval_s=0.2)
+    c.sample()
+    srv.serve("/metrics", vllm_state(success=200, gen=2000, preempt=0, fast=200, slow=0))
+    busy = sample_until(c, lambda s: s.stats.request_rate_per_s)
+    assert busy.stats.request_rate_per_s > 0
+    # The server went idle: its counters stop. Held for a while, then 0/s, not the last busy rate for ever.
+    idle = sample_until(c, lambda s: s.stats.request_rate_per_s == 0.0, timeout_s=10)
+    assert idle.stats.requests_waiting == 2.0
+
+
+def test_a_live_endpoint_of_an_idle_server_reads_zero_at_once(http):
+    srv = http()
+    srv.serve("/metrics", vllm_state(success=100, gen=1000, preempt=0, fast=100, slow=0))
+    c = collector(urls=(srv.url(),), scrape=False)
+    first = c.sample()
+    assert first.stats.request_rate_per_s is None
+    second = sample_until(c, lambda s: s.stats.request_rate_per_s is not None)
+    assert second.stats.request_rate_per_s == 0.0  # no rate yet to hold: unchanged counters are 0/s
 
 
 # -- bad endpoints -----------------------------------------------------------------------------------------

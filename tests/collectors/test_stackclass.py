@@ -31,6 +31,14 @@ def nat(name: str, lib: str = LIBC) -> Frame:
 
 
 USER = "/app/server.py"
+TS = SITE + "ts/"
+#: TorchServe 0.12's Python worker between batches (file lines as in the 0.12.0 wheel).
+TS_WAIT = [
+    py("_retrieve_buffer", TS + "protocol/otf_message_handler.py", 181, "pkt = conn.recv(length)"),
+    py("retrieve_msg", TS + "protocol/otf_message_handler.py", 33),
+    py("TorchModelServiceWorker.handle_connection", TS + "model_service_worker.py", 179),
+    py("TorchModelServiceWorker.run_server", TS + "model_service_worker.py", 268),
+]
 
 WAIT_TABLE: list[tuple[str, list[Frame], str]] = [
     # -- network ------------------------------------------------------------------------------------------
@@ -77,6 +85,29 @@ WAIT_TABLE: list[tuple[str, list[Frame], str]] = [
     ("future.result", [py("Future.result", STDLIB + "concurrent/futures/_base.py", 451)], "queue"),
     ("native lock", [nat("PyThread_acquire_lock_timed", LIBPY), py("Thread.join", STDLIB + "x.py")], "queue"),
     ("native condvar", [nat("pthread_cond_timedwait"), py("w", USER)], "queue"),
+    # -- a server waiting for its next request is queue, whatever it reads ------------------------------
+    (
+        "TorchServe worker waits for the frontend (as py-spy showed it on TorchServe 0.12)",
+        TS_WAIT,
+        "queue",
+    ),
+    ("TorchServe worker, native recv leaf", [nat("__libc_recv"), *TS_WAIT], "queue"),
+    ("TorchServe worker, short py-spy paths", [py("_retrieve_buffer", "ts/protocol/otf_message_handler.py")], "queue"),
+    ("TorchServe worker waking for the GIL is a GIL wait", [nat("take_gil", LIBPY), *TS_WAIT], "gil"),
+    (
+        "a user function named _retrieve_buffer is still network",
+        [py("_retrieve_buffer", USER, 9, "conn.recv(n)")],
+        "network",
+    ),
+    (
+        "vLLM v1 engine core input thread waits on ZMQ",
+        [
+            py("Socket.recv_multipart", SITE + "zmq/sugar/socket.py", 808),
+            py("EngineCoreProc.process_input_sockets", SITE + "vllm/v1/engine/core.py", 1005),
+            py("Thread.run", STDLIB + "threading.py", 982),
+        ],
+        "queue",
+    ),
     # -- gpu sync -----------------------------------------------------------------------------------------
     ("torch.cuda.synchronize", [py("synchronize", SITE + "torch/cuda/__init__.py", 985), py("step", USER)], "gpu_sync"),
     ("Event.synchronize", [py("Event.synchronize", SITE + "torch/cuda/streams.py", 224)], "gpu_sync"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import os
@@ -305,6 +306,16 @@ def test_from_jsonable_tolerates_new_fields_defaults_missing_ones_and_rejects_wr
         from_jsonable(ServingSample, data)
     assert from_jsonable(tuple[tuple[str, float], ...], [["a", 1], ["b", 2.5]]) == (("a", 1.0), ("b", 2.5))
     assert from_jsonable(int | None, None) is None
+
+
+def test_process_sample_recorded_before_the_thread_counts_loads_with_them_unknown():
+    full = dataclasses.replace(process_sample(1), runnable_threads=3, busy_threads=1)
+    data = to_jsonable(full)
+    assert from_jsonable(ProcessSample, data) == full
+    del data["runnable_threads"], data["busy_threads"]  # a file written before the counts existed
+    old = from_jsonable(ProcessSample, data)
+    assert old.runnable_threads is None and old.busy_threads is None
+    assert old.threads == full.threads
 
 
 def test_unknown_series_is_skipped_with_a_reason(tmp_path):
