@@ -407,7 +407,9 @@ def missing_for(a: Assessment) -> tuple[str, ...]:
         line = hint
         if reason and state not in ("ok", "starting"):
             line = f"{hint.split(':')[0]}: {reason}"
-        elif state == "starting":
+        elif state in ("ok", "starting"):
+            # running, but its first sample has not arrived (py-spy's first window takes seconds): the hint's
+            # remedy ("needs ptrace …") would send the user after a problem they do not have
             line = f"{hint.split(':')[0]} yet (starting)"
         out.append(line)
     return tuple(out)

@@ -34,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -296,6 +297,85 @@ def _throughput(d: Demo, extra: list[str] | None, window: float) -> float:
     return (n1 - n0) / (t1 - t0)
 
 
+#: A fixed CPU workload: torch matmuls on two threads (plus a Python thread, so py-spy has stacks to read),
+#: printing its count of finished matmuls every 0.25 s. Its rate varies far less than the demo server's
+#: request rate, whose batches form differently from run to run.
+WORK = """
+import sys, threading, time, torch
+torch.set_num_threads(2)
+a = torch.randn(384, 384)
+count = 0
+def report():
+    while True:
+        time.sleep(0.25)
+        print(count, flush=True)
+threading.Thread(target=report, daemon=True).start()
+print("ready", flush=True)
+while True:
+    a = torch.tanh(a @ a) * 0.5
+    count += 1
+"""
+
+
+def part_work(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """A fixed CPU-bound torch workload's rate with nothing attached vs optitop attached, many short rounds."""
+    conditions: list[tuple[str, list[str] | None]] = [
+        ("nothing attached", None),
+        ("optitop, py-spy off", ["--no-pystacks"]),
+        ("optitop, py-spy default", []),
+    ]
+    rates: dict[str, list[float]] = {name: [] for name, _ in conditions}
+    work = subprocess.Popen([sys.executable, "-c", WORK], stdout=subprocess.PIPE, text=True)
+    assert work.stdout is not None
+    try:
+        if work.stdout.readline().strip() != "ready":
+            raise RuntimeError("the workload did not start (is torch installed? pip install '.[demo]')")
+        latest = [0]
+
+        def follow() -> None:
+            assert work.stdout is not None
+            for line in work.stdout:
+                latest[0] = int(line)
+
+        threading.Thread(target=follow, daemon=True).start()
+        time.sleep(5)  # warm-up
+        for _ in range(args.rounds):
+            for name, extra in conditions:
+                rates[name].append(_work_rate(work.pid, latest, extra, args.seconds))
+    finally:
+        work.kill()
+        work.wait()
+    base = statistics.median(rates["nothing attached"])
+    return [
+        {
+            "condition": name,
+            "median_per_s": statistics.median(values),
+            "loss_pct": (1 - statistics.median(values) / base) * 100 if base else float("nan"),
+            "paired_loss_pct": statistics.median(
+                (1 - v / b) * 100 for v, b in zip(values, rates["nothing attached"], strict=True)
+            ),
+            "runs": [round(v, 1) for v in values],
+        }
+        for name, values in rates.items()
+    ]
+
+
+def _work_rate(pid: int, latest: list[int], extra: list[str] | None, window: float) -> float:
+    attached = None
+    if extra is not None:
+        argv = [OPTITOP, "--pid", str(pid), "--once", "--json", "--duration", str(window + 4), *extra]
+        attached = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(3)  # attached: the collectors are up and py-spy attached; not: the same spacing
+    n0, t0 = latest[0], time.monotonic()
+    time.sleep(window)
+    n1, t1 = latest[0], time.monotonic()
+    if attached is not None:
+        attached.wait(60)
+    else:
+        time.sleep(1)
+    return (n1 - n0) / (t1 - t0)
+
+
 def part_startup(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Seconds from launch to the first full frame, a few times."""
     rows: list[dict[str, Any]] = []
@@ -357,6 +437,7 @@ def table(title: str, rows: list[dict[str, Any]]) -> str:
 PARTS: dict[str, tuple[str, Callable[[argparse.Namespace], list[dict[str, Any]]]]] = {
     "ui": ("optitop's own cost in a terminal (CPU % of one core, RSS, terminal bytes/s)", part_ui),
     "target": ("impact on the watched server's throughput", part_target),
+    "work": ("impact on a fixed CPU-bound torch workload (matmuls/s)", part_work),
     "startup": ("launch to first frame, and to the first verdict", part_startup),
     "ticks": ("one sampling tick per collector", part_ticks),
 }
@@ -365,7 +446,7 @@ PARTS: dict[str, tuple[str, Callable[[argparse.Namespace], list[dict[str, Any]]]
 def main() -> int:
     """Run the chosen parts and print their tables."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", default="ui,target,startup,ticks", help="comma-separated: " + ",".join(PARTS))
+    parser.add_argument("--part", default="ui,target,work,startup,ticks", help="comma-separated: " + ",".join(PARTS))
     parser.add_argument("--seconds", type=float, default=20.0, help="measurement window per run")
     parser.add_argument("--rounds", type=int, default=3, help="A/B rounds (target) and repeats (startup)")
     parser.add_argument("--scenario", default="compute", help="the demo scenario for target and ticks")

@@ -183,6 +183,13 @@ def test_starting_source_is_not_blamed():
     assert "no Python stacks yet (starting)" in analyze(w).missing
 
 
+def test_a_live_source_before_its_first_sample_is_not_given_a_remedy():
+    """py-spy's first window takes seconds: its source is ok, no sample yet, and nothing is wrong with ptrace."""
+    w = window(proc(cpu=1), statuses={"pystacks": SourceStatus("pystacks", SourceState.OK)})
+    missing = " | ".join(analyze(w).missing)
+    assert "no Python stacks yet (starting)" in missing and "ptrace" not in missing
+
+
 @pytest.mark.parametrize(
     ("full", "reduced"),
     [
