@@ -286,10 +286,11 @@ def _read_line(proc: subprocess.Popen[str], timeout_s: float) -> str:
 # -- one case ----------------------------------------------------------------------------------------------
 def start_load(target: Target, case: Case, seconds: float) -> subprocess.Popen[str]:
     """The bounded load generator, from optitop's interpreter, in its own process group."""
-    cmd = [sys.executable, str(HERE / "load.py"), "--url", target.load_url, "--duration", str(seconds),
+    cmd = [sys.executable, "-m", "optitop.demo.load", "--url", target.load_url, "--duration", str(seconds),
            "--concurrency", str(case.concurrency), "--text-chars", str(case.text_chars),
            "--parent-pid", str(os.getpid())]  # fmt: skip
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    # cwd away from the checkout: its optitop/ folder would shadow the installed package for ``-m``
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, start_new_session=True, cwd=HERE)
 
 
 def record(target: Target, duration_s: float, interval_s: float, out: Path) -> str:

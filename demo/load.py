@@ -31,6 +31,7 @@ class Plan:
     max_requests: int
     deadline_s: float
     texts: list[str]
+    path: str = "/infer"
     started_s: float = field(default_factory=time.monotonic)
     issued: int = 0
     ok: int = 0
@@ -81,7 +82,7 @@ def client(plan: Plan, name: str) -> None:
         try:
             if conn is None:
                 conn = http.client.HTTPConnection(plan.host, plan.port, timeout=60)
-            conn.request("POST", "/infer", body=body, headers={"Content-Type": "application/json"})
+            conn.request("POST", plan.path, body=body, headers={"Content-Type": "application/json"})
             response = conn.getresponse()
             response.read()
             plan.record(response.status == 200)
@@ -114,7 +115,9 @@ def run(plan: Plan, concurrency: int) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     """Send the configured load, then print a JSON summary line."""
     parser = argparse.ArgumentParser(prog="optitop.demo.load")
-    parser.add_argument("--url", required=True, help="the server's base URL, e.g. http://127.0.0.1:8000")
+    parser.add_argument(
+        "--url", required=True, help="the server's URL: http://127.0.0.1:8000 posts /infer; a path is posted to instead"
+    )
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--rate", type=float, default=0.0, help="requests per second over all clients; 0: closed")
     parser.add_argument("--duration", type=float, default=60.0, help="stop after this many seconds")
@@ -131,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         max_requests=args.max_requests,
         deadline_s=time.monotonic() + args.duration,
         texts=make_texts(args.text_chars),
+        path=url.path if url.path not in ("", "/") else "/infer",
     )
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -79,7 +79,7 @@ class Compute:
         """Both cores for torch (Ray sets OMP_NUM_THREADS from num_cpus; be explicit)."""
         torch.set_num_threads(2)
         torch.manual_seed(0)
-        self.model = MLP(1024, 4096).eval()
+        self.model = MLP(1024, 4096).train(False)  # inference mode (nn.Module.eval)
 
     def pid(self) -> int:
         """The replica's pid, for the benchmark to attach to."""
@@ -100,7 +100,7 @@ class Scheduling:
         """A tiny model: the CPU is not what limits this replica."""
         torch.set_num_threads(1)
         torch.manual_seed(0)
-        self.model = MLP(64, 256).eval()
+        self.model = MLP(64, 256).train(False)  # inference mode (nn.Module.eval)
 
     def pid(self) -> int:
         """The replica's pid, for the benchmark to attach to."""
@@ -128,7 +128,7 @@ class HostCpu:
         """A tiny model: the interpreter, not the math, is the work."""
         torch.set_num_threads(1)
         torch.manual_seed(0)
-        self.model = MLP(64, 256).eval()
+        self.model = MLP(64, 256).train(False)  # inference mode (nn.Module.eval)
 
     def pid(self) -> int:
         """The replica's pid, for the benchmark to attach to."""
