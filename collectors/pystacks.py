@@ -64,6 +64,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
+from optitop.collectors.procfs import read_stat
 from optitop.collectors.stackclass import (
     BREAKDOWN_CLASSES,
     OP_CLASSES,
@@ -75,6 +76,7 @@ from optitop.collectors.stackclass import (
     leaf_native,
     leaf_python,
 )
+from optitop.collectors.tree import TargetTree
 from optitop.config import CollectorContext
 from optitop.types import Sample, SourceUnavailable, TargetGone
 
@@ -151,6 +153,8 @@ class PyStacksSample(Sample):
             from the latest native burst; None when none ran.
         native_age_s: seconds since that native burst ended; None when none ran.
         trigger: why this sample was taken out of turn ("" for the regular windows).
+        stacks_pid: the process py-spy read: the target, or its busiest Python child when the target itself is
+            not Python (a Java or C++ frontend with Python workers, e.g. TorchServe); None in old recordings.
     """
 
     mode: str
@@ -164,6 +168,7 @@ class PyStacksSample(Sample):
     native_mix: tuple[tuple[str, float], ...] | None
     native_age_s: float | None
     trigger: str
+    stacks_pid: int | None = None
 
 
 # -- finding and running py-spy --------------------------------------------------------------------------------
@@ -369,6 +374,42 @@ def python_in_process(pid: int) -> tuple[bool | None, str]:
     except OSError:
         return None, exe
     return False, exe
+
+
+def _running(pid: int) -> bool:
+    """Not exited, not a zombie, and not in the middle of exiting (its executable is already unlinked)."""
+    stat = read_stat(f"/proc/{pid}/stat")
+    if stat is None or stat.state in ("Z", "X", "x"):
+        return False
+    try:
+        os.readlink(f"/proc/{pid}/exe")
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # another user's process: cannot tell, assume it runs
+    return True
+
+
+def busiest_python_child(pid: int) -> int | None:
+    """The descendant of ``pid`` running Python that has used the most CPU, or None.
+
+    A frontend in Java or C++ (TorchServe, Triton) runs its Python in worker processes: their stacks are the
+    Python the user wants to see.
+    """
+    try:
+        found = TargetTree(pid).descendant_pids()
+    except (SourceUnavailable, TargetGone):
+        return None
+    best: tuple[float, int] | None = None
+    for child, _parent in found:
+        try:
+            is_python, _exe = python_in_process(child)
+        except TargetGone:
+            continue
+        stat = read_stat(f"/proc/{child}/stat")
+        if is_python and stat is not None and _running(child) and (best is None or stat.cpu_s > best[0]):
+            best = (stat.cpu_s, child)
+    return None if best is None else best[1]
 
 
 # -- parsing py-spy output ------------------------------------------------------------------------------------
@@ -625,6 +666,8 @@ class Window:
     gil: Counter[StackKey] = field(default_factory=Counter)
     gil_known: bool = True
     trigger: str = ""
+    #: The process these stacks came from (the target or its Python child); None when unknown.
+    pid: int | None = None
 
     def merge(self, other: Window) -> None:
         """Add another window's counts (sample() aggregates what arrived since the last call)."""
@@ -819,6 +862,7 @@ def build_sample(
     native: NativeResult | None,
     native_new: bool,
     dt_s: float | None,
+    stacks_pid: int | None = None,
 ) -> PyStacksSample:
     """The public sample from merged window counts."""
     cache: dict[StackKey, tuple[Frame, ...]] = {}
@@ -855,6 +899,7 @@ def build_sample(
         native_mix=native.mix if native is not None else None,
         native_age_s=(now - native.end_mono_s) if native is not None else None,
         trigger=win.trigger,
+        stacks_pid=stacks_pid,
     )
 
 
@@ -868,6 +913,8 @@ class PyStacksCollector:
         """Watch ``ctx.pid``; ``pyspy`` overrides where the py-spy binary is (tests, odd installs)."""
         opts = ctx.options
         self.pid = ctx.pid
+        #: The process py-spy reads: the target, or its busiest Python child when the target is not Python.
+        self.stacks_pid = ctx.pid
         self.interval_s = opts.interval_s
         self.rate_hz = max(1.0, float(opts.pyspy_rate_hz))
         #: Seconds per record window (py-spy takes whole seconds).
@@ -962,14 +1009,41 @@ class PyStacksCollector:
         if not self._checked_python:
             is_python, exe = python_in_process(self.pid)
             if is_python is False:
-                raise SourceUnavailable(f"{NOT_PYTHON} ({exe or 'unknown executable'})")
+                child = busiest_python_child(self.pid)
+                if child is None:
+                    raise SourceUnavailable(f"{NOT_PYTHON} ({exe or 'unknown executable'}) and has no Python child")
+                self._follow_child(child)
             self._checked_python = True
+
+    def _child_replaced(self) -> bool:
+        """The Python child we read has exited: move to the busiest one left (True), or leave it (False).
+
+        Only the sampling thread calls this (after a failed window), so the switch never races a window.
+        """
+        if self.stacks_pid == self.pid:
+            return False
+        deadline = time.monotonic() + 1.0  # a killed worker takes a moment to finish exiting
+        while _running(self.stacks_pid):
+            if time.monotonic() > deadline or self._stop.wait(0.05):
+                return False
+        child = busiest_python_child(self.pid)
+        if child is None or child == self.stacks_pid:
+            return False
+        self._follow_child(child)
+        return True
+
+    def _follow_child(self, child: int) -> None:
+        """Read ``child``'s stacks from now on (the target itself is not Python)."""
+        self.stacks_pid = child
+        self._source = SourceLines(child)
+        if self._runner is not None:
+            self._runner.target_pid = child
 
     def _ensure_started(self) -> None:
         if self._thread is not None or self._stop.is_set():
             return
         assert self.pyspy is not None
-        self._runner = PySpyRunner(self.pyspy, self.pid)
+        self._runner = PySpyRunner(self.pyspy, self.stacks_pid)
         self._thread = threading.Thread(target=self._loop, name="optitop-pystacks", daemon=True)
         self._thread.start()
 
@@ -977,12 +1051,16 @@ class PyStacksCollector:
         now = time.monotonic()
         dt = None if self._prev_mono is None else now - self._prev_mono
         self._prev_mono = now
-        return build_sample(win, self._source, native, native_new, dt)
+        return build_sample(win, self._source, native, native_new, dt, win.pid or self.stacks_pid)
 
     # -- the background loop --------------------------------------------------------------------------------
     def _loop(self) -> None:
         while not self._stop.is_set():
             win, error = self._record_window()
+            if win is None and self._child_replaced():
+                with self._lock:
+                    self._error, self._failures = None, 0
+                continue
             with self._lock:
                 if win is not None:
                     self._pending.append(win)
@@ -1014,7 +1092,7 @@ class PyStacksCollector:
         return [
             "record",
             "--pid",
-            str(self.pid),
+            str(self.stacks_pid),
             "--format",
             "raw",
             "--threads",
@@ -1035,6 +1113,7 @@ class PyStacksCollector:
         runner = self._runner
         assert runner is not None
         streams = {"all": ["--nonblocking", "--idle"], "active": ["--nonblocking"], "gil": ["--nonblocking", "--gil"]}
+        pid = self.stacks_pid
         start = time.monotonic()
         deadline = start + self.window_s + self.grace_s
         started: dict[str, subprocess.Popen[bytes]] = {}
@@ -1058,8 +1137,10 @@ class PyStacksCollector:
         if failed is not None:
             if not os.path.exists(f"/proc/{self.pid}"):
                 return None, f"target pid {self.pid} exited"
+            if not os.path.exists(f"/proc/{self.stacks_pid}"):
+                return None, f"Python child {self.stacks_pid} exited"
             return None, explain_failure(failed.messages, failed.rc)
-        win = Window(mode="record", window_s=elapsed, instants=0)
+        win = Window(mode="record", window_s=elapsed, instants=0, pid=pid)
         win.all = parse_raw(results["all"].output)
         win.active = parse_raw(results["active"].output)
         win.gil = parse_raw(results["gil"].output)
@@ -1117,7 +1198,7 @@ class PyStacksCollector:
         runner = self._runner
         if runner is None:
             return
-        args = ["dump", "--pid", str(self.pid), "--json", "--nonblocking", "--full-filenames"]
+        args = ["dump", "--pid", str(self.stacks_pid), "--json", "--nonblocking", "--full-filenames"]
         try:
             result = runner.run(args, self.grace_s, blocking=False)
         except (OSError, RuntimeError):

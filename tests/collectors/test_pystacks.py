@@ -270,6 +270,45 @@ def test_not_a_python_process(collectors):
         proc.wait()
 
 
+# A frontend that is not Python (sh here; Java for TorchServe, C++ for Triton) with Python workers: the busy
+# one spins in a named thread, the other sleeps.
+WORKER = """
+import sys, threading, time
+def spin():
+    while True:
+        pass
+if sys.argv[1] == "busy":
+    threading.Thread(target=spin, name="busy-worker-loop", daemon=True).start()
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_non_python_frontend_is_read_through_its_busiest_python_child(tmp_path, collectors):
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    py = sys.executable
+    frontend = subprocess.Popen(
+        ["/bin/sh", "-c", f"{py} {script} idle & {py} {script} busy & wait"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert frontend.stdout is not None
+        assert [frontend.stdout.readline().strip() for _ in range(2)] == ["ready", "ready"]
+        kids = {p.cmdline()[-1]: p.pid for p in psutil.Process(frontend.pid).children()}
+        wait_for(lambda: psutil.Process(kids["busy"]).cpu_times().user > 0.2, what="the busy worker to spin")
+        c = collectors(frontend.pid)
+        s = poll_sample(c, lambda s: any(t.name == "busy-worker-loop" for t in s.threads))
+        assert s.stacks_pid == kids["busy"] and c.stacks_pid == kids["busy"]
+        # the worker exits (a restart): the collector moves to the Python child that is left
+        psutil.Process(kids["busy"]).kill()
+        s = poll_sample(c, lambda s: s.stacks_pid == kids["idle"], timeout_s=30)
+        assert not any(t.name == "busy-worker-loop" for t in s.threads)
+    finally:
+        for child in psutil.Process(frontend.pid).children():
+            child.kill()
+        stop(frontend)
+
+
 def test_missing_pyspy_says_how_to_install(threads_target, collectors):
     c = collectors(threads_target.pid, pyspy="/nonexistent/py-spy")
     with pytest.raises(SourceUnavailable, match=r"py-spy not found .*pip install py-spy"):

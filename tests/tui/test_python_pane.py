@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from optitop.collectors.pystacks import HotFunction, PyStacksSample, PyThread
 from optitop.tui.panes.python import PythonPane
@@ -53,3 +54,10 @@ def test_unavailable_source_says_why_in_one_line():
     text = PythonPane().build(window(None, SourceState.UNAVAILABLE, "no Python stacks: not a Python process"), 80).plain
     assert "not a Python process" in text
     assert len(text.splitlines()) <= 2
+
+
+def test_stacks_of_a_python_child_say_whose_they_are():
+    own = PythonPane().build(window(sample()), 100).plain
+    assert "Python child" not in own  # the target's own stacks need no note (target pid 1, stacks_pid None)
+    child = PythonPane().build(window(replace(sample(), stacks_pid=4321)), 100).plain
+    assert "stacks of its busiest Python child, pid 4321" in child

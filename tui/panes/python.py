@@ -103,6 +103,11 @@ class PythonPane(Pane):
             self._no_data(window, text, width)
             return text
         self._header(text, regular, width)
+        if regular.stacks_pid is not None and regular.stacks_pid != window.target.pid:
+            # the target is not Python (a Java or C++ frontend): say whose stacks these are
+            text.append("\n")
+            whose = f"stacks of its busiest Python child, pid {regular.stacks_pid}"
+            text.append(clip(whose, width), style=self.sty("pane--warn"))
         self._waits(text, regular.waits, width)
         self._threads(text, regular, width)
         self._hot(text, regular, width)
