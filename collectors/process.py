@@ -59,8 +59,10 @@ class ProcessSample(Sample):
     CPU percentages are of one core (a process using two full cores reads 200 %); ``cpu_pct_of_allowed``
     divides by the cores the target may run on. ``threads`` keeps only the busiest TOP_THREADS, so the
     counts the analyzer needs are taken over every thread of the tree: ``runnable_threads`` (state R now)
-    and ``busy_threads`` (above BUSY_THREAD_PCT of a core over the tick; None on the first tick). Both
-    default to None so recordings made before they existed still load.
+    and ``busy_threads`` (above BUSY_THREAD_PCT of a core over the tick; None on the first tick).
+    ``exited_threads_cpu_pct`` is the CPU the processes used that no live thread accounts for: threads that
+    started and ended between two ticks (thread pools that spawn per request, e.g. Ray Serve's replicas), which
+    no per-thread view can show. These default to None so recordings made before they existed still load.
     """
 
     pid: int
@@ -83,6 +85,7 @@ class ProcessSample(Sample):
     denied: tuple[str, ...] = ()
     runnable_threads: int | None = None
     busy_threads: int | None = None
+    exited_threads_cpu_pct: float | None = None
 
 
 @dataclass(slots=True)
@@ -225,6 +228,7 @@ class ProcessCollector:
             allowed = psutil.cpu_count() or 1
         runnable = sum(1 for t in threads if t.state == "R")
         busy = None if dt is None else sum(1 for t in threads if t.cpu_pct >= BUSY_THREAD_PCT)
+        exited = None if cpu_pct is None else max(0.0, cpu_pct - sum(t.cpu_pct for t in threads))
         threads.sort(key=lambda t: t.cpu_pct, reverse=True)
         procs_sorted = [procs[0]] + sorted(procs[1:], key=lambda p: p.cpu_pct or 0.0, reverse=True)
         self._prev = counters
@@ -255,6 +259,7 @@ class ProcessCollector:
             denied=tuple(sorted(denied)),
             runnable_threads=runnable,
             busy_threads=busy,
+            exited_threads_cpu_pct=exited,
         )
 
     def _read_proc(

@@ -153,6 +153,34 @@ def test_thread_born_during_the_tick_is_charged_its_cpu(start_target):
     assert second.busy_threads is not None and second.busy_threads >= 1
 
 
+def test_cpu_of_threads_that_end_between_two_ticks_is_reported(start_target):
+    # A pool that runs each job on a fresh thread of ~30 ms: no sample ever sees the thread that did the work.
+    target = start_target(
+        """
+        def job():
+            end = time.monotonic() + 0.03
+            while time.monotonic() < end:
+                pass
+        def churn():
+            while True:
+                t = threading.Thread(target=job)
+                t.start()
+                t.join()
+        threading.Thread(target=churn, daemon=True).start()
+        ready()
+        time.sleep(600)
+        """
+    )
+    c = collector(target.pid)
+    first = c.sample()
+    assert first.exited_threads_cpu_pct is None  # no interval yet
+    wait_for(lambda: __import__("time").monotonic() - first.mono_s >= 1.0, timeout_s=5)
+    second = c.sample()
+    assert second.cpu_pct is not None and second.cpu_pct > 40, second.cpu_pct
+    assert second.exited_threads_cpu_pct is not None and second.exited_threads_cpu_pct > 30, second
+    assert second.threads[0].cpu_pct < second.exited_threads_cpu_pct  # the live rows cannot show where it went
+
+
 def test_old_thread_of_a_process_that_just_joined_reads_zero(start_target):
     # No baseline and born long before the tick: its lifetime CPU must not be charged to one tick.
     target = start_target(TWO_THREADS)

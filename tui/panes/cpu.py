@@ -36,6 +36,9 @@ def core_lines(per_core: tuple[float, ...], width: int, max_lines: int) -> list[
     return [f"cores {strip[i : i + chunk]}" for i in range(0, len(strip), chunk)][:max_lines]
 
 
+#: Shown when threads that ended between two samples used at least this much CPU (% of a core): below it, the
+#: difference is clock-tick rounding.
+EXITED_THREADS_SHOWN_PCT = 10.0
 #: Threads are ordered by their mean CPU over this many recent samples, so rows do not swap places every
 #: second when several threads idle at 0–1 %.
 ORDER_SAMPLES = 5
@@ -70,6 +73,10 @@ class CpuPane(Pane):
         text.append(f"{fmt_pct(proc.cpu_pct)} of a core")
         if proc.cpu_pct_of_allowed is not None:
             text.append(f" ({proc.cpu_pct_of_allowed:.0f}% of {proc.allowed_cores})")
+        exited = proc.exited_threads_cpu_pct
+        if exited is not None and exited >= EXITED_THREADS_SHOWN_PCT:
+            # CPU no live thread accounts for: short-lived threads, invisible in the per-thread rows below
+            text.append(f" · {fmt_pct(exited)} in exited threads", style=self.sty("pane--warn"))
         if system is not None:
             text.append(f" · host {fmt_pct(system.cpu_busy_pct)}", style=self.sty("pane--dim"))
         top = max(100.0, max((h for h in history if h is not None), default=100.0))
