@@ -444,6 +444,10 @@ class OptitopApp(App[int]):
         if self._recorder is not None:
             self._recorder.stop()
             self._recorder = None
+        self.stop_session()
+
+    def stop_session(self) -> None:
+        """Stop collecting; a session still being built is never started (idempotent)."""
         with self._session_lock:
             self._closing = True
         if self.session is not None:
@@ -476,8 +480,5 @@ def run_tui(pid: int, options: Options, follow: tuple[int | None, str | None] | 
     try:
         app.run()
     finally:
-        with app._session_lock:
-            app._closing = True
-        if app.session is not None:
-            app.session.stop()
+        app.stop_session()
     return 0 if app.return_code in (None, 0) else app.return_code
