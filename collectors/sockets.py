@@ -43,6 +43,7 @@ from optitop.collectors.netparse import (
     parse_tcp_table,
     tcp_in_use,
 )
+from optitop.collectors.procfs import read_proc_text
 from optitop.collectors.tree import TargetTree
 from optitop.config import CollectorContext
 from optitop.types import Sample, SourceUnavailable, TargetGone
@@ -58,6 +59,8 @@ COST_FACTOR = 20.0
 #: whole TCP hash table (a few ms of system time on a small VM, and most of optitop's own CPU at 1 Hz), while
 #: the queues it shows are judged over windows of ten seconds and more.
 MIN_INTERVAL_S = 2.0
+#: The most of a /proc/net/tcp table read (150 bytes a socket: a million sockets).
+TCP_TABLE_MAX_BYTES = 150 << 20
 #: sock_diag state mask for LISTEN (1 << TCP_LISTEN).
 _LISTEN_MASK = 1 << 10
 #: net.core.somaxconn's default since Linux 5.4, used only when /proc/sys cannot be read.
@@ -140,12 +143,8 @@ class _NetCounters:
 
 
 def _read_text(path: str) -> str | None:
-    """A whole /proc file, or None when it is missing or unreadable."""
-    try:
-        with open(path, encoding="ascii", errors="replace") as fh:
-            return fh.read()
-    except OSError:
-        return None
+    """A whole /proc file (a TCP table can hold megabytes), or None when it is missing or unreadable."""
+    return read_proc_text(path, limit_bytes=TCP_TABLE_MAX_BYTES)
 
 
 def socket_inodes(pids: Iterable[int]) -> tuple[set[int], list[str]]:
