@@ -183,11 +183,16 @@ class Session:
 
     def analyze_now(self) -> Diagnosis | None:
         """Run the analyzer once over the analysis window and store the verdict."""
+        diagnosis = self._judge()
+        if diagnosis is not None:
+            self.store.add_diagnosis(diagnosis)
+        return diagnosis
+
+    def _judge(self) -> Diagnosis | None:
         if self._analyzer is None:
             return None
         window = self.store.window(self.options.analysis_window_s)
         diagnosis, self._analyzer_state = self._analyzer(window, self._analyzer_state)
-        self.store.add_diagnosis(diagnosis)
         return diagnosis
 
     #: Until the first verdict, the analyzer runs this often (for at most FIRST_VERDICT_S): the verdict is
@@ -199,6 +204,7 @@ class Session:
         name_os_thread("optitop-housekeeping")
         period = max(self.options.interval_s, 0.25)
         started = time.monotonic()
+        stored_at = float("-inf")
         eager = True
         while not self._stop.wait(min(period, self.FIRST_VERDICT_PERIOD_S) if eager else period):
             self._check_stalls()
@@ -206,13 +212,20 @@ class Session:
             self._check_gpu_dip()
             self._check_target_identity()
             try:
-                diagnosis = self.analyze_now()
+                diagnosis = self._judge()
             except Exception:  # an analyzer bug must not stop collection
                 log.debug("analyzer failed", exc_info=True)
                 continue
+            if diagnosis is None:
+                continue
+            now = time.monotonic()
+            unjudged = diagnosis.category == "unknown"
+            # while eager, "not judged yet" is stored once a period: the verdict strip keeps one cell a period
+            if not (eager and unjudged and now - stored_at < period):
+                self.store.add_diagnosis(diagnosis)
+                stored_at = now
             if eager:
-                unjudged = diagnosis is None or diagnosis.category == "unknown"
-                eager = unjudged and time.monotonic() - started < self.FIRST_VERDICT_S
+                eager = unjudged and now - started < self.FIRST_VERDICT_S
 
     #: A fall of the target GPU's SM (or busy) % by this many points between two samples triggers a stack dump.
     GPU_DIP_POINTS = 30.0

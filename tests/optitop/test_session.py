@@ -11,7 +11,7 @@ from optitop.analyzers import judge
 from optitop.config import Options
 from optitop.session import Session
 from optitop.store import Store
-from optitop.types import Sample, SourceState, SourceUnavailable, TargetGone, TargetInfo
+from optitop.types import Diagnosis, Sample, SourceState, SourceUnavailable, TargetGone, TargetInfo
 
 
 class Counting:
@@ -171,3 +171,31 @@ def test_a_gpu_dip_triggers_a_stack_sample():
         wait_for(lambda: stacks.calls >= 2)  # poked: sampled again now, not in 60 s
     finally:
         session.stop()
+
+
+def test_until_the_first_verdict_the_analyzer_runs_often_but_the_strip_gets_one_cell_a_period():
+    """Eager analysis: 'not judged yet' is judged every 0.25 s, stored once per period; then the normal pace."""
+    calls: list[float] = []
+    judged_after = 6  # the analyzer 'knows' from its 6th call on
+
+    def analyzer(window, state):
+        calls.append(time.monotonic())
+        if len(calls) < judged_after:
+            return Diagnosis("unknown", 0.0), state
+        return Diagnosis("idle", 0.9), state
+
+    store = Store(TargetInfo(1, "t", "t", "u", 0.0, "h"))
+    session = Session(store, [Counting(0.5)], Options(interval_s=1.0), analyzer=analyzer)
+    session.start()
+    try:
+        wait_for(lambda: any(d.category == "idle" for d in store.window().diagnoses), timeout_s=15)
+        first_verdict = len(calls)
+        wait_for(lambda: len(calls) >= first_verdict + 2, timeout_s=15)
+    finally:
+        session.stop()
+    eager = calls[:judged_after]
+    assert max(b - a for a, b in zip(eager, eager[1:], strict=False)) < 0.9  # much faster than the 1 s period
+    normal = calls[first_verdict:]
+    assert min(b - a for a, b in zip(normal, normal[1:], strict=False)) > 0.5  # back to the 1 s period
+    unknown = [d for d in store.window().diagnoses if d.category == "unknown"]
+    assert 1 <= len(unknown) <= 3, len(unknown)  # ~1.25 s of eager judging: one stored cell per 1 s period
