@@ -127,24 +127,25 @@ def run_scenario(scenario: str, duration_s: float, warmup_s: float, interval_s: 
     return result
 
 
-def confusion(results: list[Result]) -> str:
-    cols = [c for c in CLASSES if any(r.final == c for r in results) or c in SCENARIOS]
-    head = "expected \\ got".ljust(16) + "".join(c[:10].rjust(11) for c in cols)
-    lines = [head]
+def confusion(results: list[Result], label: str = "expected \\ got", width: int = 16) -> str:
+    """Rows: what each run was made to be; columns: the classes expected or given."""
+    cols = [c for c in CLASSES if any(r.final == c or r.expected == c for r in results)]
+    lines = [label.ljust(width) + "".join(c[:10].rjust(11) for c in cols)]
     for r in results:
-        lines.append(r.expected.ljust(16) + "".join(("1" if r.final == c else "·").rjust(11) for c in cols))
+        lines.append(r.scenario.ljust(width) + "".join(("1" if r.final == c else "·").rjust(11) for c in cols))
     return "\n".join(lines)
 
 
-def table(results: list[Result]) -> str:
-    lines = [f"{'scenario':<12} {'verdict':<12} {'ok':<3} {'conf':>5} {'t→correct':>10}  evidence"]
+def table(results: list[Result], noun: str = "scenarios", name_w: int = 12, evidence_w: int = 90) -> str:
+    """Verdict, confidence, time to the correct verdict and the leading evidence per run."""
+    lines = [f"{noun.split()[-1][:-1]:<{name_w}} {'verdict':<12} {'ok':<3} {'conf':>5} {'t→correct':>10}  evidence"]
     for r in results:
         ttc = "–" if r.time_to_correct_s is None else f"{r.time_to_correct_s:.0f} s"
-        ev = r.error or "; ".join(r.evidence)[:90]
+        ev = r.error or "; ".join(r.evidence)[:evidence_w]
         ok = "✓" if r.correct else "✗"
-        lines.append(f"{r.scenario:<12} {r.final:<12} {ok:<3} {r.confidence:5.2f} {ttc:>10}  {ev}")
+        lines.append(f"{r.scenario:<{name_w}} {r.final:<12} {ok:<3} {r.confidence:5.2f} {ttc:>10}  {ev}")
     right = sum(r.correct for r in results)
-    lines.append(f"{right}/{len(results)} scenarios classified correctly")
+    lines.append(f"{right}/{len(results)} {noun} classified correctly")
     return "\n".join(lines)
 
 

@@ -38,7 +38,7 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accuracy import CLASSES, Result, read_verdicts  # noqa: E402
+from accuracy import Result, confusion, read_verdicts, table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent / "frameworks"
@@ -346,26 +346,6 @@ def run_case(case: Case, args: argparse.Namespace, keep: Path | None) -> Result:
 
 
 # -- output ------------------------------------------------------------------------------------------------
-def confusion(results: list[Result]) -> str:
-    """Rows: cases; columns: the classes that were expected or given."""
-    cols = [c for c in CLASSES if any(r.final == c or r.expected == c for r in results)]
-    lines = ["case \\ got".ljust(24) + "".join(c[:10].rjust(11) for c in cols)]
-    for r in results:
-        lines.append(r.scenario.ljust(24) + "".join(("1" if r.final == c else "·").rjust(11) for c in cols))
-    return "\n".join(lines)
-
-
-def table(results: list[Result]) -> str:
-    """Verdict, confidence, time to the correct verdict and the leading evidence per case."""
-    lines = [f"{'case':<22} {'verdict':<11} {'ok':<3} {'conf':>5} {'t→correct':>10}  evidence"]
-    for r in results:
-        ttc = "–" if r.time_to_correct_s is None else f"{r.time_to_correct_s:.0f} s"
-        ev = r.error or "; ".join(r.evidence)[:110]
-        lines.append(
-            f"{r.scenario:<22} {r.final:<11} {'✓' if r.correct else '✗':<3} {r.confidence:5.2f} {ttc:>10}  {ev}"
-        )
-    lines.append(f"{sum(r.correct for r in results)}/{len(results)} framework cases classified correctly")
-    return "\n".join(lines)
 
 
 def main() -> int:
@@ -401,9 +381,9 @@ def main() -> int:
         except Exception as exc:  # one broken case must not hide the others' figures
             results.append(Result(case.name, case.expected, error=f"{type(exc).__name__}: {exc}"))
         print(f"  {results[-1].final} ({results[-1].confidence:.2f}) {results[-1].error}", file=sys.stderr)
-    print(confusion(results))
+    print(confusion(results, label="case \\ got", width=24))
     print()
-    print(table(results))
+    print(table(results, noun="framework cases", name_w=22, evidence_w=110))
     if args.json_path:
         Path(args.json_path).write_text(json.dumps([asdict(r) for r in results], indent=2))
     return 0 if results and all(r.correct for r in results) else 1
