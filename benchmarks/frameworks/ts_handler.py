@@ -51,7 +51,7 @@ class Handler:
         self.width = int(cfg.get("width", 1024))
         torch.set_num_threads(int(cfg.get("threads", os.cpu_count() or 1)))
         torch.manual_seed(0)
-        self.model = MLP(self.width, int(cfg.get("hidden", 4096))).eval()
+        self.model = MLP(self.width, int(cfg.get("hidden", 4096))).train(False)  # inference mode (nn.Module.eval)
 
     def handle(self, data: list[dict[str, Any]], context: Any) -> list[str]:
         """One answer per request of the batch TorchServe assembled."""
