@@ -1,6 +1,7 @@
 """How much optitop costs: its own CPU, memory and terminal bytes, and what it takes from the server it watches.
 
-    python benchmarks/overhead.py [--part ui,target,startup,ticks] [--seconds 20] [--rounds 3] [--json out.json]
+    python benchmarks/overhead.py [--part ui,target,work,startup,ticks] [--seconds 20] [--rounds 3]
+                                  [--sizes 80x24,160x48] [--rates 1,4] [--json out.json]
 
 Figures, not pass/fail tests (the README keeps the tables). Everything runs against the bundled demo server
 (``optitop demo --serve-only``), so the numbers are for a real PyTorch inference process:
@@ -15,6 +16,8 @@ Figures, not pass/fail tests (the README keeps the tables). Everything runs agai
   attached headless (``--once``) with py-spy off, with py-spy at the default rate, and with native bursts when the
   CLI offers them; conditions alternate round by round (A/B/C, A/B/C …) and the medians are compared.
   Targets: < 1 % loss without py-spy, < 3 % with it.
+- ``work``: the same A/B on a fixed torch matmul loop on both cores (matmuls/s), whose rate varies far less
+  than the demo's request rate; the table also gives the median of per-round paired losses.
 - ``startup``: seconds from launching the screen to its first full frame (the footer drawn), and to the first
   verdict (the verdict pane past "not judged yet").
 - ``ticks``: the cost of one sampling tick per collector, as the session measured it (``--once --json`` sources).
