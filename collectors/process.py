@@ -12,7 +12,14 @@ from dataclasses import dataclass
 
 import psutil
 
-from optitop.collectors.procfs import CLOCK_TICKS_PER_S, STATE_NAMES, boot_clock_s, list_tids, read_stat
+from optitop.collectors.procfs import (
+    CLOCK_TICKS_PER_S,
+    STATE_NAMES,
+    StatFields,
+    boot_clock_s,
+    list_tids,
+    read_stat,
+)
 from optitop.collectors.tree import TargetTree
 from optitop.config import CollectorContext
 from optitop.redact import redact_cmdline
@@ -129,15 +136,16 @@ class ProcessCollector:
         """Nothing to release."""
 
     # -- the tree ----------------------------------------------------------------------------------------
-    def _tree(self) -> list[tuple[psutil.Process, int]]:
-        """The target and its descendants with their depth.
+    def _tree(self) -> list[tuple[psutil.Process, int, StatFields | None]]:
+        """The target and its descendants with their depth and, for descendants, the stat just read.
 
         psutil objects are kept between ticks (keyed by pid and start time, so a reused pid gets a new one):
-        making one costs a stat read, and the tree rarely changes.
+        making one costs a stat read, and the tree rarely changes. The stat read here is handed on, so each
+        process's stat file is read once a tick.
         """
         found = self._tree_of.descendant_pids()
         depth: dict[int, int] = {self.pid: 0}
-        out: list[tuple[psutil.Process, int]] = [(self._proc, 0)]
+        out: list[tuple[psutil.Process, int, StatFields | None]] = [(self._proc, 0, None)]
         procs: dict[int, tuple[int, psutil.Process]] = {}
         for pid, parent in found:
             stat = read_stat(f"/proc/{pid}/stat")
@@ -153,7 +161,7 @@ class ProcessCollector:
                     continue
             procs[pid] = (stat.start_ticks, proc)
             depth[pid] = depth.get(parent, 0) + 1
-            out.append((proc, depth[pid]))
+            out.append((proc, depth[pid], stat))
         self._procs = procs
         return out
 
@@ -174,8 +182,8 @@ class ProcessCollector:
         total_threads = 0
         num_fds: int | None = 0
         target_status = "?"
-        for proc, depth in tree:
-            info = self._read_proc(proc, depth, dt, counters, denied)
+        for proc, depth, stat in tree:
+            info = self._read_proc(proc, depth, dt, counters, denied, stat)
             if info is None:
                 continue
             procs.append(info)
@@ -269,8 +277,9 @@ class ProcessCollector:
         dt: float | None,
         counters: dict[tuple[int, float], _Counters],
         denied: set[str],
+        stat: StatFields | None = None,
     ) -> ProcInfo | None:
-        stat = read_stat(f"/proc/{proc.pid}/stat")
+        stat = stat or read_stat(f"/proc/{proc.pid}/stat")
         if stat is None:
             return None
         try:
