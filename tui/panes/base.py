@@ -152,18 +152,17 @@ class Pane(Static):
         if width == self._last_width and len(rows) == len(self._rows) and self._last_key is not None:
             # Same shape: repaint only the cells that changed (with tui/wire.py, only those reach the terminal),
             # so a clock ticking in a header does not resend the pane's other lines over SSH.
-            self._text = text
             for y, (old, new) in enumerate(zip(self._rows, rows, strict=True)):
                 cells = changed_cells(old, new)
                 if cells is not None:
                     self._strips.pop(y, None)
                     self.refresh(Region(cells[0], y, cells[1] - cells[0], 1))
         else:
-            self._text = text
             self._strips.clear()
             # A relayout is only needed when the pane's height may change.
             self.refresh(layout=len(rows) != len(self._rows))
         self._rows = rows
+        self._text = text
         self._last_key, self._last_width = key, width
         return True
 
