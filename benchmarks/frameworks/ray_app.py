@@ -64,6 +64,21 @@ def tokenize(text: str, rounds: int) -> list[int]:
     return ids
 
 
+class Replica:
+    """What every case's deployment answers besides requests."""
+
+    def pid(self) -> int:
+        """The replica's pid, for the benchmark to attach to."""
+        return os.getpid()
+
+
+def tiny_model() -> MLP:
+    """A small model on one thread: for the cases where the CPU is not what limits the replica."""
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    return MLP(64, 256).train(False)  # inference mode (nn.Module.eval)
+
+
 # Serve runs a sync __call__ on worker threads; with libgomp a thread's OpenMP team size comes from
 # OMP_NUM_THREADS (torch.set_num_threads in __init__ only sets it for the actor's main thread), so give it
 # through Ray's own runtime_env: otherwise each request computes on one core.
@@ -72,7 +87,7 @@ def tokenize(text: str, rounds: int) -> list[int]:
     max_ongoing_requests=4,
     ray_actor_options={"num_cpus": 2, "runtime_env": {"env_vars": {"OMP_NUM_THREADS": "2"}}},
 )
-class Compute:
+class Compute(Replica):
     """Big MLP per request: the replica's cores sit in GEMM kernels."""
 
     def __init__(self) -> None:
@@ -80,10 +95,6 @@ class Compute:
         torch.set_num_threads(2)
         torch.manual_seed(0)
         self.model = MLP(1024, 4096).train(False)  # inference mode (nn.Module.eval)
-
-    def pid(self) -> int:
-        """The replica's pid, for the benchmark to attach to."""
-        return os.getpid()
 
     def __call__(self, request: Request) -> dict[str, float]:
         """256 rows of 1024 features through the MLP (big enough that the proxy's per-request CPU is small)."""
@@ -93,18 +104,12 @@ class Compute:
 
 
 @serve.deployment(num_replicas=1, max_ongoing_requests=1, ray_actor_options={"num_cpus": 1})
-class Scheduling:
+class Scheduling(Replica):
     """Admission of one request at a time into a batcher that waits 250 ms for company that never comes."""
 
     def __init__(self) -> None:
         """A tiny model: the CPU is not what limits this replica."""
-        torch.set_num_threads(1)
-        torch.manual_seed(0)
-        self.model = MLP(64, 256).train(False)  # inference mode (nn.Module.eval)
-
-    def pid(self) -> int:
-        """The replica's pid, for the benchmark to attach to."""
-        return os.getpid()
+        self.model = tiny_model()
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.25)
     async def infer(self, texts: list[str]) -> list[dict[str, float]]:
@@ -121,18 +126,12 @@ class Scheduling:
 
 
 @serve.deployment(num_replicas=1, max_ongoing_requests=8, ray_actor_options={"num_cpus": 1})
-class HostCpu:
+class HostCpu(Replica):
     """Pure-Python tokenisation (the GIL) in front of a tiny model."""
 
     def __init__(self) -> None:
         """A tiny model: the interpreter, not the math, is the work."""
-        torch.set_num_threads(1)
-        torch.manual_seed(0)
-        self.model = MLP(64, 256).train(False)  # inference mode (nn.Module.eval)
-
-    def pid(self) -> int:
-        """The replica's pid, for the benchmark to attach to."""
-        return os.getpid()
+        self.model = tiny_model()
 
     async def __call__(self, request: Request) -> dict[str, float]:
         """Tokenise in Python on the replica's event loop (as a naive handler does), then a small forward pass."""
