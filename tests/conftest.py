@@ -18,14 +18,23 @@ PRELUDE = textwrap.dedent(
     def set_os_name(name):
         with open(f"/proc/self/task/{threading.get_native_id()}/comm", "w") as fh:
             fh.write(name[:15])
-    def spin(name):
+    def spin(name, named=None):
         set_os_name(name)
+        if named is not None:
+            named.set()
         while True:
             pass
-    def nap(name):
+    def nap(name, named=None):
         set_os_name(name)
+        if named is not None:
+            named.set()
         while True:
             time.sleep(1)
+    def named_thread(fn, name):
+        # start fn(name) on a daemon thread; return once it has its OS name (no guessing with a sleep)
+        named = threading.Event()
+        threading.Thread(target=fn, args=(name, named), daemon=True).start()
+        named.wait(10)
     def ready():
         print("ready", flush=True)
     """

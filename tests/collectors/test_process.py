@@ -14,9 +14,8 @@ from optitop.config import CollectorContext, Options
 from optitop.types import SourceUnavailable, TargetGone
 
 TWO_THREADS = """
-threading.Thread(target=spin, args=("burner",), daemon=True).start()
-threading.Thread(target=nap, args=("sleeper",), daemon=True).start()
-time.sleep(0.2)
+named_thread(spin, "burner")
+named_thread(nap, "sleeper")
 ready()
 time.sleep(600)
 """
@@ -102,8 +101,7 @@ def test_missing_pid_is_unavailable():
 def test_markup_in_thread_name_is_kept_literally(start_target):
     target = start_target(
         """
-        threading.Thread(target=spin, args=("[bold red]x[/]",), daemon=True).start()
-        time.sleep(0.2)
+        named_thread(spin, "[bold red]x[/]")
         ready()
         time.sleep(600)
         """

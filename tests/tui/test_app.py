@@ -10,9 +10,8 @@ from optitop.runtime import make_session
 from optitop.tui.app import OptitopApp
 
 TARGET = """
-threading.Thread(target=spin, args=("burner",), daemon=True).start()
-threading.Thread(target=nap, args=("[bold]sleepy[/]",), daemon=True).start()
-time.sleep(0.2)
+named_thread(spin, "burner")
+named_thread(nap, "[bold]sleepy[/]")
 ready()
 time.sleep(600)
 """

@@ -39,8 +39,7 @@ PANE_MARK = {
 }
 
 TARGET = """
-threading.Thread(target=nap, args=("napper",), daemon=True).start()
-time.sleep(0.2)
+named_thread(nap, "napper")
 ready()
 time.sleep(600)
 """
