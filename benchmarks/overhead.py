@@ -1,17 +1,18 @@
 """How much optitop costs: its own CPU, memory and terminal bytes, and what it takes from the server it watches.
 
     python benchmarks/overhead.py [--part ui,target,work,startup,ticks] [--seconds 20] [--rounds 3]
-                                  [--sizes 80x24,160x48] [--rates 1,4] [--json out.json]
+                                  [--sizes 80x24,160x48] [--rates 1,4] [--warmup 3] [--json out.json]
 
 Figures, not pass/fail tests (the README keeps the tables). Everything runs against the bundled demo server
 (``optitop demo --serve-only``), so the numbers are for a real PyTorch inference process:
 
 - ``ui``: the live screen in a real terminal (tmux) at 80×24 and 160×48, at 1 Hz and 4 Hz, py-spy on and off:
-  optitop's CPU (% of one core, its py-spy children included and also shown apart), RSS, and bytes written to
-  the terminal per second (what tmux's ``pipe-pane`` received from the pane; ``/proc/PID/io`` wchar would also
-  count optitop's HTTP scrapes and netlink requests). When ``htop`` and ``glances`` are
-  on PATH they run in the same tmux size at the same refresh, and the table shows optitop's CPU as a ratio to
-  theirs. Targets: at 1 Hz at most half of glances's CPU; ≤ 2 KiB/s at 80×24.
+  optitop's CPU (% of one core; ``cpu_with_children_pct`` adds its py-spy children, ended ones included), RSS,
+  and bytes written to the terminal per second (what tmux's ``pipe-pane`` received from the pane;
+  ``/proc/PID/io`` wchar would also count optitop's HTTP scrapes and netlink requests). When ``htop`` and
+  ``glances`` are on PATH they run in the same tmux size at the same refresh, and the table shows optitop's CPU
+  (children included) as a ratio to theirs. ``--warmup 45`` measures after py-spy has slowed down for a steady
+  verdict. Targets: at 1 Hz at most half of glances's CPU; ≤ 2 KiB/s at 80×24.
 - ``target``: the demo server's throughput (requests/s from its own counter) with nothing attached vs optitop
   attached headless (``--once``) with py-spy off, with py-spy at the default rate, and with native bursts when the
   CLI offers them; conditions alternate round by round (A/B/C, A/B/C …) and the medians are compared.
@@ -94,15 +95,22 @@ def requests_ok(url: str) -> float:
 
 # -- measuring a process ----------------------------------------------------------------------------------
 def cpu_s(proc: psutil.Process, with_children: bool) -> float:
-    """User+system CPU seconds of ``proc`` (and its live descendants)."""
+    """User+system CPU seconds of ``proc``, and with ``with_children`` of all its descendants.
+
+    Descendants are counted twice over: those that already ended and were waited for (the kernel adds their
+    time to the parent's ``children_user``/``children_system``), and those still running. Counting only the
+    live ones missed every py-spy window that started and ended between two readings.
+    """
     procs = [proc, *(proc.children(recursive=True) if with_children else [])]
     total = 0.0
     for p in procs:
         try:
             t = p.cpu_times()
-            total += t.user + t.system
         except psutil.Error:
             continue
+        total += t.user + t.system
+        if with_children:
+            total += t.children_user + t.children_system
     return total
 
 
@@ -199,16 +207,16 @@ def part_ui(args: argparse.Namespace) -> list[dict[str, Any]]:
     if shutil.which("tmux") is None:
         print("ui: skipped, tmux is not installed (apt-get install tmux)", file=sys.stderr)
         return rows
-    with demo("none", args.seconds * 20 + 120) as d:
+    with demo("none", (args.seconds + args.warmup) * 20 + 120) as d:
         for size in args.sizes:
             for hz in args.rates:
                 for pyspy in (False, True):
                     argv = [OPTITOP, "--pid", str(d.pid), "--metrics-url", d.metrics_url, "--interval", str(1 / hz)]
                     if not pyspy:
                         argv.append("--no-pystacks")
-                    rows.append(_ui_row("optitop", argv, size, hz, pyspy, args.seconds))
+                    rows.append(_ui_row("optitop", argv, size, hz, pyspy, args.seconds, args.warmup))
                 for tool, argv in _others(hz):
-                    rows.append(_ui_row(tool, argv, size, hz, None, args.seconds))
+                    rows.append(_ui_row(tool, argv, size, hz, None, args.seconds, args.warmup))
     _ratios(rows)
     return rows
 
@@ -222,10 +230,12 @@ def _others(hz: float) -> list[tuple[str, list[str]]]:
     return out
 
 
-def _ui_row(tool: str, argv: list[str], size: tuple[int, int], hz: float, pyspy: bool | None, secs: float) -> dict:
+def _ui_row(
+    tool: str, argv: list[str], size: tuple[int, int], hz: float, pyspy: bool | None, secs: float, warmup_s: float
+) -> dict:
     with in_tmux(argv, size) as pane_pid, tempfile.TemporaryDirectory() as tmp:
         poll(lambda: len(screen().strip()) > 0, 15)
-        time.sleep(3)  # past start-up, into the steady state being measured
+        time.sleep(warmup_s)  # past start-up (and, with a long warm-up, past py-spy's slowing down)
         log = Path(tmp) / "pane.out"
         tmux("pipe-pane", "-o", "-t", SESSION, f"cat >> {_quote(str(log))}")
         got = measure(pane_pid, secs, log)
@@ -451,6 +461,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", default="ui,target,work,startup,ticks", help="comma-separated: " + ",".join(PARTS))
     parser.add_argument("--seconds", type=float, default=20.0, help="measurement window per run")
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=3.0,
+        help="ui: seconds after the first frame before measuring (45: past the steady-verdict slow-down of py-spy)",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="A/B rounds (target) and repeats (startup)")
     parser.add_argument("--scenario", default="compute", help="the demo scenario for target and ticks")
     parser.add_argument("--sizes", default="80x24,160x48", help="terminal sizes for the ui part")
