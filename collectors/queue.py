@@ -57,6 +57,15 @@ REPARSE_S = 60.0
 #: The longest an endpoint's unchanged answers are taken for a cache that has not refreshed (Ray Serve
 #: refreshes every 10 s by default); past it, unchanged counters are believed: nothing happened.
 HOLD_MAX_S = 12.0
+#: Seconds between scrapes at least, whatever ``--interval`` says, once the first rates exist: fetching and
+#: parsing the demo's 84 lines costs ~5 ms (prometheus_client's parser ~40 µs a line), the largest share of
+#: optitop's own CPU at 1 Hz, while the queue is judged over windows of ten seconds.
+MIN_INTERVAL_S = 2.0
+#: Scrapes come at least this many times their CPU cost apart (at most 1/COST_FACTOR of a core: 5 %), so a
+#: 700 KB page (Ray Serve's, ~170 ms to parse) is read every few seconds rather than every second.
+COST_FACTOR = 20.0
+#: Samples taken at the base interval before the minimum applies: two scrapes give the first rates.
+EAGER_SAMPLES = 2
 
 
 @dataclass(slots=True)
@@ -69,6 +78,8 @@ class _Scrape:
     mono_s: float
     capped: bool = False
     full: bool = True
+    #: CPU seconds the fetch and parse took on the pool thread.
+    cpu_s: float = 0.0
 
 
 @dataclass(slots=True)
@@ -164,8 +175,10 @@ def _tcp_sockets(proc: psutil.Process) -> list[Any]:
 
 def _scrape(url: str, timeout_s: float, max_bytes: int, keep: frozenset[str] | None = None) -> _Scrape:
     """Fetch and parse one URL (runs on the pool); ``keep`` limits parsing to the names a profile reads."""
-    got = fetch(url, timeout_s, max_bytes)
-    return _judge_fetch(got, keep)
+    cpu0 = time.thread_time()
+    got = _judge_fetch(fetch(url, timeout_s, max_bytes), keep)
+    got.cpu_s = time.thread_time() - cpu0
+    return got
 
 
 def _judge_fetch(got: FetchResult, keep: frozenset[str] | None) -> _Scrape:
@@ -203,6 +216,9 @@ class QueueCollector:
     def __init__(self, ctx: CollectorContext) -> None:
         """Prepare endpoints from ``--metrics-url`` and discovery; SourceUnavailable when both are off."""
         self.interval_s = ctx.options.interval_s
+        self._base_interval_s = ctx.options.interval_s
+        self._samples = 0
+        self._scrape_cpu_s = 0.0
         self.pid = ctx.pid
         self.discover = ctx.options.scrape
         self.timeout_s = FETCH_TIMEOUT_S
@@ -258,23 +274,33 @@ class QueueCollector:
             if ep.pending is not None and not ep.pending.done():
                 ep.slow = True
         self._harvest_discovery()
-        for ep in list(self.endpoints.values()):
-            self._harvest(ep)
+        harvested = [self._harvest(ep) for ep in list(self.endpoints.values())]
+        if any(cost is not None for cost in harvested):
+            self._scrape_cpu_s = sum(cost or 0.0 for cost in harvested)
+        self._samples += 1
+        if self._samples >= EAGER_SAMPLES:
+            self.interval_s = max(self._base_interval_s, MIN_INTERVAL_S, COST_FACTOR * self._scrape_cpu_s)
         return self._build(ts, mono, dt)
 
     def _wait_budget_s(self) -> float:
         """How long one tick waits for fetches: long enough for a healthy server, short enough for the rest."""
         return max(0.2, min(self.timeout_s, self.interval_s / 2))
 
-    def _harvest(self, ep: Endpoint) -> None:
+    def _harvest(self, ep: Endpoint) -> float | None:
+        """Take ``ep``'s finished scrape, if any; returns the CPU seconds it cost (None: none finished)."""
         if ep.pending is None or not ep.pending.done():
-            return
+            return None
         try:
             got = ep.pending.result()
         except Exception as exc:  # noqa: BLE001 - a parser bug on one endpoint must not stop the others
             got = _Scrape(ep.url, None, f"{type(exc).__name__}: {exc}", time.monotonic())
         ep.pending = None
         ep.slow = got.mono_s - ep.submitted_mono_s > self._wait_budget_s()
+        self._record(ep, got)
+        return got.cpu_s
+
+    def _record(self, ep: Endpoint, got: _Scrape) -> None:
+        """Keep one finished scrape's reading (or its failure) on the endpoint."""
         if got.expo is None:
             ep.failures += 1
             ep.reason = got.reason

@@ -316,6 +316,24 @@ def test_a_live_endpoint_of_an_idle_server_reads_zero_at_once(http):
     assert second.stats.request_rate_per_s == 0.0  # no rate yet to hold: unchanged counters are 0/s
 
 
+def test_scrapes_are_spaced_by_the_minimum_and_by_their_cost_after_the_first_rates(http):
+    import optitop.collectors.queue as queue_mod
+
+    srv = http()
+    srv.serve("/metrics", vllm_state(success=100, gen=1000, preempt=0, fast=100, slow=0))
+    c = collector(urls=(srv.url(),), scrape=False, interval_s=0.25)
+    sample_until(c, lambda s: s.stats.request_rate_per_s is not None)
+    # The first scrapes come at --interval so rates exist soon; then at most every MIN_INTERVAL_S.
+    assert c.interval_s == max(queue_mod.MIN_INTERVAL_S, queue_mod.COST_FACTOR * c._scrape_cpu_s)
+    assert c._scrape_cpu_s > 0
+    # A page that takes long to parse (~40 µs a line) is read less often: 20x its cost apart.
+    lines = [f'big_series{{i="{i}",path="/a/b/c"}} {i}' for i in range(20000)]
+    srv.serve("/big", "# TYPE big_series gauge\n" + "\n".join(lines) + "\n")
+    big = collector(urls=(srv.url("/big"),), scrape=False, interval_s=0.25)
+    sample_until(big, lambda s: big.interval_s >= queue_mod.COST_FACTOR * 0.2, timeout_s=30)
+    assert big._scrape_cpu_s >= 0.2
+
+
 # -- bad endpoints -----------------------------------------------------------------------------------------
 def test_slow_endpoint_times_out_without_holding_back_another(http):
     srv = http()
