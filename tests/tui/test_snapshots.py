@@ -33,7 +33,7 @@ async def settled(pilot: Pilot) -> None:
     while time.monotonic() < deadline:
         await pilot.pause(0.05)
         panes = list(pilot.app.query(Pane))
-        if all(p._last_key is not None for p in panes) and "COMPUTE-BOUND" in screen_text(pilot.app):
+        if all(p._shown for p in panes) and "COMPUTE-BOUND" in screen_text(pilot.app):
             break
     await pilot.pause()
 

@@ -41,10 +41,10 @@ class Pane(Static):
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:  # noqa: A002
         """An empty pane."""
         super().__init__("", id=id, classes=classes)
-        self._last_key: str | None = None
+        #: False until the first ``show`` and after a zoom: the next one repaints the whole pane.
+        self._shown = False
         self._last_width = 0
         self._rows: list[Text] = []
-        self._text = Text()
         self._held: Window | None = None
         self._styles: dict[str, Style] = {}
         self._style_basis: tuple[object, ...] = ()
@@ -66,7 +66,7 @@ class Pane(Static):
     def set_zoomed(self, zoomed: bool) -> None:
         """Zoomed panes get the whole screen: show more rows (subclasses read ``self.zoomed``)."""
         self.zoomed = zoomed
-        self._last_key = None
+        self._shown = False
         self._last_inputs = None
 
     #: Seconds between refreshes of sparklines and history strips (the app sets it in low-bandwidth mode).
@@ -145,30 +145,30 @@ class Pane(Static):
                 rows = [*rows[: kept - 1], rows[kept]]
             else:
                 rows = rows[:kept]
-            text = Text("\n").join(rows)
-        key = text.plain + "\x00" + "".join(f"{s.start},{s.end},{s.style}" for s in text.spans)
-        if key == self._last_key and width == self._last_width:
-            return False
-        if width == self._last_width and len(rows) == len(self._rows) and self._last_key is not None:
+        if self._shown and width == self._last_width and len(rows) == len(self._rows):
             # Same shape: repaint only the cells that changed (with tui/wire.py, only those reach the terminal),
-            # so a clock ticking in a header does not resend the pane's other lines over SSH.
+            # so a clock ticking in a header does not resend the pane's other lines over SSH. Rows are compared
+            # directly (text, then spans): building one key string per pane cost more than the comparison.
+            changed = False
             for y, (old, new) in enumerate(zip(self._rows, rows, strict=True)):
                 cells = changed_cells(old, new)
                 if cells is not None:
+                    changed = True
                     self._strips.pop(y, None)
                     self.refresh(Region(cells[0], y, cells[1] - cells[0], 1))
+            if not changed:
+                return False
         else:
             self._strips.clear()
             # A relayout is only needed when the pane's height may change.
             self.refresh(layout=len(rows) != len(self._rows))
         self._rows = rows
-        self._text = text
-        self._last_key, self._last_width = key, width
+        self._shown, self._last_width = True, width
         return True
 
     def render(self) -> RenderResult:
-        """The text of the last ``show``."""
-        return self._text
+        """The text of the last ``show`` (rows are drawn one by one through ``render_line``)."""
+        return Text("\n").join(self._rows)
 
     # -- Textual's line API: each row is rendered on its own and kept until it changes ---------------------
     def render_line(self, y: int) -> Strip:
