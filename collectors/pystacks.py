@@ -922,6 +922,9 @@ class PyStacksCollector:
         #: Share of wall time spent sampling: a window, then a pause, so the target pays a fraction of the cost.
         self.duty = min(1.0, max(0.05, float(opts.pyspy_duty)))
         self.gap_s = self.window_s * (1.0 / self.duty - 1.0)
+        #: The duty in force: ``duty`` times the pace the session sets (``set_pace``).
+        self.paced_duty = self.duty
+        self._repace = threading.Event()
         #: Seconds a child may overrun its window before it is killed as hung.
         self.grace_s = GRACE_S
         self.native_every_s = max(0.0, float(opts.native_every_s))
@@ -954,7 +957,7 @@ class PyStacksCollector:
         """The doctor line."""
         return (
             f"py-spy {self.pyspy} at {self.rate_hz:g} Hz in {self.window_s} s non-blocking windows,"
-            f" {self.duty:.0%} of the time"
+            f" {self.duty:.0%} of the time (less while the verdict holds steady)"
         )
 
     def sample(self) -> PyStacksSample | None:
@@ -987,6 +990,19 @@ class PyStacksCollector:
         """Take one stack dump now (e.g. "GPU util dipped"); the next sample() returns it with ``reason``."""
         return self._start_job(lambda: self._trigger_dump(reason), self._trigger_busy, "trigger")
 
+    def set_pace(self, factor: float) -> None:
+        """Sample ``factor`` times the configured duty from now on (the gap in progress is re-timed at once).
+
+        The session slows sampling while its verdict holds steady and restores it when the verdict moves: py-spy
+        is most of optitop's CPU, and stacks that keep saying the same thing are worth fewer samples.
+        """
+        duty = min(1.0, max(0.05, self.duty * factor))
+        if duty == self.paced_duty:
+            return
+        self.paced_duty = duty
+        self.gap_s = self.window_s * (1.0 / duty - 1.0)
+        self._repace.set()
+
     def live_children(self) -> list[int]:
         """Pids of py-spy children running right now."""
         return self._runner.live_pids() if self._runner else []
@@ -994,6 +1010,7 @@ class PyStacksCollector:
     def close(self) -> None:
         """Stop the sampling thread and kill every py-spy child."""
         self._stop.set()
+        self._repace.set()
         if self._runner is not None:
             self._runner.close()
         if self._thread is not None:
@@ -1076,12 +1093,21 @@ class PyStacksCollector:
                     self._error = f"{error}; retrying in {delay:.0f} s"
                 self._stop.wait(delay)
                 continue
-            if self.gap_s > 0:
-                self._stop.wait(self.gap_s)
+            self._pause()
             due = self._next_native
             if due is not None and time.monotonic() >= due:
                 self._next_native = time.monotonic() + self._native_period()
                 self.request_native()
+
+    def _pause(self) -> None:
+        """Wait out the gap between windows, re-timed when ``set_pace`` changes it meanwhile."""
+        start = time.monotonic()
+        while not self._stop.is_set():
+            left = start + self.gap_s - time.monotonic()
+            if left <= 0:
+                return
+            self._repace.wait(left)
+            self._repace.clear()
 
     def _native_period(self) -> float:
         """Seconds to the next periodic native burst: the option, stretched so bursts stay a small share."""

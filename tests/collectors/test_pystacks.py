@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -606,3 +607,23 @@ def test_default_duty_cycle_pauses_between_windows() -> None:
     assert c.gap_s == pytest.approx(2 * c.window_s)
     full = PyStacksCollector(CollectorContext(pid=os.getpid(), options=Options(pyspy_duty=1.0)), pyspy="/x")
     assert full.gap_s == 0
+
+
+def test_a_change_of_pace_re_times_the_gap_in_progress() -> None:
+    """The session halves the duty while its verdict holds; a verdict that moves restores it at once."""
+    c = PyStacksCollector(CollectorContext(pid=os.getpid(), options=Options(pyspy_duty=0.5)), pyspy="/x")
+    assert c.gap_s == pytest.approx(c.window_s)
+    c.set_pace(0.5)
+    assert c.paced_duty == pytest.approx(0.25) and c.gap_s == pytest.approx(3 * c.window_s)
+    c.set_pace(0.01)  # never below the 5 % floor
+    assert c.paced_duty == pytest.approx(0.05) and c.gap_s == pytest.approx(19 * c.window_s)
+    pausing = threading.Thread(target=c._pause)
+    pausing.start()
+    try:
+        c.set_pace(2.0)  # full duty: no gap, so the long pause in progress ends now, not 19 windows later
+        pausing.join(5.0)
+        assert not pausing.is_alive()
+        assert c.gap_s == 0
+    finally:
+        c.close()
+        pausing.join(5.0)

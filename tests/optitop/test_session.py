@@ -199,3 +199,33 @@ def test_until_the_first_verdict_the_analyzer_runs_often_but_the_strip_gets_one_
     assert min(b - a for a, b in zip(normal, normal[1:], strict=False)) > 0.5  # back to the 1 s period
     unknown = [d for d in store.window().diagnoses if d.category == "unknown"]
     assert 1 <= len(unknown) <= 3, len(unknown)  # ~1.25 s of eager judging: one stored cell per 1 s period
+
+
+class PacedStacks(FakeStacks):
+    def __init__(self) -> None:
+        super().__init__()
+        self.paces: list[float] = []
+
+    def set_pace(self, factor: float) -> None:
+        self.paces.append(factor)
+
+
+def test_stack_sampling_slows_while_the_verdict_holds_and_recovers_when_it_moves(monkeypatch):
+    monkeypatch.setattr(Session, "STEADY_AFTER_S", 0.6)
+    verdict = ["idle"]
+
+    def analyzer(window, state):
+        return Diagnosis(verdict[0], 0.9), state
+
+    stacks = PacedStacks()
+    store = Store(TargetInfo(1, "t", "t", "u", 0.0, "h"))
+    session = Session(store, [stacks], Options(interval_s=0.1), analyzer=analyzer)
+    session.start()
+    try:
+        wait_for(lambda: stacks.paces and stacks.paces[-1] == Session.STEADY_PACE, timeout_s=10, what="slowed")
+        assert stacks.paces[0] == 1.0  # a new verdict is not steady yet: full duty first
+        verdict[0] = "compute"
+        wait_for(lambda: stacks.paces[-1] == 1.0, timeout_s=10, what="full duty again after the class moved")
+        wait_for(lambda: stacks.paces[-1] == Session.STEADY_PACE, timeout_s=10, what="slowed again")
+    finally:
+        session.stop()
