@@ -232,7 +232,7 @@ class Session:
 
     #: A verdict that keeps its class this long is steady: the stacks collector then samples at STEADY_PACE
     #: times its duty, until the class changes. py-spy is most of optitop's CPU (2.5 % of a core at the
-    #: default duty, against 2.3 % for everything else, at 80x24 and 1 Hz).
+    #: default duty, against ~1.9 % for everything else, at 80x24 and 1 Hz).
     STEADY_AFTER_S = 30.0
     STEADY_PACE = 0.5
 
