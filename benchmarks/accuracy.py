@@ -111,9 +111,15 @@ def run_scenario(scenario: str, duration_s: float, warmup_s: float, interval_s: 
             verdicts = read_verdicts(path)
     finally:
         stop(proc)
+    judge(result, verdicts)
+    return result
+
+
+def judge(result: Result, verdicts: list[tuple[float, dict]]) -> None:
+    """Fill ``result`` from a recording's verdicts: the last one, and when the verdict became right for good."""
     if not verdicts:
-        result.error = "no verdicts recorded"
-        return result
+        result.error = result.error or "no verdicts recorded"
+        return
     start = verdicts[0][0]
     result.verdicts = [v["category"] for _, v in verdicts]
     result.final = verdicts[-1][1]["category"]
@@ -121,10 +127,9 @@ def run_scenario(scenario: str, duration_s: float, warmup_s: float, interval_s: 
     result.evidence = list(verdicts[-1][1].get("evidence", []))[:3]
     # first moment from which the verdict was right until the end
     for i in range(len(verdicts)):
-        if all(v["category"] == scenario for _, v in verdicts[i:]):
+        if all(v["category"] == result.expected for _, v in verdicts[i:]):
             result.time_to_correct_s = verdicts[i][0] - start
             break
-    return result
 
 
 def confusion(results: list[Result], label: str = "expected \\ got", width: int = 16) -> str:

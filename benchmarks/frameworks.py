@@ -38,7 +38,7 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accuracy import Result, confusion, read_verdicts, table  # noqa: E402
+from accuracy import Result, confusion, judge, read_verdicts, table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent / "frameworks"
@@ -305,23 +305,6 @@ def record(target: Target, duration_s: float, interval_s: float, out: Path) -> s
     return ""
 
 
-def judge(result: Result, path: Path) -> None:
-    """Fill the result from the recording's verdict events (as accuracy.py does)."""
-    verdicts = read_verdicts(path)
-    if not verdicts:
-        result.error = result.error or "no verdicts recorded"
-        return
-    start = verdicts[0][0]
-    result.verdicts = [v["category"] for _, v in verdicts]
-    result.final = verdicts[-1][1]["category"]
-    result.confidence = float(verdicts[-1][1]["confidence"])
-    result.evidence = list(verdicts[-1][1].get("evidence", []))[:3]
-    for i in range(len(verdicts)):
-        if all(v["category"] == result.expected for _, v in verdicts[i:]):
-            result.time_to_correct_s = verdicts[i][0] - start
-            break
-
-
 def run_case(case: Case, args: argparse.Namespace, keep: Path | None) -> Result:
     """Start the framework, load it, warm up, record, stop everything; the verdicts judged."""
     result = Result(case.name, case.expected)
@@ -335,7 +318,7 @@ def run_case(case: Case, args: argparse.Namespace, keep: Path | None) -> Result:
                 out = (keep or Path(tmp)) / f"{case.framework}-{case.expected}.jsonl"
                 out.parent.mkdir(parents=True, exist_ok=True)
                 result.error = record(target, args.duration, args.interval, out)
-                judge(result, out)
+                judge(result, read_verdicts(out))
                 result.evidence.insert(0, target.note)
         finally:
             kill_group(load, grace_s=5)
