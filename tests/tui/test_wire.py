@@ -24,6 +24,27 @@ def test_changed_cells_compare_column_by_column():
     assert changed_cells(Text("名前 1%"), Text("名前 2%")) == (0, 7)
 
 
+def test_changed_cells_cover_every_changed_column():
+    # a span added in the middle of unchanged text: its cells
+    plain, marked = Text("cpu 12% mem 3%"), Text("cpu 12% mem 3%")
+    marked.stylize("red", 8, 11)
+    assert changed_cells(plain, marked) == (8, 11)
+    assert changed_cells(marked, plain) == (8, 11)
+    # a row that got shorter: its old tail is now blank
+    assert changed_cells(Text("queue 12 waiting"), Text("queue 12")) == (9, 16)
+    # the same spans overlaid in another order style their overlap differently: the whole line
+    ab, ba = Text("abcdef"), Text("abcdef")
+    ab.stylize("red", 0, 4)
+    ab.stylize("blue", 2, 6)
+    ba.stylize("blue", 2, 6)
+    ba.stylize("red", 0, 4)
+    assert changed_cells(ab, ba) == (0, 6)
+    # text and style changing far apart: one range spanning both
+    left, right = Text("a1 b2 c3"), Text("a9 b2 c3")
+    right.stylize("bold", 6, 8)
+    assert changed_cells(left, right) == (1, 8)
+
+
 def test_partial_updates_start_at_the_first_changed_column():
     assert crop_partial_updates(), "Textual's ChopsUpdate changed shape: optitop sends whole lines again"
     strip = Strip([Segment(" "), Segment("abc", Style(bold=True)), Segment("defghij")])

@@ -6,6 +6,7 @@ shown literally.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import ClassVar
 
 from rich.cells import cell_len
@@ -51,6 +52,9 @@ class Pane(Static):
         self._last_inputs: tuple[object, ...] | None = None
         self._strips: dict[int, Strip] = {}
         self._strips_for: tuple[int, Style] | None = None
+        #: ``rich_style`` (the pane's colours over its ancestors' backgrounds), kept until the CSS changes: it
+        #: walks every ancestor, and asking once per row was a tenth of the frame.
+        self._base_style: Style | None = None
 
     def content_width(self) -> int:
         """The width available for text (80 before the first layout)."""
@@ -107,6 +111,7 @@ class Pane(Static):
     def notify_style_update(self) -> None:
         """The CSS changed: resolve the component styles again."""
         self._styles.clear()
+        self._base_style = None
         super().notify_style_update()
 
     def inputs(self, window: Window) -> tuple[object, ...] | None:
@@ -128,6 +133,7 @@ class Pane(Static):
             basis = (self.app.theme, self.app.classes)
             if basis != self._style_basis:
                 self._styles.clear()
+                self._base_style = None
                 self._style_basis = basis
                 self._last_inputs = None
         inputs = self.inputs(window)
@@ -178,7 +184,9 @@ class Pane(Static):
         was a third of the UI thread's time at 1 Hz.
         """
         width = self.size.width
-        base = self.rich_style
+        base = self._base_style
+        if base is None:
+            base = self._base_style = self.rich_style
         if (width, base) != self._strips_for:
             self._strips.clear()
             self._strips_for = (width, base)
@@ -205,29 +213,35 @@ class Pane(Static):
 def changed_cells(old: Text, new: Text) -> tuple[int, int] | None:
     """The cell range [start, end) where ``new`` differs from ``old`` on screen; None when nothing differs.
 
-    Characters and their styles are compared column by column (text that moved is a change at every column
-    it moved through). A line with wide characters, or with a different base style, is repainted whole.
+    Columns are compared (a short row ends in blanks), so text that moved is a change at every column it moved
+    through. Characters are compared from both ends; styles by the spans that are in one row and not the other,
+    whose cells are repainted. This is a range that covers every changed cell, not always the tightest one, and it
+    costs a pass over the characters plus one over the spans instead of building a style list per character
+    (that was a tenth of the UI thread). A line with wide characters, a different base style, or the same spans in
+    another order is repainted whole.
     """
     if old.plain == new.plain and old.spans == new.spans and old.style == new.style:
         return None
-    whole = (0, max(cell_len(old.plain), cell_len(new.plain), 1))
-    if old.style != new.style or cell_len(old.plain) != len(old.plain) or cell_len(new.plain) != len(new.plain):
+    a, b = old.plain, new.plain
+    width = max(len(a), len(b))
+    whole = (0, max(cell_len(a), cell_len(b), 1))
+    if old.style != new.style or cell_len(a) != len(a) or cell_len(b) != len(b):
         return whole
-    a, b = _styled_chars(old), _styled_chars(new)
-    blank: tuple[str, tuple[object, ...]] = (" ", ())
-    diffs = [
-        i for i in range(max(len(a), len(b))) if (a[i] if i < len(a) else blank) != (b[i] if i < len(b) else blank)
-    ]
-    if not diffs:
-        return None
-    return diffs[0], diffs[-1] + 1
-
-
-def _styled_chars(line: Text) -> list[tuple[str, tuple[object, ...]]]:
-    """Each character with the styles of the spans over it, in order."""
-    plain = line.plain
-    styles: list[tuple[object, ...]] = [()] * len(plain)
-    for span in line.spans:
-        for i in range(span.start, min(span.end, len(plain))):
-            styles[i] = (*styles[i], span.style)
-    return list(zip(plain, styles, strict=True))
+    lo, hi = width, 0
+    if a != b:
+        a, b = a.ljust(width), b.ljust(width)
+        lo = 0
+        while lo < width and a[lo] == b[lo]:
+            lo += 1
+        hi = width
+        while hi > lo and a[hi - 1] == b[hi - 1]:
+            hi -= 1
+    if old.spans != new.spans:
+        old_spans, new_spans = Counter(old.spans), Counter(new.spans)
+        # Spans that both rows have style the same cells alike only if they overlay in the same order.
+        if [s for s in old.spans if s in new_spans] != [s for s in new.spans if s in old_spans]:
+            return whole
+        for span in (old_spans - new_spans) + (new_spans - old_spans):
+            lo, hi = min(lo, span.start), max(hi, span.end)
+    hi = min(hi, width)
+    return (lo, hi) if lo < hi else None
