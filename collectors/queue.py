@@ -2,8 +2,9 @@
 
 Discovery looks at the TCP ports the target tree listens on (v4 and v6) and asks ``/metrics`` on loopback
 only; endpoints that answer exposition text are kept. ``--metrics-url`` adds endpoints (and wins the pick
-over discovered ones); ``--no-scrape`` turns discovery off. While nothing is found, discovery runs again every
-``REDISCOVER_S`` seconds, and the sample says what was tried so the pane can tell the user what to pass.
+over discovered ones); ``--no-scrape`` turns discovery off. Discovery runs once at the start, and again every
+``REDISCOVER_S`` seconds while no endpoint (found or given) answers; the sample says what was tried so the pane
+can tell the user what to pass.
 
 Every fetch runs on a small thread pool and ``sample()`` waits for them only a short while: a slow endpoint
 is harvested on a later tick, never holding back the others. Rates and windowed quantiles are computed per
@@ -325,7 +326,9 @@ class QueueCollector:
     def _maybe_discover(self, mono: float) -> None:
         if not self.discover or self._discovery is not None:
             return
-        if any(not ep.explicit for ep in self.endpoints.values()):
+        # Something answers (a discovered endpoint, or a --metrics-url one): no more rounds. Listing the tree's
+        # sockets and probing them cost a quarter of the queue thread's CPU when repeated every REDISCOVER_S.
+        if any(not ep.explicit or (ep.reading is not None and not ep.failures) for ep in self.endpoints.values()):
             return
         if self._last_discovery_mono_s is not None and mono - self._last_discovery_mono_s < self.rediscover_s:
             return

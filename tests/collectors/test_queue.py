@@ -495,6 +495,29 @@ def test_nothing_found_says_what_was_tried(start_target):
     assert c._discovery is None
 
 
+def test_no_more_discovery_rounds_once_a_given_endpoint_answers(start_target):
+    target = start_target(serve_code(str(FIXTURES / "llamacpp-commit-a2df278-after.prom")) + PRINT_PORT_AND_WAIT)
+    assert target.proc.stdout is not None
+    port = int(target.proc.stdout.readline())
+    c = collector(target.pid, urls=(f"http://127.0.0.1:{port}/metrics",))
+    c.rediscover_s = 0.0  # would start a round on every tick while nothing answers
+    rounds = 0
+    start_discovery = c._start_discovery
+
+    def counted() -> object:
+        nonlocal rounds
+        rounds += 1
+        return start_discovery()
+
+    c._start_discovery = counted  # type: ignore[method-assign]
+    assert sample_until(c, lambda s: s.profile).profile == "llamacpp"
+    assert rounds >= 1  # a round at the start: other ports may serve metrics too
+    answered = rounds
+    for _ in range(5):
+        c.sample()
+    assert rounds == answered
+
+
 def test_target_without_listening_ports_says_so(start_target):
     target = start_target("ready()\ntime.sleep(600)\n")
     c = collector(target.pid)
