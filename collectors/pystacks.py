@@ -9,7 +9,7 @@ cannot blur); py-spy CPU is optitop's cost, % of one core:
     none                                              0                    0
     dump --nonblocking, 1 / 5 / 20 per s              0                    1.8 / 3.4-7.4 / 26 %
     record --nonblocking --idle, 20 / 100 Hz          0                    1.3-1.9 / 5.7 %
-    this collector: 3 x record --nonblocking, 20 Hz   0                    4.6 %
+    3 x record --nonblocking, 20 Hz (until 2026-11)   0                    4.6 %
     record (blocking), 20 / 100 Hz                    2.2-2.4 / 4.7-5.9 %  1.7 / 5.6 %
     record --native, 20 / 100 Hz                      5.5-7.2 / 13-14 %    3.4 / 10-12 %
 
@@ -22,10 +22,14 @@ A dump costs a process start plus attaching (reading the target's maps and symbo
 that once per window and then ~0.7-1 ms of CPU per sample. Dumps give more per sample: every thread's
 ``active`` (on CPU) and ``owns_gil`` flags, while ``record --format raw`` has neither (``--idle`` and
 ``--gil`` are *filters*; with ``--threads`` the lines are ``thread (TID): NAME;root;...;leaf COUNT``). So
-each window runs three cheap non-blocking records side by side over the same seconds at the same rate: all
-stacks (``--idle``), active stacks (no ``--idle``), GIL-holding stacks (``--gil``); per thread, active % and
-GIL % are the ratios of their counts. A single non-blocking ``dump`` is used where one exact instant is
-wanted: ``trigger()`` ("the GPU just went idle: what is the host doing?").
+each window runs two cheap non-blocking records side by side over the same seconds at the same rate: all
+stacks (``--idle``) and GIL-holding stacks (``--gil``); per thread, GIL % is the ratio of their counts. The
+on-CPU share is not sampled: it is the thread's CPU time over the window (/proc/PID/task/TID/stat, exact),
+spread over its stacks that can use CPU (see ``active_from_cpu``). A third record filtered to active stacks
+did that before and cost as much as the all-stacks one (8-thread demo server, 20 Hz, 2 s windows: all 55 ms,
+active 55 ms, GIL 15 ms of py-spy CPU, ~10 ms of each start-up); what it gave beyond the CPU time was which
+busy-looking stack of a thread was on CPU at each instant. A single non-blocking ``dump`` is used where one
+exact instant is wanted: ``trigger()`` ("the GPU just went idle: what is the host doing?").
 
 Native stacks (``--native``) stop the target for every sample (py-spy cannot unwind native stacks of a
 running thread). A 1 s native burst at 20 Hz stopped the plain Python target for 0.08-0.10 s in all, but a
@@ -59,18 +63,19 @@ import threading
 import time
 from array import array
 from collections import Counter, OrderedDict, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
-from optitop.collectors.procfs import read_stat
+from optitop.collectors.procfs import list_tids, read_stat
 from optitop.collectors.stackclass import (
+    ACTIVE_WAITS,
     BREAKDOWN_CLASSES,
     OP_CLASSES,
     Frame,
+    breakdown_class,
     classify_op,
-    classify_sample,
     classify_wait,
     is_native_file,
     leaf_native,
@@ -91,6 +96,8 @@ NATIVE_DUTY_FACTOR = 20.0
 MAX_BACKOFF_S = 60.0
 #: Hot functions kept per sample.
 TOP_HOT = 12
+#: Stacks whose wait class is remembered across windows (see ``StackClasses``).
+MAX_STACK_CLASSES = 20_000
 #: Native hot functions kept per native burst.
 TOP_NATIVE_HOT = 6
 #: Environment for py-spy: no Rust backtraces in its error messages.
@@ -668,6 +675,12 @@ class Window:
     trigger: str = ""
     #: The process these stacks came from (the target or its Python child); None when unknown.
     pid: int | None = None
+    #: Record windows: ``active`` is not sampled; each thread's on-CPU share comes from its CPU time instead.
+    active_from_cpu: bool = False
+    #: CPU seconds per thread id over the window(s), from /proc (threads that ended mid-window are missing).
+    cpu_s: dict[int, float] = field(default_factory=dict)
+    #: Seconds over which each thread's ``cpu_s`` was measured (less than the window for a thread born in it).
+    cpu_wall_s: dict[int, float] = field(default_factory=dict)
 
     def merge(self, other: Window) -> None:
         """Add another window's counts (sample() aggregates what arrived since the last call)."""
@@ -677,6 +690,10 @@ class Window:
         self.active.update(other.active)
         self.gil.update(other.gil)
         self.gil_known = self.gil_known and other.gil_known
+        self.active_from_cpu = self.active_from_cpu or other.active_from_cpu
+        for tid, cpu in other.cpu_s.items():
+            self.cpu_s[tid] = self.cpu_s.get(tid, 0.0) + cpu
+            self.cpu_wall_s[tid] = self.cpu_wall_s.get(tid, 0.0) + other.cpu_wall_s.get(tid, 0.0)
 
 
 def window_from_dump(threads: Iterable[DumpThread], trigger: str) -> Window:
@@ -698,27 +715,47 @@ def _coarse(frames: tuple[Frame, ...]) -> tuple[tuple[str, str], ...]:
     return tuple((f.name, f.file) for f in frames)
 
 
-def _idle_weights(all_keys: dict[StackKey, int], active_keys: dict[StackKey, int]) -> dict[StackKey, float]:
+def _idle_weights(all_keys: dict[StackKey, int], active_keys: dict[StackKey, float]) -> dict[StackKey, float]:
     """Per stack of one thread, how many of its samples were idle: all minus active, per line-free stack."""
     all_by: dict[tuple[tuple[str, str], ...], int] = Counter()
-    act_by: dict[tuple[tuple[str, str], ...], int] = Counter()
+    act_by: defaultdict[tuple[tuple[str, str], ...], float] = defaultdict(float)
     for key, n in all_keys.items():
         all_by[_coarse(key[2])] += n
-    for key, n in active_keys.items():
-        act_by[_coarse(key[2])] += n
+    for key, on_cpu in active_keys.items():
+        act_by[_coarse(key[2])] += on_cpu
     out: dict[StackKey, float] = {}
     for key, n in all_keys.items():
         coarse = _coarse(key[2])
-        idle = max(0, all_by[coarse] - act_by[coarse])
+        idle = max(0.0, all_by[coarse] - act_by[coarse])
         out[key] = idle * n / all_by[coarse] if all_by[coarse] else 0.0
     return out
+
+
+class StackClasses:
+    """Each stack's wait class, kept across windows: a server's threads show the same few hundred stacks
+    window after window, and classifying them (rules over every frame, plus the leaf's source line) was
+    most of the stacks thread's own CPU. Cleared when it grows past MAX_STACK_CLASSES."""
+
+    def __init__(self, source: SourceLines) -> None:
+        """Classify against ``source`` (the process's files, for the leaf line's text)."""
+        self.source = source
+        self._waits: dict[StackKey, str] = {}
+
+    def wait_of(self, key: StackKey) -> str:
+        """The wait class of one stack ("" when nothing marks it as a wait)."""
+        wait = self._waits.get(key)
+        if wait is None:
+            if len(self._waits) >= MAX_STACK_CLASSES:
+                self._waits.clear()
+            wait = self._waits[key] = classify_wait(with_code(key[2], self.source))
+        return wait
 
 
 @dataclass(slots=True)
 class _ThreadAcc:
     name: str = ""
     all: dict[StackKey, int] = field(default_factory=dict)
-    active: dict[StackKey, int] = field(default_factory=dict)
+    active: dict[StackKey, float] = field(default_factory=dict)
     gil: int = 0
 
 
@@ -730,35 +767,63 @@ def _per_thread(win: Window) -> dict[int, _ThreadAcc]:
         acc.name = acc.name or key[1]
     for key, n in win.active.items():
         acc = threads.setdefault(key[0], _ThreadAcc(name=key[1]))
-        acc.active[key] = n
+        acc.active[key] = float(n)
     for key, n in win.gil.items():
         threads.setdefault(key[0], _ThreadAcc(name=key[1])).gil += n
     return threads
 
 
-def thread_breakdown(acc: _ThreadAcc, source: SourceLines, cache: dict[StackKey, tuple[Frame, ...]]) -> PyThread:
+def active_from_cpu(
+    stacks: dict[StackKey, int], cpu_frac: float | None, wait_of: Callable[[StackKey], str]
+) -> dict[StackKey, float]:
+    """One thread's on-CPU samples, estimated from its CPU share over the window (``cpu_frac``, 0-1).
+
+    py-spy's raw records carry no on-CPU flag, and a third record just for it cost as much as the stacks
+    themselves. The thread's CPU time is exact; it is spread over the stacks that can burn CPU (no wait
+    class, or a spinning one: GIL, GPU sync) in proportion to their samples, and what they cannot hold
+    over the rest. Unknown CPU (the thread ended mid-window) counts those stacks as on CPU.
+    """
+    busy = {key: n for key, n in stacks.items() if wait_of(key) in ("", *ACTIVE_WAITS)}
+    if cpu_frac is None:
+        return {key: float(n) for key, n in busy.items()}
+    want = min(1.0, max(0.0, cpu_frac)) * sum(stacks.values())
+    busy_n = sum(busy.values())
+    take = min(want, busy_n)
+    out = {key: take * n / busy_n for key, n in busy.items()} if busy_n else {}
+    rest = {key: n for key, n in stacks.items() if key not in busy}
+    rest_n = sum(rest.values())
+    if want > take and rest_n:
+        out.update({key: (want - take) * n / rest_n for key, n in rest.items()})
+    return {key: n for key, n in out.items() if n > 0}
+
+
+def thread_cpu_s(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) each thread of ``pid`` has used so far, by OS thread id."""
+    out: dict[int, float] = {}
+    for tid in list_tids(pid):
+        stat = read_stat(f"/proc/{pid}/task/{tid}/stat")
+        if stat is not None:
+            out[tid] = stat.cpu_s
+    return out
+
+
+def thread_breakdown(acc: _ThreadAcc, classes: StackClasses) -> PyThread:
     """One thread's active/GIL shares and wait classes from its stack counts."""
     n_all = sum(acc.all.values())
     n_act = sum(acc.active.values())
     total = max(n_all, n_act, 1)
     act_frac = min(1.0, n_act / total)
     weights: defaultdict[str, float] = defaultdict(float)
-
-    def frames_of(key: StackKey) -> tuple[Frame, ...]:
-        if key not in cache:
-            cache[key] = with_code(key[2], source)
-        return cache[key]
-
     if n_act:
         for key, n in acc.active.items():
-            weights[classify_sample(frames_of(key), True)] += act_frac * n / n_act
+            weights[breakdown_class(classes.wait_of(key), True)] += act_frac * n / n_act
     idle = _idle_weights(acc.all, acc.active)
     idle_sum = sum(idle.values())
     if act_frac < 1.0:
         if idle_sum > 0:
             for key, w in idle.items():
                 if w > 0:
-                    weights[classify_sample(frames_of(key), False)] += (1.0 - act_frac) * w / idle_sum
+                    weights[breakdown_class(classes.wait_of(key), False)] += (1.0 - act_frac) * w / idle_sum
         else:
             weights["other"] += 1.0 - act_frac
     waits = tuple((cls, round(weights.get(cls, 0.0), 4)) for cls in BREAKDOWN_CLASSES)
@@ -773,7 +838,7 @@ def thread_breakdown(acc: _ThreadAcc, source: SourceLines, cache: dict[StackKey,
     return PyThread(
         tid=0,
         name=acc.name,
-        samples=total,
+        samples=round(total),
         active_pct=100.0 * act_frac,
         gil_pct=min(100.0, 100.0 * acc.gil / total),
         top_frame=top_frame,
@@ -782,14 +847,14 @@ def thread_breakdown(acc: _ThreadAcc, source: SourceLines, cache: dict[StackKey,
     )
 
 
-def hot_functions(stacks: Counter[StackKey], limit: int, native_only: bool = False) -> tuple[HotFunction, ...]:
+def hot_functions(stacks: Mapping[StackKey, float], limit: int, native_only: bool = False) -> tuple[HotFunction, ...]:
     """Self and total shares per function over ``stacks`` (the active ones: where the CPU goes)."""
     total = sum(stacks.values())
     if not total:
         return ()
-    self_n: Counter[tuple[str, str]] = Counter()
-    total_n: Counter[tuple[str, str]] = Counter()
-    lines: dict[tuple[str, str], Counter[int | None]] = {}
+    self_n: defaultdict[tuple[str, str], float] = defaultdict(float)
+    total_n: defaultdict[tuple[str, str], float] = defaultdict(float)
+    lines: dict[tuple[str, str], defaultdict[int | None, float]] = {}
     native: dict[tuple[str, str], bool] = {}
     for (_, _, frames), n in stacks.items():
         # Unresolved native frames (bare addresses) say nothing: their callers get the self share.
@@ -804,12 +869,13 @@ def hot_functions(stacks: Counter[StackKey], limit: int, native_only: bool = Fal
             if fkey not in seen:
                 seen.add(fkey)
                 total_n[fkey] += n
-            lines.setdefault(fkey, Counter())[frame.line] += n
+            lines.setdefault(fkey, defaultdict(float))[frame.line] += n
             native[fkey] = frame.native
     ranked = sorted(total_n, key=lambda k: (self_n[k], total_n[k]), reverse=True)[:limit]
     out = []
     for fkey in ranked:
-        line = lines[fkey].most_common(1)[0][0]
+        by_line = lines[fkey]
+        line = max(by_line, key=by_line.__getitem__)
         location = fkey[1] if line is None else f"{fkey[1]}:{line}"
         out.append(
             HotFunction(
@@ -852,7 +918,7 @@ def native_result(stacks: Counter[StackKey], end_mono_s: float) -> NativeResult 
         mix=tuple((cls, mix.get(cls, 0) / total) for cls in OP_CLASSES),
         hot=hot_functions(Counter({k: n for k, n in busy.items() if leaf_native(k[2])}), TOP_NATIVE_HOT, True),
         end_mono_s=end_mono_s,
-        samples=total,
+        samples=round(total),
     )
 
 
@@ -863,12 +929,20 @@ def build_sample(
     native_new: bool,
     dt_s: float | None,
     stacks_pid: int | None = None,
+    classes: StackClasses | None = None,
 ) -> PyStacksSample:
-    """The public sample from merged window counts."""
-    cache: dict[StackKey, tuple[Frame, ...]] = {}
+    """The public sample from merged window counts (``classes``: the collector's cache, kept across windows)."""
+    classes = classes if classes is not None else StackClasses(source)
     threads = []
+    on_cpu: defaultdict[StackKey, float] = defaultdict(float, win.active)
     for tid, acc in _per_thread(win).items():
-        threads.append(replace(thread_breakdown(acc, source, cache), tid=tid))
+        if win.active_from_cpu:
+            wall = win.cpu_wall_s.get(tid, 0.0)
+            frac = win.cpu_s[tid] / wall if tid in win.cpu_s and wall > 0 else None
+            acc.active = active_from_cpu(acc.all, frac, classes.wait_of)
+            for key, n in acc.active.items():
+                on_cpu[key] += n
+        threads.append(replace(thread_breakdown(acc, classes), tid=tid))
     threads.sort(key=lambda t: (t.active_pct, t.samples), reverse=True)
     wall = sum(t.samples for t in threads)
     waits: defaultdict[str, float] = defaultdict(float)
@@ -880,7 +954,7 @@ def build_sample(
     gil_pct = None
     if win.gil_known and instants:
         gil_pct = min(100.0, 100.0 * sum(win.gil.values()) / instants)
-    hot = hot_functions(win.active, TOP_HOT)
+    hot = hot_functions(on_cpu, TOP_HOT)
     if native is not None and native_new:
         hot = hot + native.hot
     now = time.monotonic()
@@ -936,6 +1010,7 @@ class PyStacksCollector:
         self.native_cost_s: float | None = None
         self.pyspy = pyspy if pyspy is not None else find_pyspy()
         self._source = SourceLines(ctx.pid)
+        self._classes = StackClasses(self._source)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._pending: list[Window] = []
@@ -1053,6 +1128,7 @@ class PyStacksCollector:
         """Read ``child``'s stacks from now on (the target itself is not Python)."""
         self.stacks_pid = child
         self._source = SourceLines(child)
+        self._classes = StackClasses(self._source)
         if self._runner is not None:
             self._runner.target_pid = child
 
@@ -1068,7 +1144,7 @@ class PyStacksCollector:
         now = time.monotonic()
         dt = None if self._prev_mono is None else now - self._prev_mono
         self._prev_mono = now
-        return build_sample(win, self._source, native, native_new, dt, win.pid or self.stacks_pid)
+        return build_sample(win, self._source, native, native_new, dt, win.pid or self.stacks_pid, self._classes)
 
     # -- the background loop --------------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -1135,11 +1211,12 @@ class PyStacksCollector:
         ]
 
     def _record_window(self) -> tuple[Window | None, str]:
-        """Three non-blocking records over the same seconds: all stacks, active stacks, GIL stacks."""
+        """Two non-blocking records over the same seconds (all stacks, GIL stacks) and each thread's CPU time."""
         runner = self._runner
         assert runner is not None
-        streams = {"all": ["--nonblocking", "--idle"], "active": ["--nonblocking"], "gil": ["--nonblocking", "--gil"]}
+        streams = {"all": ["--nonblocking", "--idle"], "gil": ["--nonblocking", "--gil"]}
         pid = self.stacks_pid
+        cpu_before = thread_cpu_s(pid)
         start = time.monotonic()
         deadline = start + self.window_s + self.grace_s
         started: dict[str, subprocess.Popen[bytes]] = {}
@@ -1151,6 +1228,7 @@ class PyStacksCollector:
                 runner.finish(proc, 0.0, blocking=False)
             return None, f"cannot start py-spy: {exc}"
         results = {k: runner.finish(p, deadline, blocking=False) for k, p in started.items()}
+        cpu_after = thread_cpu_s(pid)
         elapsed = time.monotonic() - start
         if self._stop.is_set():
             return None, "stopped"
@@ -1166,14 +1244,19 @@ class PyStacksCollector:
             if not os.path.exists(f"/proc/{self.stacks_pid}"):
                 return None, f"Python child {self.stacks_pid} exited"
             return None, explain_failure(failed.messages, failed.rc)
-        win = Window(mode="record", window_s=elapsed, instants=0, pid=pid)
+        win = Window(mode="record", window_s=elapsed, instants=0, pid=pid, active_from_cpu=True)
         win.all = parse_raw(results["all"].output)
-        win.active = parse_raw(results["active"].output)
         win.gil = parse_raw(results["gil"].output)
         per_tid: Counter[int] = Counter()
         for key, n in win.all.items():
             per_tid[key[0]] += n
         win.instants = max(per_tid.values(), default=0)
+        for tid, n in per_tid.items():
+            if tid not in cpu_after:
+                continue  # ended mid-window: its CPU is gone with it
+            win.cpu_s[tid] = cpu_after[tid] - cpu_before.get(tid, 0.0)
+            # A thread born in the window used its CPU over the part of it it was sampled in.
+            win.cpu_wall_s[tid] = elapsed if tid in cpu_before else elapsed * n / max(1, win.instants)
         return win, ""
 
     # -- on-demand jobs -------------------------------------------------------------------------------------

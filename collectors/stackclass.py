@@ -233,10 +233,14 @@ def classify_sample(frames: Sequence[Frame], active: bool) -> str:
     An active thread counts as active unless it spins in a GPU sync or a GIL handoff; an idle thread
     counts as its wait class, or "other" when the stack says nothing.
     """
-    cls = classify_wait(frames)
+    return breakdown_class(classify_wait(frames), active)
+
+
+def breakdown_class(wait: str, active: bool) -> str:
+    """The breakdown class of a sample whose stack's wait class (``classify_wait``) is ``wait``."""
     if active:
-        return cls if cls in ACTIVE_WAITS else "active"
-    return cls or "other"
+        return wait if wait in ACTIVE_WAITS else "active"
+    return wait or "other"
 
 
 def classify_op(frames: Sequence[Frame]) -> str | None:

@@ -28,10 +28,12 @@ from optitop.collectors.pystacks import (
     PyStacksSample,
     PyThread,
     SourceLines,
+    active_from_cpu,
     explain_failure,
     find_pyspy,
     parse_raw,
 )
+from optitop.collectors.stackclass import Frame
 from optitop.config import CollectorContext, Options
 from optitop.types import SourceUnavailable, TargetGone
 
@@ -204,6 +206,61 @@ def test_each_thread_is_classified(threads_target, collectors):
     assert s.native_mix is None and s.native_age_s is None and s.trigger == ""
 
 
+ON_CPU_TARGET = """
+import signal, threading, time
+
+def halfspin():  # about half a core: 20 ms on CPU, 20 ms asleep
+    while True:
+        end = time.perf_counter() + 0.02
+        while time.perf_counter() < end:
+            pass
+        time.sleep(0.02)
+
+def blocked():  # a stack that names no wait, and no CPU at all
+    signal.sigwait({signal.SIGUSR2})
+
+for fn in (halfspin, blocked):
+    threading.Thread(target=fn, name=fn.__name__, daemon=True).start()
+print("ready", flush=True)
+while True:
+    time.sleep(5)
+"""
+
+
+def test_on_cpu_share_comes_from_the_threads_cpu_time(tmp_path, collectors):
+    """py-spy's records carry no on-CPU flag: a thread's active share is its CPU time over the window."""
+    proc = launch(tmp_path, "on_cpu", ON_CPU_TARGET)
+    try:
+        c = collectors(proc.pid)
+        s = poll_sample(c, lambda s: {"halfspin", "blocked"} <= set(by_name(s)) and s.samples >= 40)
+        t = by_name(s)
+        # Blocked in a call no rule knows: its stack looks busy, but it used no CPU.
+        assert t["blocked"].active_pct < 20, t["blocked"]
+        # Half on CPU, half asleep (less CPU on a loaded machine, never all of it).
+        assert 10 < t["halfspin"].active_pct < 90, t["halfspin"]
+        assert dict(t["halfspin"].waits)["sleep"] > 0.1, t["halfspin"]
+        # The CPU goes to the spinning loop, not to the sleep or the blocked call.
+        assert s.hot and s.hot[0].name == "halfspin", s.hot
+        assert all(h.name != "blocked" for h in s.hot), s.hot
+    finally:
+        stop(proc)
+
+
+def test_cpu_time_is_spread_over_the_stacks_that_can_use_it():
+    loop = (1, "w", (Frame("work", "w.py", 3, False),))
+    inner = (1, "w", (Frame("step", "w.py", 9, False), Frame("work", "w.py", 4, False)))
+    asleep = (1, "w", (Frame("sleep", "time", None, False),))
+    stacks = {loop: 20, inner: 10, asleep: 10}
+    wait_of = {loop: "", inner: "", asleep: "sleep"}.__getitem__
+    # Half of the thread's time on CPU: 20 of its 40 samples, shared by the busy stacks 2:1.
+    assert active_from_cpu(stacks, 0.5, wait_of) == pytest.approx({loop: 40 / 3, inner: 20 / 3})
+    # More CPU than the busy stacks can hold: the rest goes to the others.
+    assert active_from_cpu(stacks, 0.9, wait_of) == pytest.approx({loop: 20, inner: 10, asleep: 6})
+    assert active_from_cpu(stacks, 0.0, wait_of) == {}
+    # CPU unknown (the thread ended in the window): its busy stacks count as on CPU.
+    assert active_from_cpu(stacks, None, wait_of) == {loop: 20.0, inner: 10.0}
+
+
 def test_trigger_takes_a_dump_now(threads_target, collectors):
     c = collectors(threads_target.pid)
     assert c.sample() is None  # the first window is still running: nothing to report yet, and no wait
@@ -350,12 +407,12 @@ def test_hung_pyspy_is_killed_and_retried_with_backoff(threads_target, collector
     c = collectors(threads_target.pid, pyspy=str(fake))
     c.grace_s = 0.5
     assert c.sample() is None
-    first = wait_for(lambda: len(started_pids(pids)) >= 3 and started_pids(pids), timeout_s=10)
+    first = wait_for(lambda: len(started_pids(pids)) >= 2 and started_pids(pids), timeout_s=10)
     reason = first_failure(c, timeout_s=10)
     assert "did not finish" in reason and "killed" in reason and "retrying in" in reason
     assert all(gone(pid) for pid in first)  # type: ignore[union-attr]
     # After the back-off it tries again (new children), and those are killed too.
-    wait_for(lambda: len(started_pids(pids)) >= 6, timeout_s=15)
+    wait_for(lambda: len(started_pids(pids)) >= 4, timeout_s=15)
     c.close()
     assert all(gone(pid) for pid in started_pids(pids))
 
@@ -392,7 +449,7 @@ from optitop.config import CollectorContext, Options
 c = PyStacksCollector(CollectorContext(pid=int(sys.argv[1]), options=Options()))
 c.sample()
 deadline = time.monotonic() + 20
-while len(c.live_children()) < 3 and time.monotonic() < deadline:
+while len(c.live_children()) < 2 and time.monotonic() < deadline:
     time.sleep(0.05)
 print(" ".join(map(str, c.live_children())), flush=True)
 time.sleep(600)
@@ -409,7 +466,7 @@ def test_pyspy_dies_with_a_killed_optitop(threads_target, tmp_path):
     try:
         assert owner.stdout is not None
         children = [int(x) for x in owner.stdout.readline().split()]
-        assert len(children) >= 3 and all(not gone(p) for p in children)
+        assert len(children) >= 2 and all(not gone(p) for p in children)
         os.kill(owner.pid, signal.SIGKILL)
         owner.wait(10)
         wait_for(lambda: all(gone(p) for p in children), timeout_s=10)

@@ -50,6 +50,18 @@ def test_threads_waits_and_hot_functions_are_shown_literally():
     assert "forward" in text and "model.py:3" in text
 
 
+def test_pane_is_not_rebuilt_while_only_the_sources_timing_moves():
+    """A stacks window arrives every few seconds; the pane must not be rebuilt on every tick meanwhile."""
+    pane, got = PythonPane(), sample()
+    first, later = window(got), window(got)
+    later.statuses["pystacks"] = replace(later.statuses["pystacks"], latency_s=0.01, last_ok_mono_s=time.monotonic())
+    assert pane.inputs(first) == pane.inputs(later)
+    failing = window(got, SourceState.ERROR, "py-spy exited")
+    assert pane.inputs(failing) != pane.inputs(first)
+    newer = window(replace(got, mono_s=got.mono_s + 6.0))
+    assert pane.inputs(newer) != pane.inputs(first)
+
+
 def test_unavailable_source_says_why_in_one_line():
     text = PythonPane().build(window(None, SourceState.UNAVAILABLE, "no Python stacks: not a Python process"), 80).plain
     assert "not a Python process" in text

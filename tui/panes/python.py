@@ -89,9 +89,14 @@ class PythonPane(Pane):
     HEADINGS: ClassVar[tuple[str, ...]] = ("THREAD ",)
 
     def inputs(self, window: Window) -> tuple[object, ...]:
-        """The stacks samples and the source's state: a new window arrives only every few seconds."""
+        """The stacks samples and the source's state: a new window arrives only every few seconds.
+
+        Only the status's state and reason are shown; its latency and last-success time move every tick.
+        """
         stamps = tuple(sample.mono_s for sample in window.series("pystacks"))
-        return (stamps, window.statuses.get("pystacks"), self.max_threads, self.max_hot)
+        status = window.statuses.get("pystacks")
+        shown = (status.state, status.reason) if status is not None else None
+        return (stamps, shown, self.max_threads, self.max_hot)
 
     def build(self, window: Window, width: int) -> Text:
         """Render the newest stacks sample of the window."""
