@@ -251,6 +251,29 @@ def _parse_lines(lines: list[str]) -> list[Metric]:
     return list(text_string_to_metric_families("\n".join(lines) + "\n"))
 
 
+#: Parsed families by the text of their block of lines. Between two scrapes of a live server much of the
+#: page comes back unchanged (info metrics, constant gauges, histograms of idle routes): those blocks are not
+#: parsed again. The parser's families are only read afterwards, so sharing them is safe.
+_FAMILY_CACHE: dict[str, list[Metric]] = {}
+#: Blocks kept in ``_FAMILY_CACHE`` before it is emptied (a few endpoints' worth of families).
+FAMILY_CACHE_MAX = 4096
+
+
+def _parse_blocks(lines: list[str]) -> list[Metric]:
+    """Parse family by family, reusing the result for a block seen before; raises like the parser."""
+    families: list[Metric] = []
+    for chunk in _chunks(lines):
+        key = "\n".join(chunk)
+        parsed = _FAMILY_CACHE.get(key)
+        if parsed is None:
+            parsed = _parse_lines(chunk)
+            if len(_FAMILY_CACHE) >= FAMILY_CACHE_MAX:
+                _FAMILY_CACHE.clear()
+            _FAMILY_CACHE[key] = parsed
+        families.extend(parsed)
+    return families
+
+
 def _tolerant(lines: list[str]) -> tuple[list[Metric], int, int, str]:
     """Parse family by family; only a family the parser rejects is read line by line (the slow path)."""
     families: list[Metric] = []
@@ -327,7 +350,7 @@ def parse_exposition(text: str, content_type: str = "", keep: frozenset[str] | N
     dropped = repaired = 0
     first = ""
     try:
-        families = _parse_lines(lines)
+        families = _parse_blocks(lines)
     except Exception:  # noqa: BLE001 - any parser failure sends us to the tolerant path
         families, dropped, repaired, first = _tolerant(lines)
     expo = _collect(families, dropped, repaired, first)

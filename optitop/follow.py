@@ -29,6 +29,7 @@ class FollowingSession:
         self._name = name
         self._poll_s = poll_s
         self.current: Session = make_session(pid, options)
+        self._stacks_watched = False
         self.store: Store = self.current.store
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -49,6 +50,16 @@ class FollowingSession:
     def runner(self, name: str) -> CollectorRunner | None:
         """The current session's runner of one collector."""
         return self.current.runner(name)
+
+    @property
+    def stacks_watched(self) -> bool:
+        """True while the user looks at the stacks (see ``Session.stacks_watched``); kept across re-attaches."""
+        return self._stacks_watched
+
+    @stacks_watched.setter
+    def stacks_watched(self, watched: bool) -> None:
+        self._stacks_watched = watched
+        self.current.stacks_watched = watched
 
     def _find_successor(self, old_pid: int) -> int | None:
         try:
@@ -77,4 +88,5 @@ class FollowingSession:
                     dataclasses.replace(fresh, previous_pids=(*old.previous_pids, old.pid), reattached_at_s=time.time())
                 )
                 self.current = make_session(pid, self.options, store=self.store)
+                self.current.stacks_watched = self.stacks_watched
                 self.current.start()

@@ -235,12 +235,16 @@ class Session:
     #: default duty, against ~1.9 % for everything else, at 80x24 and 1 Hz).
     STEADY_AFTER_S = 30.0
     STEADY_PACE = 0.5
+    #: True while the user looks at the stacks (the Python pane zoomed): full duty then, steady or not.
+    stacks_watched = False
 
     def _pace_stacks(self, category: str, now: float) -> None:
         """Slow the stacks collector while the verdict holds its class; restore it when the class moves."""
         if category != self._steady_category:
             self._steady_category, self._steady_since_mono_s = category, now
-        steady = category != "unknown" and now - self._steady_since_mono_s >= self.STEADY_AFTER_S
+        steady = (
+            not self.stacks_watched and category != "unknown" and now - self._steady_since_mono_s >= self.STEADY_AFTER_S
+        )
         runner = self.runner("pystacks")
         set_pace = getattr(runner.collector, "set_pace", None) if runner is not None else None
         if callable(set_pace):

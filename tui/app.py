@@ -370,6 +370,8 @@ class OptitopApp(App[int]):
             child.set_class(bool(wanted) and child.id == wanted, "zoomed")
         for pane in self.panes():
             pane.set_zoomed(bool(wanted))
+        if self.session is not None:  # stacks the user is looking at are sampled at full duty
+            self.session.stacks_watched = wanted == "python"
         self._render_window()
 
     def action_history(self, factor: float) -> None:

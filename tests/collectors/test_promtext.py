@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from optitop.collectors import promtext
 from optitop.collectors.promtext import (
     NotExposition,
     buckets_delta,
@@ -165,3 +166,24 @@ def test_one_bad_family_does_not_cost_the_others():
     assert expo.dropped_lines == 1 and expo.first_dropped == "sglang:token_usage{broken} 0.28"
     assert expo.series("sglang:num_queue_reqs") and expo.series("sglang:time_to_first_token_seconds_bucket")
     assert expo.types["sglang:time_to_first_token_seconds_bucket"] == "histogram"
+
+
+def test_a_block_seen_before_is_reused_and_a_changed_one_is_parsed_again(monkeypatch):
+    monkeypatch.setattr(promtext, "_FAMILY_CACHE", {})
+    page = "# TYPE up gauge\nup 1\n# TYPE reqs counter\nreqs_total {n}\n"
+    first = parse_exposition(page.format(n=10))
+    assert first.series("reqs_total") == {(): 10.0}
+    parsed: list[list[str]] = []
+    real = promtext._parse_lines
+    monkeypatch.setattr(promtext, "_parse_lines", lambda lines: parsed.append(lines) or real(lines))
+    later = parse_exposition(page.format(n=25))
+    assert later.series("reqs_total") == {(): 25.0} and later.series("up") == {(): 1.0}
+    assert parsed == [["# TYPE reqs counter", "reqs_total 25"]]  # the unchanged "up" block was not parsed again
+
+
+def test_the_block_cache_is_bounded(monkeypatch):
+    monkeypatch.setattr(promtext, "_FAMILY_CACHE", {})
+    monkeypatch.setattr(promtext, "FAMILY_CACHE_MAX", 3)
+    for n in range(10):
+        assert parse_exposition(f"# TYPE g{n} gauge\ng{n} {n}\n").series(f"g{n}") == {(): float(n)}
+    assert len(promtext._FAMILY_CACHE) <= 3

@@ -227,5 +227,9 @@ def test_stack_sampling_slows_while_the_verdict_holds_and_recovers_when_it_moves
         verdict[0] = "compute"
         wait_for(lambda: stacks.paces[-1] == 1.0, timeout_s=10, what="full duty again after the class moved")
         wait_for(lambda: stacks.paces[-1] == Session.STEADY_PACE, timeout_s=10, what="slowed again")
+        session.stacks_watched = True  # the Python pane zoomed: the user wants fresh stacks
+        wait_for(lambda: stacks.paces[-1] == 1.0, timeout_s=10, what="full duty while the stacks are watched")
+        session.stacks_watched = False
+        wait_for(lambda: stacks.paces[-1] == Session.STEADY_PACE, timeout_s=10, what="slowed after the zoom")
     finally:
         session.stop()

@@ -236,6 +236,22 @@ async def test_n_without_the_stacks_collector_says_it_is_not_running(start_targe
         assert "not running" in await wait_notified(pilot, "native stacks")
 
 
+async def test_zooming_the_python_pane_keeps_the_stacks_at_full_duty(start_target):
+    target = start_target(TARGET)
+    app = live_app(target.pid)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for_screen(pilot, lambda t: "napper" in t)
+        session = app.session
+        assert session is not None and not session.stacks_watched
+        python_key = str(OptitopApp.ZOOMABLE.index("python") + 1)
+        await pilot.press(python_key)
+        assert app.zoomed == "python" and session.stacks_watched
+        await pilot.press("1")  # another pane: the stacks are no longer watched
+        assert app.zoomed == "verdict" and not session.stacks_watched
+        await pilot.press(python_key, python_key)  # zoomed and back
+        assert app.zoomed is None and not session.stacks_watched
+
+
 async def test_n_on_a_replay_says_it_is_not_running(tmp_path):
     app = replay_app(tmp_path)  # no session at all
     async with app.run_test(size=(80, 24)) as pilot:
