@@ -1,7 +1,8 @@
 """How much optitop costs: its own CPU, memory and terminal bytes, and what it takes from the server it watches.
 
     python benchmarks/overhead.py [--part ui,target,work,startup,ticks] [--seconds 20] [--rounds 3]
-                                  [--sizes 80x24,160x48] [--rates 1,4] [--warmup 3] [--json out.json]
+                                  [--sizes 80x24,160x48] [--rates 1,4] [--warmup 3] [--ui-rounds 1]
+                                  [--json out.json]
 
 Figures, not pass/fail tests (the README keeps the tables). Everything runs against the bundled demo server
 (``optitop demo --serve-only``), so the numbers are for a real PyTorch inference process:
@@ -12,7 +13,9 @@ Figures, not pass/fail tests (the README keeps the tables). Everything runs agai
   ``/proc/PID/io`` wchar would also count optitop's HTTP scrapes and netlink requests). When ``htop`` and
   ``glances`` are on PATH they run in the same tmux size at the same refresh, and the table shows optitop's CPU
   (children included) as a ratio to theirs. ``--warmup 45`` measures after py-spy has slowed down for a steady
-  verdict. Targets: at 1 Hz at most half of glances's CPU; ≤ 2 KiB/s at 80×24.
+  verdict. ``--ui-rounds N`` runs the tools N times, interleaved, and prints medians: on this shared 2-core
+  machine one run's figure moves by ±25 % between runs minutes apart (optitop 1.5-2.0 %, glances 2.5-3.1 %).
+  Targets: at 1 Hz at most half of glances's CPU; ≤ 2 KiB/s at 80×24.
 - ``target``: the demo server's throughput (requests/s from its own counter) with nothing attached vs optitop
   attached headless (``--once``) with py-spy off, with py-spy at the default rate, and with native bursts when the
   CLI offers them; conditions alternate round by round (A/B/C, A/B/C …) and the medians are compared.
@@ -207,18 +210,45 @@ def part_ui(args: argparse.Namespace) -> list[dict[str, Any]]:
     if shutil.which("tmux") is None:
         print("ui: skipped, tmux is not installed (apt-get install tmux)", file=sys.stderr)
         return rows
-    with demo("none", (args.seconds + args.warmup) * 20 + 120) as d:
-        for size in args.sizes:
-            for hz in args.rates:
-                for pyspy in (False, True):
-                    argv = [OPTITOP, "--pid", str(d.pid), "--metrics-url", d.metrics_url, "--interval", str(1 / hz)]
-                    if not pyspy:
-                        argv.append("--no-pystacks")
-                    rows.append(_ui_row("optitop", argv, size, hz, pyspy, args.seconds, args.warmup))
-                for tool, argv in _others(hz):
-                    rows.append(_ui_row(tool, argv, size, hz, None, args.seconds, args.warmup))
+    runs = len(args.sizes) * len(args.rates) * 4 * args.ui_rounds
+    with demo("none", (args.seconds + args.warmup + 10) * runs + 120) as d:
+        for round_no in range(args.ui_rounds):
+            for size in args.sizes:
+                for hz in args.rates:
+                    for pyspy in (False, True):
+                        argv = [OPTITOP, "--pid", str(d.pid), "--metrics-url", d.metrics_url, "--interval", str(1 / hz)]
+                        if not pyspy:
+                            argv.append("--no-pystacks")
+                        row = _ui_row("optitop", argv, size, hz, pyspy, args.seconds, args.warmup)
+                        rows.append({**row, "round": round_no})
+                    for tool, argv in _others(hz):
+                        row = _ui_row(tool, argv, size, hz, None, args.seconds, args.warmup)
+                        rows.append({**row, "round": round_no})
     _ratios(rows)
-    return rows
+    return _medians(rows) if args.ui_rounds > 1 else rows
+
+
+def _medians(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per tool, size, rate and py-spy setting: the median of every figure over the rounds.
+
+    The ratios are medians of each round's ratio (optitop against the tool that ran minutes apart in the same
+    round), which a slow spell of the shared machine moves less than a ratio of medians. ``x_glances_runs``
+    lists the rounds' ratios.
+    """
+    groups: dict[tuple[object, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["tool"], row["size"], row["hz"], row["pyspy"]), []).append(row)
+    out = []
+    for (tool, size, hz, pyspy), members in groups.items():
+        merged: dict[str, Any] = {"tool": tool, "size": size, "hz": hz, "pyspy": pyspy, "rounds": len(members)}
+        for key in members[0]:
+            values = [m[key] for m in members if isinstance(m.get(key), (int, float)) and not isinstance(m[key], bool)]
+            if key not in merged and key != "round" and values:
+                merged[key] = statistics.median(values)
+        if tool == "optitop":
+            merged["x_glances_runs"] = [m["x_glances"] for m in members if "x_glances" in m]
+        out.append(merged)
+    return out
 
 
 def _others(hz: float) -> list[tuple[str, list[str]]]:
@@ -246,13 +276,21 @@ def _ui_row(
 
 
 def _ratios(rows: list[dict[str, Any]]) -> None:
-    """optitop's CPU as a ratio to htop's and glances's at the same size and rate."""
+    """optitop's CPU as a ratio to htop's and glances's at the same size and rate, in the same round."""
     for row in rows:
         if row["tool"] != "optitop":
             continue
         for other in ("htop", "glances"):
             peer = next(
-                (r for r in rows if r["tool"] == other and r["size"] == row["size"] and r["hz"] == row["hz"]), None
+                (
+                    r
+                    for r in rows
+                    if r["tool"] == other
+                    and r["size"] == row["size"]
+                    and r["hz"] == row["hz"]
+                    and r.get("round") == row.get("round")
+                ),
+                None,
             )
             if peer and peer["cpu_with_children_pct"] > 0:
                 row[f"x_{other}"] = row["cpu_with_children_pct"] / peer["cpu_with_children_pct"]
@@ -439,7 +477,7 @@ def table(title: str, rows: list[dict[str, Any]]) -> str:
         if isinstance(v, float):
             return f"{v:.2f}"
         if isinstance(v, list):
-            return " ".join(f"{x:.1f}" if isinstance(x, float) else str(x) for x in v)
+            return " ".join(f"{x:.2f}" if isinstance(x, float) else str(x) for x in v)
         return "" if v is None else str(v)
 
     lines = [f"### {title}", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
@@ -468,6 +506,12 @@ def main() -> int:
         help="ui: seconds after the first frame before measuring (45: past the steady-verdict slow-down of py-spy)",
     )
     parser.add_argument("--rounds", type=int, default=3, help="A/B rounds (target) and repeats (startup)")
+    parser.add_argument(
+        "--ui-rounds",
+        type=int,
+        default=1,
+        help="ui: run every tool this many times, interleaved, and print medians (the machine is shared and noisy)",
+    )
     parser.add_argument("--scenario", default="compute", help="the demo scenario for target and ticks")
     parser.add_argument("--sizes", default="80x24,160x48", help="terminal sizes for the ui part")
     parser.add_argument("--rates", default="1,4", help="refresh rates (Hz) for the ui part")
