@@ -231,8 +231,8 @@ class Session:
             self._pace_stacks(diagnosis.category, now)
 
     #: A verdict that keeps its class this long is steady: the stacks collector then samples at STEADY_PACE
-    #: times its duty, until the class changes. py-spy is most of optitop's CPU (2.5 % of a core at the
-    #: default duty, against ~1.9 % for everything else, at 80x24 and 1 Hz).
+    #: times its duty, until the class changes. py-spy's children cost ~1 % of a core at the default duty on
+    #: the demo server (two records per window), against ~1.7-1.9 % for everything else at 80x24 and 1 Hz.
     STEADY_AFTER_S = 30.0
     STEADY_PACE = 0.5
     #: True while the user looks at the stacks (the Python pane zoomed): full duty then, steady or not.
