@@ -331,9 +331,19 @@ PTRACE_FIX = (
     " or set kernel.yama.ptrace_scope=0"
 )
 
+#: py-spy found no interpreter it can read. The pre-flight check already said the process looks like Python (or
+#: could not tell), so "not a Python process" would often be wrong: a static, stripped or too-new build also ends here.
+NO_INTERPRETER = (
+    "no Python stacks: py-spy found no Python interpreter it can read in this process"
+    " (not Python, or a static, stripped or newer build: try `pip install -U py-spy`)"
+)
+NO_NATIVE = "py-spy cannot read native stacks here"
+
 #: py-spy error text -> what to tell the person (first match wins).
 FAILURES: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"Failed to find python version|Failed to find a python interpreter"), NOT_PYTHON),
+    (re.compile(r"Failed to find python version|Failed to find a python interpreter"), NO_INTERPRETER),
+    # "Collecting stack traces from native extensions (`--native`) is not supported on your platform."
+    (re.compile(r"(?i)native.*not supported"), NO_NATIVE),
     (re.compile(r"(?i)unsupported version|not supported|unknown version"), "py-spy does not support this Python"),
     (re.compile(r"(?i)permission denied|operation not permitted|os error 1\b"), PTRACE_FIX),
 )
@@ -343,6 +353,8 @@ def explain_failure(messages: str, rc: int | None) -> str:
     """A one-line, actionable reason from py-spy's output."""
     for pattern, reason in FAILURES:
         if pattern.search(messages):
+            if reason == NO_NATIVE:
+                return f"{reason} ({_first_error_line(messages)})"
             if reason.startswith("py-spy does not support"):
                 detail = _first_error_line(messages)
                 return f"{reason} ({detail}): upgrade it with `pip install -U py-spy`"

@@ -20,6 +20,7 @@ import pytest
 from conftest import wait_for
 
 from optitop.collectors.pystacks import (
+    NO_INTERPRETER,
     NOT_PYTHON,
     PTRACE_FIX,
     SOURCE_CACHE_BYTES,
@@ -642,7 +643,11 @@ def test_parse_raw_keeps_names_literal_and_frames_leaf_first():
 @pytest.mark.parametrize(
     ("messages", "expected"),
     [
-        ("Error: Failed to find python version from target process\n", NOT_PYTHON),
+        ("Error: Failed to find python version from target process\n", NO_INTERPRETER),
+        (
+            "Collecting stack traces from native extensions (`--native`) is not supported on your platform.\n",
+            "py-spy cannot read native stacks here (Collecting stack traces",
+        ),
         (
             "Error: Failed to get process executable name. Check that the process is running.\n\nCaused by:\n"
             "    0: Permission denied (os error 13)\n",
