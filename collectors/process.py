@@ -17,8 +17,8 @@ from optitop.collectors.procfs import (
     STATE_NAMES,
     StatFields,
     boot_clock_s,
-    list_tids,
     read_stat,
+    thread_stats,
 )
 from optitop.collectors.tree import TargetTree
 from optitop.config import CollectorContext
@@ -328,10 +328,7 @@ class ProcessCollector:
 
     def _read_threads(self, pid: int, dt: float | None, seen: dict[tuple[int, int], float]) -> list[ThreadSample]:
         out = []
-        for tid in list_tids(pid):
-            stat = read_stat(f"/proc/{pid}/task/{tid}/stat")
-            if stat is None:
-                continue
+        for tid, stat in thread_stats(pid).items():
             seen[(pid, tid)] = stat.cpu_s
             cpu = self._thread_cpu_pct(self._prev_threads.get((pid, tid)), stat.cpu_s, stat.start_ticks, dt)
             out.append(ThreadSample(tid=tid, pid=pid, name=stat.comm, state=stat.state, cpu_pct=cpu))

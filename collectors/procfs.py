@@ -134,6 +134,16 @@ def list_tids(pid: int) -> list[int]:
         return []
 
 
+def thread_stats(pid: int) -> dict[int, StatFields]:
+    """Each live thread's stat fields by thread id (a thread that ends while being read is left out)."""
+    out: dict[int, StatFields] = {}
+    for tid in list_tids(pid):
+        stat = read_stat(f"/proc/{pid}/task/{tid}/stat")
+        if stat is not None:
+            out[tid] = stat
+    return out
+
+
 def read_status_field(pid: int, key: str) -> str | None:
     """One ``Key:`` line's value from /proc/PID/status (e.g. NSpid), or None."""
     try:

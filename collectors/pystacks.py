@@ -69,7 +69,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
-from optitop.collectors.procfs import list_tids, read_stat
+from optitop.collectors.procfs import read_stat, thread_stats
 from optitop.collectors.stackclass import (
     ACTIVE_WAITS,
     BREAKDOWN_CLASSES,
@@ -810,16 +810,6 @@ def active_from_cpu(
     return {key: n for key, n in out.items() if n > 0}
 
 
-def thread_cpu_s(pid: int) -> dict[int, float]:
-    """CPU seconds (user + system) each thread of ``pid`` has used so far, by OS thread id."""
-    out: dict[int, float] = {}
-    for tid in list_tids(pid):
-        stat = read_stat(f"/proc/{pid}/task/{tid}/stat")
-        if stat is not None:
-            out[tid] = stat.cpu_s
-    return out
-
-
 def thread_breakdown(acc: _ThreadAcc, classes: StackClasses) -> PyThread:
     """One thread's active/GIL shares and wait classes from its stack counts."""
     n_all = sum(acc.all.values())
@@ -1229,7 +1219,7 @@ class PyStacksCollector:
         assert runner is not None
         streams = {"all": ["--nonblocking", "--idle"], "gil": ["--nonblocking", "--gil"]}
         pid = self.stacks_pid
-        cpu_before = thread_cpu_s(pid)
+        cpu_before = {tid: st.cpu_s for tid, st in thread_stats(pid).items()}
         start = time.monotonic()
         deadline = start + self.window_s + self.grace_s
         started: dict[str, subprocess.Popen[bytes]] = {}
@@ -1241,7 +1231,7 @@ class PyStacksCollector:
                 runner.finish(proc, 0.0, blocking=False)
             return None, f"cannot start py-spy: {exc}"
         results = {k: runner.finish(p, deadline, blocking=False) for k, p in started.items()}
-        cpu_after = thread_cpu_s(pid)
+        cpu_after = {tid: st.cpu_s for tid, st in thread_stats(pid).items()}
         elapsed = time.monotonic() - start
         if self._stop.is_set():
             return None, "stopped"

@@ -227,17 +227,14 @@ def _first_native(natives: Sequence[Frame], classes: Sequence[str] | frozenset[s
     return ""
 
 
-def classify_sample(frames: Sequence[Frame], active: bool) -> str:
-    """The breakdown class of one sample: "active", a wait class, or "other" (idle, cause unknown).
+def breakdown_class(wait: str, active: bool) -> str:
+    """The breakdown class of one sample whose stack's wait class (``classify_wait``) is ``wait``: "active",
+    a wait class, or "other" (idle, cause unknown).
 
     An active thread counts as active unless it spins in a GPU sync or a GIL handoff; an idle thread
-    counts as its wait class, or "other" when the stack says nothing.
+    counts as its wait class, or "other" when the stack says nothing. The stacks collector caches each
+    stack's wait class, so this takes the class, not the frames.
     """
-    return breakdown_class(classify_wait(frames), active)
-
-
-def breakdown_class(wait: str, active: bool) -> str:
-    """The breakdown class of a sample whose stack's wait class (``classify_wait``) is ``wait``."""
     if active:
         return wait if wait in ACTIVE_WAITS else "active"
     return wait or "other"

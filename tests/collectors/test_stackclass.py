@@ -9,8 +9,8 @@ from optitop.collectors.stackclass import (
     OP_CLASSES,
     WAIT_CLASSES,
     Frame,
+    breakdown_class,
     classify_op,
-    classify_sample,
     classify_wait,
     is_native_file,
 )
@@ -167,7 +167,7 @@ SAMPLE_TABLE: list[tuple[str, list[Frame], bool, str]] = [
     ids=[n for n, _, _, _ in SAMPLE_TABLE],
 )
 def test_sample_classes(frames: list[Frame], active: bool, expected: str) -> None:
-    assert classify_sample(frames, active) == expected
+    assert breakdown_class(classify_wait(frames), active) == expected
 
 
 OP_TABLE: list[tuple[str, list[Frame], str | None]] = [
