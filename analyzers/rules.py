@@ -352,6 +352,11 @@ RULES: tuple[Rule, ...] = (
     _r("sched.not.worker", "scheduling", "any", ("py_top_active_pct", ">=", 70), -0.5,
        "thread {py_top_thread} busy {v:.0f} % of the time: the workers are working", "", "ours",
        "queueing behind busy workers is a capacity limit, not scheduling"),
+    _r("sched.not.short_wait", "scheduling", "any", ("queue_time_p50_s", "<", 0.02), -0.5,
+       "median queue time {v:.3f} s: requests barely wait", "", "measured",
+       "the demo's light load (5 req/s, queue time 5 ms) read \"1 waiting, none running\" for 11 s when "
+       "evenly spaced arrivals phase-locked with the scrapes: a gauge is an instant, the queue-time "
+       "histogram covers every request"),
     _r("sched.not.host", "scheduling", "any", ("host_cpu_busy_pct", ">=", 90), -0.25,
        "host CPU {v:.0f} % busy: no capacity is free", "", "ours", "other processes hold the cores"),
     _r("sched.not.cpu", "scheduling", "any", ("proc_cpu_of_allowed_pct", ">=", 85), -0.5,

@@ -22,6 +22,7 @@ never held (a server idle from the start reads 0/s at once).
 from __future__ import annotations
 
 import ipaddress
+import random
 import time
 import urllib.parse
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -65,6 +66,11 @@ MIN_INTERVAL_S = 2.0
 #: Scrapes come at least this many times their CPU cost apart (at most 1/COST_FACTOR of a core: 5 %), so a
 #: 700 KB page (Ray Serve's, ~170 ms to parse) is read every few seconds rather than every second.
 COST_FACTOR = 20.0
+#: Each gap between scrapes is drawn within +/- this share of the interval. Gauges are instants: read at a
+#: fixed period from a server with a periodic rhythm of its own (a batch timer, clients sending every 200 ms),
+#: they alias, and the same phase is read for many scrapes in a row ("1 waiting" for ten seconds when one
+#: request in a thousand waits 5 ms). A random gap makes the readings a sample of the whole cycle.
+JITTER = 0.1
 #: Samples taken at the base interval before the minimum applies: two scrapes give the first rates.
 EAGER_SAMPLES = 2
 
@@ -220,6 +226,7 @@ class QueueCollector:
         self._base_interval_s = ctx.options.interval_s
         self._samples = 0
         self._scrape_cpu_s = 0.0
+        self._jitter = random.Random()
         self.pid = ctx.pid
         self.discover = ctx.options.scrape
         self.timeout_s = FETCH_TIMEOUT_S
@@ -280,7 +287,8 @@ class QueueCollector:
             self._scrape_cpu_s = sum(cost or 0.0 for cost in harvested)
         self._samples += 1
         if self._samples >= EAGER_SAMPLES:
-            self.interval_s = max(self._base_interval_s, MIN_INTERVAL_S, COST_FACTOR * self._scrape_cpu_s)
+            steady_s = max(self._base_interval_s, MIN_INTERVAL_S, COST_FACTOR * self._scrape_cpu_s)
+            self.interval_s = steady_s * self._jitter.uniform(1.0 - JITTER, 1.0 + JITTER)
         return self._build(ts, mono, dt)
 
     def _wait_budget_s(self) -> float:

@@ -1,5 +1,10 @@
 """A bounded load generator: client threads POSTing /infer over loopback, at a rate or back to back.
 
+At a rate, arrivals are a Poisson process (exponential gaps, seeded so runs repeat), as real clients are and
+as serving benchmarks send (vLLM's ``benchmark_serving --request-rate``). Evenly spaced arrivals phase-lock
+with anything else periodic: a gauge scraped every 2 s from a server fed every 200 ms read "1 waiting" at
+the same phase for ten seconds at a time, and the demo's ``none`` scenario flipped to a scheduling verdict.
+
 It runs in its own process so its CPU is not counted as the server's, stops by itself after ``--duration``
 seconds or ``--max-requests`` requests (whichever comes first), and prints one JSON summary line at the end.
 """
@@ -33,11 +38,18 @@ class Plan:
     texts: list[str]
     path: str = "/infer"
     started_s: float = field(default_factory=time.monotonic)
+    seed: int = 0
     issued: int = 0
     ok: int = 0
     errors: int = 0
     stopped: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    _next_at_s: float | None = field(default=None, init=False, repr=False)
+    _rng: random.Random = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        """The arrival clock starts at ``started_s``; its gaps come from a generator seeded with ``seed``."""
+        self._rng = random.Random(self.seed)
 
     def next_slot(self) -> tuple[int, float] | None:
         """Claim the next request: its index and when to send it (open loop), or None when the plan is done."""
@@ -46,7 +58,13 @@ class Plan:
                 return None
             index = self.issued
             self.issued += 1
-        at = self.started_s + index / self.rate_per_s if self.rate_per_s else time.monotonic()
+            if self.rate_per_s:
+                if self._next_at_s is None:
+                    self._next_at_s = self.started_s
+                self._next_at_s += self._rng.expovariate(self.rate_per_s)
+                at = self._next_at_s
+            else:
+                at = time.monotonic()
         return (index, at) if at < self.deadline_s else None
 
     def record(self, ok: bool) -> None:

@@ -56,6 +56,10 @@ SCENARIOS = [
     Scenario("scheduling: generic metrics with long queue time",
              (proc(cpu=6), QUIET_SYSTEM, serving(profile="generic", requests_waiting=30, requests_running=8,
               queue_time_p50_s=1.2, request_rate_per_s=10)), "scheduling", min_conf=0.4),
+    Scenario("none: a gauge caught the one request in a hundred that waits, its queue time says 5 ms",
+             (proc(cpu=3), QUIET_SYSTEM, sockets(inbound_conns=4),
+              serving(profile="generic", requests_waiting=1, requests_running=0, request_rate_per_s=5,
+              queue_time_p50_s=0.005, e2e_p50_s=0.007)), "none"),
     # compute
     Scenario("compute: cpu-only parallel math", (PARALLEL_MATH, system(busy=97)), "compute"),
     Scenario("compute: cpu-only with stacks", (PARALLEL_MATH, system(busy=97), NATIVE_NOGIL), "compute", min_conf=0.5),

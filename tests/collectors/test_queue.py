@@ -323,8 +323,15 @@ def test_scrapes_are_spaced_by_the_minimum_and_by_their_cost_after_the_first_rat
     srv.serve("/metrics", vllm_state(success=100, gen=1000, preempt=0, fast=100, slow=0))
     c = collector(urls=(srv.url(),), scrape=False, interval_s=0.25)
     sample_until(c, lambda s: s.stats.request_rate_per_s is not None)
-    # The first scrapes come at --interval so rates exist soon; then at most every MIN_INTERVAL_S.
-    assert c.interval_s == max(queue_mod.MIN_INTERVAL_S, queue_mod.COST_FACTOR * c._scrape_cpu_s)
+    # The first scrapes come at --interval so rates exist soon; then at most every MIN_INTERVAL_S, give or
+    # take JITTER, drawn anew for every gap (a fixed period aliases with a server's own rhythm).
+    gaps = []
+    for _ in range(5):
+        steady = max(queue_mod.MIN_INTERVAL_S, queue_mod.COST_FACTOR * c._scrape_cpu_s)
+        assert steady * (1 - queue_mod.JITTER) <= c.interval_s <= steady * (1 + queue_mod.JITTER)
+        gaps.append(c.interval_s)
+        c.sample()
+    assert len(set(gaps)) > 1
     assert c._scrape_cpu_s > 0
     # A page that takes long to parse (~40 µs a line) is read less often: 20x its cost apart.
     lines = [f'big_series{{i="{i}",path="/a/b/c"}} {i}' for i in range(20000)]

@@ -263,3 +263,23 @@ def test_duration_ends_the_demo_by_itself(serve) -> None:
     assert len(children) == 2
     assert run.demo.wait(30) == 0
     assert_all_gone(children)
+
+
+def test_open_loop_arrivals_are_poisson_at_the_asked_rate_and_repeat_with_the_seed() -> None:
+    # Evenly spaced arrivals phase-lock with periodic scrapes; exponential gaps (coefficient of variation 1)
+    # are what real clients and serving benchmarks send.
+    from optitop.demo.load import Plan
+
+    def arrivals(seed: int) -> list[float]:
+        plan = Plan("127.0.0.1", 1, 5.0, 2000, time.monotonic() + 3600, ["x"], seed=seed)
+        return [slot[1] - plan.started_s for slot in iter(plan.next_slot, None)]
+
+    at = arrivals(0)
+    gaps = [b - a for a, b in zip([0.0, *at], at, strict=False)]
+    mean_s = sum(gaps) / len(gaps)
+    sd_s = (sum((g - mean_s) ** 2 for g in gaps) / len(gaps)) ** 0.5
+    assert len(at) == 2000
+    assert 0.18 < mean_s < 0.22  # 5 per second
+    assert 0.8 < sd_s / mean_s < 1.2  # exponential, not evenly spaced (that reads 0)
+    assert [round(a - b, 9) for a, b in zip(arrivals(0), at, strict=True)] == [0.0] * 2000
+    assert arrivals(1) != at
