@@ -253,23 +253,104 @@ def _parse_lines(lines: list[str]) -> list[Metric]:
 
 #: Parsed families by the text of their block of lines. Between two scrapes of a live server much of the
 #: page comes back unchanged (info metrics, constant gauges, histograms of idle routes): those blocks are not
-#: parsed again. The parser's families are only read afterwards, so sharing them is safe.
+#: parsed again. A block whose lines differ only in their values (a histogram that moved) is keyed by its
+#: text without the values (see ``_template``): the parser's families for that shape are reused with the new
+#: numbers. The parser costs ~40 µs a line and splitting off a value ~1 µs; the demo's page changes 60 of
+#: its 84 lines every scrape. The parser's families are only read afterwards, so sharing them is safe.
 _FAMILY_CACHE: dict[str, list[Metric]] = {}
 #: Blocks kept in ``_FAMILY_CACHE`` before it is emptied (a few endpoints' worth of families).
 FAMILY_CACHE_MAX = 4096
+#: Starts the keys of blocks cached by shape; no line of text starts with it.
+_SHAPE = "\x00shape\n"
+
+
+def _split_value(line: str) -> tuple[str, str] | None:
+    """A sample line as (its text before the value, the value); None for a line of any other shape."""
+    close = line.rfind("}")
+    if close >= 0:
+        head, tail = line[: close + 1], line[close + 1 :].split()
+    else:
+        parts = line.split()
+        head, tail = (parts[0] if parts else ""), parts[1:]
+    # A value and an optional timestamp, as the parser reads them ("_" is a digit separator it rejects).
+    if not 1 <= len(tail) <= 2 or "_" in tail[0] or "#" in tail[-1]:
+        return None
+    return head, tail[0]
+
+
+def _template(chunk: list[str]) -> tuple[str, list[str]] | None:
+    """The block's shape (its lines without their values) and the values in line order; None: not all
+    sample lines look like ``name{labels} value [timestamp]``."""
+    heads: list[str] = []
+    values: list[str] = []
+    for line in chunk:
+        if line.startswith("#"):
+            heads.append(line)
+            continue
+        split = _split_value(line)
+        if split is None:
+            return None
+        heads.append(split[0])
+        values.append(split[1])
+    return _SHAPE + "\n".join(heads), values
+
+
+def _with_values(families: list[Metric], values: list[str]) -> list[Metric] | None:
+    """``families`` with their samples' values replaced, in order; None when a value does not parse or the
+    families do not hold one sample per value line."""
+    try:
+        numbers = [float(v) for v in values]
+    except ValueError:
+        return None
+    if sum(len(fam.samples) for fam in families) != len(numbers):
+        return None
+    out: list[Metric] = []
+    it = iter(numbers)
+    for fam in families:
+        copy = Metric(fam.name, fam.documentation, fam.type, fam.unit)
+        copy.samples = [sample._replace(value=next(it)) for sample in fam.samples]
+        out.append(copy)
+    return out
+
+
+def _aligned(families: list[Metric], values: list[str]) -> bool:
+    """True when the parser made one sample of each value line, in line order (so a shape can be reused)."""
+    samples = [sample for fam in families for sample in fam.samples]
+    if len(samples) != len(values):
+        return False
+    try:
+        return all(_same(float(sample.value), float(value)) for sample, value in zip(samples, values, strict=True))
+    except ValueError:
+        return False
+
+
+def _same(a: float, b: float) -> bool:
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+def _remember(key: str, families: list[Metric]) -> None:
+    if len(_FAMILY_CACHE) >= FAMILY_CACHE_MAX:
+        _FAMILY_CACHE.clear()
+    _FAMILY_CACHE[key] = families
 
 
 def _parse_blocks(lines: list[str]) -> list[Metric]:
-    """Parse family by family, reusing the result for a block seen before; raises like the parser."""
+    """Parse family by family, reusing the result for a block seen before (whole, or with other values);
+    raises like the parser."""
     families: list[Metric] = []
     for chunk in _chunks(lines):
         key = "\n".join(chunk)
         parsed = _FAMILY_CACHE.get(key)
         if parsed is None:
-            parsed = _parse_lines(chunk)
-            if len(_FAMILY_CACHE) >= FAMILY_CACHE_MAX:
-                _FAMILY_CACHE.clear()
-            _FAMILY_CACHE[key] = parsed
+            shape = _template(chunk)
+            seen = _FAMILY_CACHE.get(shape[0]) if shape is not None else None
+            if shape is not None and seen is not None:
+                parsed = _with_values(seen, shape[1])
+            if parsed is None:
+                parsed = _parse_lines(chunk)
+                if shape is not None and _aligned(parsed, shape[1]):
+                    _remember(shape[0], parsed)
+            _remember(key, parsed)
         families.extend(parsed)
     return families
 

@@ -178,7 +178,44 @@ def test_a_block_seen_before_is_reused_and_a_changed_one_is_parsed_again(monkeyp
     monkeypatch.setattr(promtext, "_parse_lines", lambda lines: parsed.append(lines) or real(lines))
     later = parse_exposition(page.format(n=25))
     assert later.series("reqs_total") == {(): 25.0} and later.series("up") == {(): 1.0}
-    assert parsed == [["# TYPE reqs counter", "reqs_total 25"]]  # the unchanged "up" block was not parsed again
+    assert parsed == []  # "up" is unchanged, and "reqs" changed only its value: the parser's shape is reused
+    reshaped = parse_exposition(page.format(n='{code="500"} 3'))
+    assert reshaped.series("reqs_total") == {(("code", "500"),): 3.0}
+    assert parsed == [["# TYPE reqs counter", 'reqs_total {code="500"} 3']]  # a new label set is parsed
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in FIXTURES.glob("*.prom")))
+def test_a_page_whose_values_moved_reads_as_a_fresh_parse_of_it(monkeypatch, name):
+    # Every number on the page changes (counters grow, NaN and Inf stay); read once to fill the cache, then
+    # the moved page must give exactly what a parse with an empty cache gives.
+    text = read(name)
+
+    def moved(k: int) -> str:
+        return re.sub(r"(?m)(^[^#].*?[\s}])(-?\d+(?:\.\d+)?(?:e[-+]?\d+)?)(\s+\d+)?$",
+                      lambda m: f"{m.group(1)}{float(m.group(2)) * k + k}{m.group(3) or ''}", text)  # fmt: skip
+
+    monkeypatch.setattr(promtext, "_FAMILY_CACHE", {})
+    parse_exposition(moved(1))
+    warm = parse_exposition(moved(3))
+    monkeypatch.setattr(promtext, "_FAMILY_CACHE", {})
+    cold = parse_exposition(moved(3))
+    assert warm == cold
+    assert moved(3) != moved(1)
+
+
+@pytest.mark.parametrize(
+    ("line", "value"),
+    [("reqs_total 1_000", None), ("reqs_total 12 1700000000000", 12.0), ("reqs_total NaN", None),
+     ("reqs_total +Inf", None), ("reqs_total 0x10", None), ("reqs_total 7", 7.0)],
+)  # fmt: skip
+def test_a_value_the_parser_would_judge_is_not_taken_on_the_shape_alone(monkeypatch, line, value):
+    monkeypatch.setattr(promtext, "_FAMILY_CACHE", {})
+    parse_exposition("# TYPE reqs counter\nreqs_total 5\n# TYPE up gauge\nup 1\n")
+    expo = parse_exposition(f"# TYPE reqs counter\n{line}\n# TYPE up gauge\nup 1\n")
+    monkeypatch.setattr(promtext, "_FAMILY_CACHE", {})
+    fresh = parse_exposition(f"# TYPE reqs counter\n{line}\n# TYPE up gauge\nup 1\n")
+    assert expo == fresh
+    assert expo.series("reqs_total").get(()) == value
 
 
 def test_the_block_cache_is_bounded(monkeypatch):
