@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, ClassVar
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
+from textual.driver import Driver
 from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import Footer, Static
@@ -35,6 +36,7 @@ from optitop.tui.panes.python import PythonPane
 from optitop.tui.panes.queue import QueuePane
 from optitop.tui.panes.tree import TreePane
 from optitop.tui.panes.verdict import VerdictPane
+from optitop.tui.quietinput import quiet_driver
 from optitop.tui.wire import crop_partial_updates
 from optitop.types import Window
 
@@ -144,6 +146,11 @@ class OptitopApp(App[int]):
         store.subscribe(self._on_store_change)
         if options.monochrome or os.environ.get("NO_COLOR"):
             self.add_class("-monochrome")
+
+    def get_driver_class(self) -> type[Driver]:
+        """Textual's driver; on Linux, the same driver with an input loop that does not poll (quietinput.py)."""
+        default = super().get_driver_class()
+        return quiet_driver(default) or default
 
     # -- layout ----------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -94,3 +95,35 @@ def pyspy_children(target_pid: int) -> list[int]:
         if cmd and cmd[0].endswith("py-spy") and str(target_pid) in cmd:
             out.append(proc.info["pid"])
     return out
+
+
+def test_keys_answer_at_once_and_the_input_thread_sleeps_between_them(start_target, session_name):
+    # Textual's input loop polls 10 times a second; optitop's waits for a key, an Esc timeout or exit.
+    target = start_target(TARGET)
+    start(session_name, target.pid)
+    wait_for(lambda: "burner" in tmux("capture-pane", "-p", "-t", session_name), 20)
+    (pid,) = optitop_pids(target.pid)
+    thread = wait_for(lambda: input_thread(pid), 10)
+    start_wakes, start_s = wakes(pid, thread), time.monotonic()
+    # Three seconds of measuring (not a wait for an event): a polling loop would wake 30 times in them.
+    wait_for(lambda: time.monotonic() - start_s >= 3.0, 10)
+    rate = (wakes(pid, thread) - start_wakes) / (time.monotonic() - start_s)
+    assert rate < 4, f"the input thread woke {rate:.1f} times a second with no key pressed"
+    tmux("send-keys", "-t", session_name, "?")
+    wait_for(lambda: "esc closes" in tmux("capture-pane", "-p", "-t", session_name), 10)
+    tmux("send-keys", "-t", session_name, "Escape")  # a lone Esc is a key only once the parser's timeout runs
+    wait_for(lambda: "esc closes" not in tmux("capture-pane", "-p", "-t", session_name), 10)
+    tmux("send-keys", "-t", session_name, "q")
+    wait_for(lambda: not optitop_pids(target.pid), 15)
+
+
+def input_thread(pid: int) -> int | None:
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        if (task / "comm").read_text().strip() == "optitop-input":
+            return int(task.name)
+    return None
+
+
+def wakes(pid: int, tid: int) -> int:
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/task/{tid}/status").read_text().splitlines())
+    return int(fields["voluntary_ctxt_switches"]) + int(fields["nonvoluntary_ctxt_switches"])
