@@ -254,3 +254,44 @@ async def test_panes_mount_and_render(size: tuple[int, int]) -> None:
         # showing the same window twice changes nothing the second time (panes redraw only on change)
         gpu.show(store.window())
         assert gpu.show(store.window()) is False
+
+
+async def test_without_a_gpu_the_pane_is_rebuilt_only_when_its_status_changes() -> None:
+    store = new_store()
+    store.set_status(SourceStatus("gpu", SourceState.UNAVAILABLE, NO_DRIVER))
+    app = PanesApp(store.window())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        gpu = app.query_one(GpuPane)
+        gpu.show(store.window())  # at its laid-out width
+        builds = []
+        real = gpu.build
+        gpu.build = lambda window, width: builds.append(1) or real(window, width)  # type: ignore[method-assign]
+        gpu.show(store.window())
+        gpu.show(store.window())
+        assert builds == []  # the same status: one line that cannot have changed
+        store.set_status(SourceStatus("gpu", SourceState.UNAVAILABLE, "NVML: driver/library version mismatch"))
+        assert gpu.show(store.window()) is True
+        assert builds == [1] and "version mismatch" in str(gpu.render())
+        store.add("gpu", gpu_store([h100(gpm_values=H100_MATMUL)])[1].sample())
+        gpu.show(store.window())
+        gpu.show(store.window())
+        assert builds == [1, 1, 1]  # with samples, every tick (the numbers and their history move)
+        assert "tensor" in str(gpu.render())
+
+
+async def test_a_pane_keeps_its_background_until_the_theme_changes() -> None:
+    from textual.dom import DOMNode
+
+    store, _ = gpu_store([h100(gpm_values=H100_MATMUL)])
+    app = PanesApp(store.window())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        gpu = app.query_one(GpuPane)
+        before = gpu.background_colors
+        assert before == DOMNode.background_colors.fget(gpu)  # type: ignore[attr-defined]
+        app.theme = "textual-light" if app.theme != "textual-light" else "textual-dark"
+        await pilot.pause()
+        after = gpu.background_colors
+        assert after == DOMNode.background_colors.fget(gpu)  # type: ignore[attr-defined]
+        assert after != before

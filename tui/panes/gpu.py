@@ -82,6 +82,14 @@ def util_history(window: Window, index: int) -> tuple[list[float | None], list[f
 class GpuPane(Pane):
     """Per-GPU blocks, or one row per GPU above COMPACT_ABOVE devices."""
 
+    def inputs(self, window: Window) -> tuple[object, ...] | None:
+        """With no sample the pane is one line from the collector's status (rebuilt when that changes); with
+        one, every tick (its numbers and history move)."""
+        if window.latest("gpu") is not None:
+            return None
+        status = window.statuses.get("gpu")
+        return (None if status is None else (status.state, status.reason),)
+
     def build(self, window: Window, width: int) -> Text:
         """Render every GPU of the newest sample."""
         text = Text()
