@@ -350,7 +350,9 @@ def _parse_blocks(lines: list[str]) -> list[Metric]:
                 parsed = _parse_lines(chunk)
                 if shape is not None and _aligned(parsed, shape[1]):
                     _remember(shape[0], parsed)
-            _remember(key, parsed)
+                # Only parsed text is kept whole: a block that moved once will likely move again, and its
+                # shape already answers for it (a key per scrape of every counter would only churn the cache).
+                _remember(key, parsed)
         families.extend(parsed)
     return families
 
