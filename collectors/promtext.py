@@ -296,13 +296,11 @@ def _template(chunk: list[str]) -> tuple[str, list[str]] | None:
 
 
 def _with_values(families: list[Metric], values: list[str]) -> list[Metric] | None:
-    """``families`` with their samples' values replaced, in order; None when a value does not parse or the
-    families do not hold one sample per value line."""
+    """``families`` (kept by shape, so one sample per value line: see ``_aligned``) with the samples' values
+    replaced, in order; None when a value does not parse."""
     try:
         numbers = [float(v) for v in values]
     except ValueError:
-        return None
-    if sum(len(fam.samples) for fam in families) != len(numbers):
         return None
     out: list[Metric] = []
     it = iter(numbers)

@@ -44,11 +44,12 @@ class Plan:
     errors: int = 0
     stopped: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
-    _next_at_s: float | None = field(default=None, init=False, repr=False)
+    _next_at_s: float = field(init=False, repr=False)
     _rng: random.Random = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         """The arrival clock starts at ``started_s``; its gaps come from a generator seeded with ``seed``."""
+        self._next_at_s = self.started_s
         self._rng = random.Random(self.seed)
 
     def next_slot(self) -> tuple[int, float] | None:
@@ -59,8 +60,6 @@ class Plan:
             index = self.issued
             self.issued += 1
             if self.rate_per_s:
-                if self._next_at_s is None:
-                    self._next_at_s = self.started_s
                 self._next_at_s += self._rng.expovariate(self.rate_per_s)
                 at = self._next_at_s
             else:
