@@ -111,7 +111,7 @@ def header(store: Store, options: Options | None, collectors: Sequence[str] = ()
         "schema_version": SCHEMA_VERSION,
         "optitop_version": __version__,
         "created_at": time.time(),
-        "created_mono_s": time.monotonic(),
+        "created_mono_s": store.now_mono_s(),
         "host": target.host or socket.gethostname(),
         "target": to_jsonable(target),
         "collectors": sorted(set(collectors) | set(statuses)),
@@ -188,7 +188,7 @@ class Recorder:
         """Create the file, write the header and start following the store (OSError when it cannot)."""
         self._writer = LineWriter(self.path)
         self._writer.write(header(self.store, self._options, self._collectors))
-        now = time.monotonic()
+        now = self.store.now_mono_s()
         start = now - self._backlog_s
         window = self.store.window()
         for name, samples in window.samples.items():
@@ -218,7 +218,7 @@ class Recorder:
             try:
                 self._sweep()
                 self._writer.write(
-                    {"type": "end", "mono_s": time.monotonic(), "ts_s": time.time(), "events": self.events}
+                    {"type": "end", "mono_s": self.store.now_mono_s(), "ts_s": time.time(), "events": self.events}
                 )
             except OSError as exc:
                 self.error = str(exc)
@@ -259,7 +259,9 @@ class Recorder:
     def _sweep(self) -> None:
         """Write every sample, status change, verdict and target change not written yet."""
         window = self.store.window()
-        now = time.monotonic()
+        # Status, target and cost lines are stamped on the store's clock, the one its samples carry: on another
+        # clock (a test's synthetic time, a replayed store) they would sort far from the samples on replay.
+        now = window.now_mono_s
         marks = self._marks
         for name, samples in sorted(window.samples.items()):
             last = marks.sample_mono.get(name, float("-inf"))

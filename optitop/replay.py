@@ -471,9 +471,9 @@ class ReplayStore(Store):
         super().__init__(target, history_s=history_s)
         self.clock_mono_s = clock_mono_s
 
-    def window(self, span_s: float | None = None, now_mono_s: float | None = None) -> Window:
-        """A window cut at the replay position (unless told otherwise)."""
-        return super().window(span_s, self.clock_mono_s if now_mono_s is None else now_mono_s)
+    def now_mono_s(self) -> float:
+        """The replay position: windows are cut, and events stamped, at recorded time."""
+        return self.clock_mono_s
 
 
 Judge = Callable[[Window, object], tuple[Diagnosis, object]]

@@ -15,6 +15,7 @@ from dataclasses import replace
 from optitop.types import Diagnosis, Sample, SelfCost, SourceState, SourceStatus, TargetInfo, Window
 
 Listener = Callable[[str], None]
+Clock = Callable[[], float]
 
 #: Upper bound on samples kept per series, whatever the history and interval ask for.
 MAX_SAMPLES_PER_SERIES = 20_000
@@ -23,8 +24,15 @@ MAX_SAMPLES_PER_SERIES = 20_000
 class Store:
     """Thread-safe bounded storage; collectors write, analyzers and panes read windows."""
 
-    def __init__(self, target: TargetInfo, history_s: float = 600.0) -> None:
-        """Create an empty store for ``target`` that keeps ``history_s`` seconds of every series."""
+    def __init__(self, target: TargetInfo, history_s: float = 600.0, clock: Clock = time.monotonic) -> None:
+        """Create an empty store for ``target`` that keeps ``history_s`` seconds of every series.
+
+        ``clock`` is the clock the samples are stamped with (``mono_s``): windows are cut at its "now", and
+        whatever records the store stamps its own events (status changes, target changes) with it too, so they
+        sort among the samples. Live sessions use ``time.monotonic`` (CLOCK_MONOTONIC, which does not count a
+        suspend, like the samples); a replay uses its position in recorded time; tests use a synthetic clock.
+        """
+        self._clock = clock
         self._lock = threading.Lock()
         self._history_s = history_s
         self._series: dict[str, deque[Sample]] = {}
@@ -163,9 +171,13 @@ class Store:
         with self._lock:
             return dict(self._statuses)
 
+    def now_mono_s(self) -> float:
+        """The store's clock: "now" on the clock its samples are stamped with."""
+        return self._clock()
+
     def window(self, span_s: float | None = None, now_mono_s: float | None = None) -> Window:
-        """An immutable snapshot of the last ``span_s`` seconds (all history when None)."""
-        now = time.monotonic() if now_mono_s is None else now_mono_s
+        """An immutable snapshot of the last ``span_s`` seconds (all history when None), cut at the store's now."""
+        now = self.now_mono_s() if now_mono_s is None else now_mono_s
         with self._lock:
             if span_s is None:
                 samples = {k: tuple(v) for k, v in self._series.items()}

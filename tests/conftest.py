@@ -11,6 +11,27 @@ from collections.abc import Callable, Iterator
 import psutil
 import pytest
 
+
+def _boot_young_clock() -> None:
+    """``OPTITOP_TEST_UPTIME_S=N``: this test process's ``time.monotonic()`` reads as if the machine booted N s ago.
+
+    CI boxes and containers are young machines: a test that mixes a synthetic clock with the real monotonic
+    one passes on a machine that has been up for a while and fails on one that booted minutes ago. Running the
+    suite once with ``OPTITOP_TEST_UPTIME_S=5`` shows that nothing depends on the uptime. Product code reads
+    ``time.monotonic()`` through the module, so it sees the shifted clock too; subprocesses do not.
+    """
+    import os
+
+    wanted = os.environ.get("OPTITOP_TEST_UPTIME_S")
+    if not wanted:
+        return
+    real = time.monotonic
+    shift_s = real() - float(wanted)
+    time.monotonic = lambda: real() - shift_s  # type: ignore[assignment]
+
+
+_boot_young_clock()
+
 # A prelude every target gets: name OS threads (Python < 3.14 does not) and say "ready" when set up.
 PRELUDE = textwrap.dedent(
     """

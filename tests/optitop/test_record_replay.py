@@ -97,9 +97,21 @@ def diagnosis(i: int) -> Diagnosis:
     )
 
 
-def fill(store: Store, n: int) -> dict[str, list]:
+class SyntheticClock:
+    """The clock the test's samples are stamped with: the store (and so the recorder) reads the same one."""
+
+    def __init__(self, now_s: float) -> None:
+        self.now_s = now_s
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+def fill(store: Store, n: int, clock: SyntheticClock | None = None) -> dict[str, list]:
     made: dict[str, list] = {"process": [], "system": [], "gpu": [], "queue": [], "diagnosis": []}
     for i in range(n):
+        if clock is not None:
+            clock.now_s = T0 + i
         for name, build in (
             ("process", process_sample),
             ("system", system_sample),
@@ -116,12 +128,13 @@ def fill(store: Store, n: int) -> dict[str, list]:
 
 
 def record(path: str, n: int = 5, exit_target: bool = False) -> dict[str, list]:
-    store = Store(target_info())
+    clock = SyntheticClock(T0 - 0.5)
+    store = Store(target_info(), clock=clock)
     store.set_status(SourceStatus("gpu", SourceState.STARTING))
     recorder = Recorder(store, path)
     recorder.start()
     store.set_status(SourceStatus("gpu", SourceState.OK, latency_s=0.01))
-    made = fill(store, n)
+    made = fill(store, n, clock)
     if exit_target:
         store.mark_target_exited("pid 4242 exited", at_s=WALL0 + n)
     wait_for(lambda: recorder.events >= n * 5, timeout_s=10)
@@ -149,6 +162,20 @@ def test_round_trip_gives_back_the_same_sample_objects(tmp_path):
     assert [e.value.state for e in rec.events if e.kind == "status"] == [SourceState.OK]  # one change, not per sample
     exits = [e.value for e in rec.events if e.kind == "target"]
     assert exits and exits[0].exited and exits[0].exit_reason == "pid 4242 exited"
+
+
+def test_a_just_booted_machine_replays_from_the_first_sample(tmp_path, monkeypatch):
+    """The machine's monotonic clock reads a few seconds (it booted just now) while the samples carry T0: every
+    line the recorder writes is on the store's clock, so the replay starts at the samples, not 995 s early."""
+    real = time.monotonic
+    shift_s = real() - 5.0
+    monkeypatch.setattr(time, "monotonic", lambda: real() - shift_s)
+    path = str(tmp_path / "run.jsonl")
+    record(path, n=5)
+    rec = load(path)
+    assert [e.mono_s for e in rec.events if e.kind == "status"] != []
+    assert all(T0 - 1.0 <= e.mono_s <= T0 + 5.0 for e in rec.events), [e.mono_s for e in rec.events]
+    assert T0 - 1.0 <= rec.start_mono_s <= T0 < rec.end_mono_s <= T0 + 5.0
 
 
 def test_replayer_feeds_the_store_in_time_order_and_rejudges(tmp_path):
