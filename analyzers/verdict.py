@@ -31,6 +31,7 @@ from optitop.analyzers.rules import (
     SIGNAL_SOURCES,
     Rule,
     fix_text,
+    fmt_threshold,
 )
 from optitop.analyzers.signals import SIGNAL_NAMES, Signals, extract
 from optitop.types import Diagnosis, Window
@@ -408,6 +409,28 @@ def counter_for(a: Assessment, category: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(lines))[:MAX_COUNTER]
 
 
+def rules_for(a: Assessment, category: str) -> tuple[str, ...]:
+    """Every fired rule of the shown class and of the classes that scored, strongest class first.
+
+    ``scheduling 0.71 · +0.45 sched.waiting: requests_waiting 3.2 >= 1``: the class and its score, the
+    rule's weight (negative: evidence against) and id, and the number that made it fire.
+    """
+    ranked = sorted(a.scores.values(), key=lambda sc: (sc.category != category, -sc.score))
+    lines = []
+    for sc in ranked:
+        if sc.category != category and sc.score <= 0:
+            continue
+        for hit in (*sc.fired(), *sc.fired(positive=False)):
+            rule = hit.rule
+            now = "?" if hit.value is None else _short(hit.value)
+            when = "".join(f", {c.signal} {c.op} {fmt_threshold(c.threshold)}" for c in rule.when)
+            lines.append(
+                f"{sc.category} {sc.score:.2f} · {rule.weight:+.2f} {rule.id}: "
+                f"{rule.signal} {now} {rule.op} {fmt_threshold(rule.threshold)}{when}"
+            )
+    return tuple(lines)
+
+
 def missing_for(a: Assessment) -> tuple[str, ...]:
     """Sources that would have sharpened the verdict, with the reason the session gave."""
     statuses = {name: (state, reason) for name, state, reason in a.signals.statuses}
@@ -445,6 +468,7 @@ def diagnosis_for(a: Assessment, category: str, window: Window) -> Diagnosis:
         counter=counter_for(a, category) if category != "unknown" else (),
         ts_s=_wall_ts(window),
         mono_s=window.now_mono_s,
+        rules=rules_for(a, category),
     )
 
 

@@ -106,6 +106,8 @@ class Diagnosis:
         secondary: other classes with their confidence.
         missing: sources that would have sharpened the verdict.
         counter: what would change the verdict.
+        rules: every rule that fired, for and against each class in the running, with its number (the zoomed
+            verdict pane and the JSON show them: how the verdict was reached, not only what it is).
     """
 
     category: str
@@ -117,6 +119,19 @@ class Diagnosis:
     counter: tuple[str, ...] = ()
     ts_s: float = 0.0
     mono_s: float = 0.0
+    rules: tuple[str, ...] = ()
+
+
+#: The words a confidence is read with, from the highest band down: (least confidence, word).
+CONFIDENCE_WORDS: tuple[tuple[float, str], ...] = ((0.7, "confident"), (0.5, "likely"), (0.3, "leaning"))
+
+
+def confidence_word(confidence: float) -> str:
+    """The word for a confidence (0..1): "confident" only from 0.7; a 34 % verdict is "leaning", not confident."""
+    for least, word in CONFIDENCE_WORDS:
+        if confidence >= least:
+            return word
+    return "tentative"
 
 
 @dataclass(frozen=True, slots=True)

@@ -299,6 +299,9 @@ class OptitopApp(App[int]):
         compact = height < self.COMPACT_BELOW_ROWS
         self.set_class(compact, "-compact")
         panes = {pane.id: pane for pane in self.panes()}
+        header_lines = 3 if window.target.exited else 2
+        for pane in panes.values():  # a zoomed pane has the screen below the header, less its border
+            pane.room_rows = height - header_lines - 1 - (0 if compact else 1)
         if not compact:
             for pane in panes.values():
                 pane.max_lines = None
@@ -306,7 +309,6 @@ class OptitopApp(App[int]):
         verdict_lines = 4 if height < 30 else 6
         if "verdict" in panes:
             panes["verdict"].max_lines = verdict_lines
-        header_lines = 3 if window.target.exited else 2
         remaining = height - header_lines - 1 - verdict_lines
         shares = []
         for pane_id, weight, minimum in self.BUDGET:
@@ -319,8 +321,28 @@ class OptitopApp(App[int]):
             shares.append((pane_id, weight, minimum))
         spare = max(0, remaining - sum(m for _, _, m in shares))
         total_weight = sum(w for _, w, _ in shares) or 1.0
-        for pane_id, weight, minimum in shares:
-            panes[pane_id].max_lines = minimum + int(spare * weight / total_weight)
+        given = {pane_id: minimum + int(spare * weight / total_weight) for pane_id, weight, minimum in shares}
+        # A pane whose text (as last built) is shorter than its share gives the rest back, and the rows left
+        # over (those and the rounding) go to the panes that were cut, verdict first, then by weight: no blank
+        # rows at the bottom while a pane above clips its lines.
+        wanted = {pane_id: panes[pane_id].natural_rows or given[pane_id] for pane_id in given}
+        for pane_id, _weight, minimum in shares:
+            given[pane_id] = max(minimum, min(given[pane_id], wanted[pane_id]))
+        free = remaining - sum(given.values())
+        if "verdict" in panes and free > 0:
+            extra = min(free, max(0, panes["verdict"].natural_rows - verdict_lines))
+            panes["verdict"].max_lines = verdict_lines + extra
+            free -= extra
+        hungry = sorted(shares, key=lambda share: -share[1])
+        while free > 0:
+            short = [pane_id for pane_id, _, _ in hungry if wanted[pane_id] > given[pane_id]]
+            if not short:
+                break
+            for pane_id in short[:free]:
+                given[pane_id] += 1
+                free -= 1
+        for pane_id, rows in given.items():
+            panes[pane_id].max_lines = rows
 
     def _render_window(self) -> None:
         if not self.query(HeaderPane):

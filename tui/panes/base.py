@@ -6,6 +6,7 @@ shown literally.
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_right
 from collections import Counter
 from typing import ClassVar
@@ -19,6 +20,7 @@ from textual.geometry import Region, Size
 from textual.strip import Strip
 from textual.widgets import Static
 
+from optitop.tui.format import clip, printable
 from optitop.types import Window
 
 CATEGORY_NAMES = ("compute", "memory_io", "scheduling", "network", "host_cpu", "idle", "none", "unknown")
@@ -70,11 +72,27 @@ class Pane(Static):
     #: its place (a heading with nothing under it is a wasted row).
     HEADINGS: ClassVar[tuple[str, ...]] = ()
 
+    #: Rows the last build had before the line budget cut them (the app gives spare rows to panes that were cut).
+    natural_rows: int = 0
+    #: Rows a zoomed pane has on screen (the app sets it from the terminal height).
+    room_rows: int = 1_000
+    #: Set by a ``build`` that applies the budget itself (the verdict keeps its rows by importance): how many
+    #: rows it had before it did.
+    uncut_rows: int = 0
+
     def set_zoomed(self, zoomed: bool) -> None:
-        """Zoomed panes get the whole screen: show more rows (subclasses read ``self.zoomed``)."""
+        """Zoomed panes get the whole screen: show more rows (subclasses read ``self.zoomed``) and wrap them."""
         self.zoomed = zoomed
         self._shown = False
         self._last_inputs = None
+
+    def fit(self, text: str, width: int) -> str:
+        """``text`` made printable and, unless zoomed, clipped to ``width`` with an ellipsis.
+
+        Zoomed, nothing is clipped: ``show`` wraps every row to the pane's width instead, so the whole line
+        (an evidence line, a fix, a frame, a source URL) is there to read.
+        """
+        return printable(text) if self.zoomed else clip(text, width)
 
     #: Seconds between refreshes of sparklines and history strips (the app sets it in low-bandwidth mode).
     #: Textual rewrites a whole pane when any cell of it changes, so a pane whose numbers hold still must
@@ -156,8 +174,12 @@ class Pane(Static):
             if inputs == self._last_inputs:
                 return False
         self._last_inputs = inputs
-        text = self.build(window, width)
-        rows = split_rows(text)
+        rows = self._rows_for(window, width)
+        if self.zoomed and len(rows) > self.room_rows and self.is_mounted and not self.screen.show_vertical_scrollbar:
+            # The wrapped text is taller than the screen: the screen's scrollbar is about to take its columns,
+            # so wrap for the width that will be left rather than show the first frame clipped.
+            width = max(1, width - self.screen.styles.scrollbar_size_vertical)
+            rows = self._rows_for(window, width)
         if self.max_lines is not None and not self.zoomed and len(rows) > self.max_lines:
             kept = max(1, self.max_lines)
             last = rows[kept - 1].plain
@@ -185,6 +207,15 @@ class Pane(Static):
         self._rows = rows
         self._shown, self._last_width = True, width
         return True
+
+    def _rows_for(self, window: Window, width: int) -> list[Text]:
+        """The pane's rows at ``width``: built, split, wrapped when zoomed; sets ``natural_rows``."""
+        self.uncut_rows = 0
+        rows = split_rows(self.build(window, width))
+        if self.zoomed:
+            rows = [part for row in rows for part in wrap_row(row, width)]
+        self.natural_rows = max(len(rows), self.uncut_rows)
+        return rows
 
     def render(self) -> RenderResult:
         """The text of the last ``show`` (rows are drawn one by one through ``render_line``)."""
@@ -259,6 +290,48 @@ def changed_cells(old: Text, new: Text) -> tuple[int, int] | None:
             lo, hi = min(lo, span.start), max(hi, span.end)
     hi = min(hi, width)
     return (lo, hi) if lo < hi else None
+
+
+#: What starts a list item (a bullet or a number); wrapped lines of the item hang under the text after it.
+_ITEM = re.compile(r"\s*(?:[·•\-*]|\d+\.|[a-z][\w /-]*:)?\s*")
+
+
+def wrap_row(row: Text, width: int) -> list[Text]:
+    """``row`` as rows of at most ``width`` cells, broken at spaces, later rows hanging under the item's text.
+
+    ``  · 3.2 requests waiting while…`` continues under ``3.2``; a word longer than a row is cut into pieces.
+    Styles stay on their characters (Rich's ``divide``). Rows that fit come back as they are.
+    """
+    plain = row.plain
+    if width <= 0 or cell_len(plain) <= width:
+        return [row]
+    hang = _ITEM.match(plain)
+    indent = hang.end() if hang else 0
+    if not indent:  # a table row: continue under its last column (after the last double space that fits)
+        column = plain.rfind("  ", 0, width)
+        indent = column + 2 if column > 0 else 0
+    if indent > width * 2 // 3 or max(map(cell_len, plain[indent:].split()), default=0) > width - indent:
+        indent = 0  # a hang that would cut a word (a path, a URL) in two is worse than none
+    cuts: list[int] = []
+    start, room = 0, width
+    while cell_len(plain[start:]) > room:
+        end = start
+        cells = 0
+        while end < len(plain) and cells + cell_len(plain[end]) <= room:
+            cells += cell_len(plain[end])
+            end += 1
+        space = plain.rfind(" ", start + 1, end + 1)
+        cut = space + 1 if space > start else end
+        if cut <= start:
+            cut = start + 1
+        cuts.append(cut)
+        start, room = cut, width - indent
+    pieces = row.divide(cuts)
+    out = [pieces[0]]
+    out.extend(Text(" " * indent) + piece for piece in pieces[1:])
+    for piece in out:
+        piece.rstrip()
+    return out
 
 
 def split_rows(text: Text) -> list[Text]:

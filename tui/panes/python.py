@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, ClassVar, cast
 
 from rich.text import Text
 
-from optitop.tui.format import clip, fmt_clock, fmt_duration, fmt_pct
+from optitop.tui.format import clip, fmt_clock, fmt_duration, fmt_pct, printable
 from optitop.tui.panes.base import Pane
 from optitop.types import SourceState, Window
 
@@ -112,7 +112,7 @@ class PythonPane(Pane):
             # the target is not Python (a Java or C++ frontend): say whose stacks these are
             text.append("\n")
             whose = f"stacks of its busiest Python child, pid {regular.stacks_pid}"
-            text.append(clip(whose, width), style=self.sty("pane--warn"))
+            text.append(self.fit(whose, width), style=self.sty("pane--warn"))
         self._waits(text, regular.waits, width)
         self._threads(text, regular, width)
         self._hot(text, regular, width)
@@ -126,9 +126,9 @@ class PythonPane(Pane):
     def _no_data(self, window: Window, text: Text, width: int) -> None:
         status = window.statuses.get("pystacks")
         if status is not None and status.state in (SourceState.UNAVAILABLE, SourceState.ERROR):
-            text.append(clip(status.reason, max(0, width - 7)), style=self.sty("pane--warn"))
+            text.append(self.fit(status.reason, max(0, width - 7)), style=self.sty("pane--warn"))
         elif status is not None and status.state is SourceState.DISABLED:
-            text.append(clip(status.reason or "off", max(0, width - 7)), style=self.sty("pane--dim"))
+            text.append(self.fit(status.reason or "off", max(0, width - 7)), style=self.sty("pane--dim"))
         else:
             text.append("sampling the first window…", style=self.sty("pane--dim"))
 
@@ -138,7 +138,7 @@ class PythonPane(Pane):
             f"{s.mode} {s.window_s:.1f} s · {s.samples} samples · GIL held {gil}"
             f" · active {fmt_pct(s.active_pct)} (mean of busy threads)"
         )
-        text.append(clip(line, max(0, width - 7)), style=self.sty("pane--dim"))
+        text.append(self.fit(line, max(0, width - 7)), style=self.sty("pane--dim"))
 
     def _waits(self, text: Text, waits: tuple[tuple[str, float], ...], width: int) -> None:
         text.append("\nwaits ")
@@ -161,7 +161,8 @@ class PythonPane(Pane):
             return
         head = f"{'THREAD':<{NAME_W}} {'TID':>{TID_W}} {'STATE':<{STATE_W}} {'ACT':>4} {'GIL':>4}  WAITS ON / TOP FRAME"
         text.append("\n" + clip(head, width), style=self.sty("pane--dim"))
-        for t in s.threads[: self.max_threads]:
+        shown = len(s.threads) if self.zoomed else self.max_threads
+        for t in s.threads[:shown]:
             state = thread_state(t)
             text.append("\n")
             text.append(clip(t.name or "?", NAME_W).ljust(NAME_W))  # literal: names are never markup
@@ -169,13 +170,13 @@ class PythonPane(Pane):
             style = CLASS_STYLE["active" if state == "run" else t.wait][0] if t.wait or state == "run" else "pane--dim"
             text.append(state[:STATE_W].ljust(STATE_W), style=self.sty(style))
             text.append(f" {fmt_pct(t.active_pct, 4)} {fmt_pct(t.gil_pct, 4)}  ")
-            text.append(clip(t.top_frame, max(0, width - len(text.plain.rsplit("\n", 1)[-1]))))
-        hidden = len(s.threads) - self.max_threads
+            text.append(self.fit(t.top_frame, max(0, width - len(text.plain.rsplit("\n", 1)[-1]))))
+        hidden = len(s.threads) - shown
         if hidden > 0:
             text.append(f"\n… {hidden} more threads", style=self.sty("pane--dim"))
 
     def _hot(self, text: Text, s: PyStacksSample, width: int) -> None:
-        hot = [h for h in s.hot if h.self_pct > 0 or h.native][: self.max_hot]
+        hot = [h for h in s.hot if h.self_pct > 0 or h.native][: self.max_hot * (4 if self.zoomed else 1)]
         if not hot:
             return
         text.append(
@@ -184,17 +185,23 @@ class PythonPane(Pane):
         for h in hot:
             text.append("\n")
             name = ("⚙ " + compact_symbol(h.name, 26)) if h.native else h.name
-            text.append(clip(name, 28).ljust(28))
+            if self.zoomed and len(name) > 28:  # the whole name on its own row, the numbers under it
+                text.append(printable(name) + "\n" + " " * 28)
+            else:
+                text.append(clip(name, 28).ljust(28))
             text.append(f" {fmt_pct(h.self_pct, 5)} {fmt_pct(h.total_pct, 5)}  ")
             room = max(0, width - len(text.plain.rsplit("\n", 1)[-1]))
+            if self.zoomed:
+                text.append(printable(h.location), style=self.sty("pane--dim"))
+                continue
             where = h.location if len(h.location) <= room else "…" + h.location[-max(0, room - 1) :]
-            text.append(where[:room], style=self.sty("pane--dim"))
+            text.append(printable(where[:room]), style=self.sty("pane--dim"))
 
     def _native(self, text: Text, s: PyStacksSample, width: int) -> None:
         text.append("\n")
         if s.native_mix is None:
             text.append(
-                clip(
+                self.fit(
                     "native ops: none sampled yet (n: a 1 s native sample; it pauses the target, ~2 s for torch)", width
                 ),
                 style=self.sty("pane--dim"),
@@ -219,4 +226,4 @@ class PythonPane(Pane):
         for t in s.threads[:3]:
             state = thread_state(t)
             line = f"  {t.name} {state} {t.top_frame}"
-            text.append("\n" + clip(line, width))
+            text.append("\n" + self.fit(line, width))

@@ -86,6 +86,24 @@ def _history(series: Sequence[Sample], name: str) -> list[float | None]:
     return [_field(_stats(s), name) for s in series]
 
 
+#: Fields that say the server counts tokens (an LLM server): only then is a first-response time a TTFT.
+_TOKEN_FIELDS = ("prompt_tokens_per_s", "generation_tokens_per_s", "itl_p50_s", "itl_p95_s")
+
+
+def latency_pairs(stats: object) -> list[str]:
+    """``TTFT 75ms/98ms``-style p50/p95 pairs, named for what the server is.
+
+    Time to first token means something only for a server that streams tokens; a classifier or an embedder that
+    exports a "first response" histogram answers in one piece, so its first response is its latency. Without
+    token counts the pane says "latency" once (end to end, or the first response when that is all there is).
+    """
+    if any(_field(stats, f) is not None for f in _TOKEN_FIELDS):
+        return [p for p in (_pair(lbl, stats, k) for lbl, k in _LATENCY_LABELS) if p]
+    whole = _pair("latency", stats, "e2e") or _pair("latency", stats, "ttft")
+    queued = _pair("queue", stats, "queue_time")
+    return [p for p in (whole, queued) if p]
+
+
 def _pair(label: str, stats: object, key: str) -> str | None:
     p50, p95 = _field(stats, f"{key}_p50_s"), _field(stats, f"{key}_p95_s")
     if p50 is None and p95 is None:
@@ -122,16 +140,16 @@ class QueuePane(Pane):
             return Text("\n").join(lines)
         name, sample = serving[0]
         source = str(getattr(sample, "source", "")) or name
-        head = title + Text(clip(source, max(10, width - len(title))), style=self.sty("pane--dim"))
+        head = title + Text(self.fit(source, max(10, width - len(title))), style=self.sty("pane--dim"))
         stats = _stats(sample)
         main = [self._queue_line(stats, self.history(window).series(name), width)]
         details = self._line(self._details(stats), width)
-        latencies = [p for p in (_pair(lbl, stats, k) for lbl, k in _LATENCY_LABELS) if p]
+        latencies = latency_pairs(stats)
         lines = [head, *main]
         if details is not None:
             lines.append(details)
         if latencies:
-            lines.append(Text(clip("p50/p95 " + " · ".join(latencies), width)))
+            lines.append(Text(self.fit("p50/p95 " + " · ".join(latencies), width)))
         lines.extend(kernel[:1])
         rates = self._line(self._rates(stats), width)
         if rates is not None:
@@ -152,7 +170,7 @@ class QueuePane(Pane):
         for i, (part, warn) in enumerate(parts):
             piece = (" · " if i else "") + part
             room = width - len(text)
-            if len(piece) > room:
+            if len(piece) > room and not self.zoomed:  # zoomed: the row is wrapped, not cut
                 text.append(clip(piece, room))
                 break
             text.append(piece, style=self._warn(warn))
@@ -219,7 +237,7 @@ class QueuePane(Pane):
         gen = _field(stats, "generation_tokens_per_s")
         if gen is not None:
             parts.append((f"gen {fmt_rate(gen, ' tok/s')}", False))
-        source = clip(str(getattr(sample, "source", "")), max(10, width // 2))
+        source = self.fit(str(getattr(sample, "source", "")), max(10, width // 2))
         lead = Text(source, style=self.sty("pane--dim")) + Text(": ")
         line = self._line(parts, width, lead)
         return line if line is not None else lead
@@ -262,9 +280,9 @@ class QueuePane(Pane):
         status = window.statuses.get("queue")
         tried = tuple(getattr(window.latest("queue"), "tried", ()) or ())
         if tried:
-            head = Text(clip(tried[0], width - indent), style=self.sty("pane--warn"))
-            more = [Text(clip("  " + t, width), style=self.sty("pane--dim")) for t in tried[1:]]
-            return head, more[: self.max_tried_lines]
+            head = Text(self.fit(tried[0], width - indent), style=self.sty("pane--warn"))
+            more = [Text(self.fit("  " + t, width), style=self.sty("pane--dim")) for t in tried[1:]]
+            return head, more if self.zoomed else more[: self.max_tried_lines]
         if status is not None and status.reason:
-            return Text(clip(f"metrics: {status.reason}", width - indent), style=self.sty("pane--dim")), []
+            return Text(self.fit(f"metrics: {status.reason}", width - indent), style=self.sty("pane--dim")), []
         return Text("looking for the server's /metrics…", style=self.sty("pane--dim")), []

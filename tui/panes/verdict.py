@@ -13,9 +13,9 @@ import itertools
 from rich.style import Style
 from rich.text import Text
 
-from optitop.tui.format import bar, clip
+from optitop.tui.format import bar, clip, printable
 from optitop.tui.panes.base import Pane
-from optitop.types import Diagnosis, Window
+from optitop.types import Diagnosis, Window, confidence_word
 
 LABELS = {
     "compute": "COMPUTE-BOUND",
@@ -71,17 +71,46 @@ class VerdictPane(Pane):
         d = window.diagnoses[-1]
         head = Text()
         self._headline(head, d, self.history(window).diagnoses or window.diagnoses, width)
+        if self.zoomed:
+            return Text("\n").join([head, *self._zoomed_rows(d)])
         rows: list[tuple[float, Text]] = [(0, head), *self._detail_rows(d, width)]
+        self.uncut_rows = len(rows)
         budget = None if self.zoomed or self.max_lines is None else max(1, self.max_lines)
         if budget is not None:
             keep = sorted(range(len(rows)), key=lambda i: (rows[i][0], i))[:budget]
             rows = [rows[i] for i in sorted(keep)]
         return Text("\n").join(text for _, text in rows)
 
+    def _zoomed_rows(self, d: Diagnosis) -> list[Text]:
+        """Everything the Diagnosis holds, in sections, each line whole (the base pane wraps them)."""
+        dim = self.sty("pane--dim")
+        rows: list[Text] = []
+
+        def section(title: str, lines: tuple[str, ...], numbered: bool = False) -> None:
+            if not lines:
+                return
+            rows.append(Text(title, style=self.sty("pane--title")))
+            for i, line in enumerate(lines):
+                mark = f"  {i + 1}. " if numbered else "  · "
+                # literal Text: evidence may quote thread names from the target
+                rows.append(Text(mark, style=Style(bold=True) if numbered else Style()) + Text(printable(line)))
+
+        section("evidence", d.evidence)
+        section("fixes to try first", d.fixes, numbered=True)
+        if d.secondary:
+            others = ", ".join(f"{SHORT.get(c, c)} {p:.0%}" for c, p in d.secondary)
+            rows.append(Text("runners-up: ", style=self.sty("pane--title")) + Text(others))
+        section("what would change it", d.counter)
+        section("missing", d.missing)
+        if d.rules:
+            rows.append(Text("rules that fired (class score · weight rule: signal now vs threshold)", style=dim))
+            rows.extend(Text("  " + printable(line), style=dim) for line in d.rules)
+        return rows
+
     def _detail_rows(self, d: Diagnosis, width: int) -> list[tuple[float, Text]]:
         """(priority, row) in reading order; a lower priority number is kept first when rows are short."""
-        n_evidence = len(d.evidence) if self.zoomed else self.max_evidence
-        n_fixes = len(d.fixes) if self.zoomed else self.max_fixes
+        n_evidence = self.max_evidence
+        n_fixes = self.max_fixes
         rows: list[tuple[float, Text]] = []
         for i, line in enumerate(d.evidence[:n_evidence]):
             # literal Text: evidence may quote thread names from the target
@@ -92,8 +121,7 @@ class VerdictPane(Pane):
         if d.secondary:
             others = ", ".join(f"{SHORT.get(c, c)} {p:.0%}" for c, p in d.secondary)
             rows.append((3, Text(clip(f"runners-up: {others}", width), style=self.sty("pane--dim"))))
-        counters = d.counter if self.zoomed else d.counter[:1]
-        for line in counters:
+        for line in d.counter[:1]:
             rows.append((20, Text(clip("would change it: " + line, width), style=self.sty("pane--dim"))))
         if d.missing:
             rows.append((6.5, Text(clip("missing: " + "; ".join(d.missing), width), style=self.sty("pane--dim"))))
@@ -111,8 +139,9 @@ class VerdictPane(Pane):
                 text.append(pct, style=Style(bold=True))
             if len(text.plain) + CONF_BAR <= width:
                 text.append(bar(d.confidence * 100, CONF_BAR), style=colour)
-            if len(text.plain) + len(" confident") <= width:
-                text.append(" confident", style=self.sty("pane--dim"))
+            word = " " + confidence_word(d.confidence)
+            if len(text.plain) + len(word) <= width:
+                text.append(word, style=self.sty("pane--dim"))
         room = width - len(text.plain) - 2
         cells = min(STRIP_MAX, room, len(history))
         if room < STRIP_MIN or cells <= 0:
