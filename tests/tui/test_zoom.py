@@ -7,7 +7,7 @@ import time
 
 import pytest
 import samplefactory
-from tuiscreen import screen_text, wait_for_screen
+from tuiscreen import screen_text, wait_for_screen, without_scrollbar
 
 from optitop.collectors.pystacks import HotFunction, PyStacksSample, PyThread
 from optitop.collectors.serving import ServingStats
@@ -50,13 +50,13 @@ SOURCE = "generic @ http://127.0.0.1:18080/a/long/path/to/the/metrics/endpoint/o
 
 
 def whole(screen: str) -> str:
-    """The screen's words in one line: a wrapped line reads the same as the line it was."""
-    return " ".join(screen.split())
+    """The screen's words in one line (without the scrollbar's columns): a wrapped line reads as it was."""
+    return " ".join(" ".join(without_scrollbar(row) for row in screen.splitlines()).split())
 
 
 def unbroken(screen: str) -> str:
-    """The screen's characters without any whitespace: a word longer than a row is cut into pieces."""
-    return "".join(screen.split())
+    """The screen's characters without whitespace or scrollbar: a word longer than a row is cut into pieces."""
+    return "".join(whole(screen).split())
 
 
 def make_store(diagnosis: Diagnosis = LONG, stats: ServingStats | None = None) -> Store:

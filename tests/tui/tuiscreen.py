@@ -32,6 +32,12 @@ def screen_text(app: App) -> str:
     return "\n".join("".join(rows[y]).rstrip() for y in sorted(rows))
 
 
+def without_scrollbar(row: str, width: int = 80) -> str:
+    """A screen row less the screen's scrollbar (its last two columns, drawn in block characters)."""
+    tail = row[width - 2 :].strip()
+    return row[: width - 2] if tail and set(tail) <= set("▁▂▃▄▅▆▇█") else row
+
+
 async def wait_for_screen(pilot: Pilot, predicate: Callable[[str], bool], timeout_s: float = 15.0) -> str:
     """Pause the pilot until the screen text satisfies ``predicate``; fail with the last screen."""
     deadline = time.monotonic() + timeout_s
