@@ -353,9 +353,13 @@ def write_snapshot(store: Store, path: str, options: Options | None = None, sinc
     return recorder.events
 
 
-def default_record_path(pid: int, directory: str = ".", suffix: str = ".jsonl.gz") -> str:
-    """A timestamped file name for the TUI's ``r`` key: ``optitop-<host>-<pid>-<YYYYmmdd-HHMMSS>.jsonl.gz``."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+def default_record_path(pid: int, directory: str = ".", suffix: str = ".jsonl.gz", at_s: float | None = None) -> str:
+    """A timestamped file name for the TUI's ``r`` key: ``optitop-<host>-<pid>-<YYYYmmdd-HHMMSS>.jsonl.gz``.
+
+    The name is predictable (``at_s``: the wall time it is for, now by default); the key writes it through
+    ``optitop.safefile`` and moves on to a numbered name when it is taken.
+    """
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(at_s))
     host = socket.gethostname().split(".")[0] or "host"
     return os.path.join(directory, f"optitop-{host}-{pid}-{stamp}{suffix}")
 
