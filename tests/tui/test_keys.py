@@ -267,6 +267,37 @@ async def test_b_writes_an_incident_bundle(start_target, tmp_path, monkeypatch):
     assert {"manifest.json", "metrics.jsonl", "report.json", "stacks.txt"} <= names
 
 
+async def test_b_never_writes_through_a_link_planted_at_its_predictable_name(start_target, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    target = start_target(TARGET)
+    victim = tmp_path / "elsewhere" / "shadow"
+    victim.parent.mkdir()
+    victim.write_text("root:$6$precious:19000:0:99999:7:::\n")
+    victim.chmod(0o640)
+    before = (victim.read_bytes(), victim.stat().st_mode, victim.stat().st_ino)
+    now = time.time()
+    for second in range(90):  # the names of the next minute and a half, and their .part names
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now + second))
+        for name in (
+            f"optitop-incident-{target.pid}-{stamp}.tar.gz",
+            f"optitop-incident-{target.pid}-{stamp}.tar.gz.part",
+        ):
+            if not (tmp_path / name).is_symlink():
+                (tmp_path / name).symlink_to(victim)
+    app = live_app(target.pid)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for_screen(pilot, lambda t: "napper" in t)
+        await pilot.press("b")
+        note = await wait_notified(pilot, "wrote optitop-incident-", timeout_s=40)
+        await pilot.press("q")
+    assert (victim.read_bytes(), victim.stat().st_mode, victim.stat().st_ino) == before
+    written = tmp_path / note.removeprefix("wrote ").split(" ", 1)[0]
+    assert written.name.endswith("-2.tar.gz") and "symbolic link" in note
+    assert not written.is_symlink() and stat.S_IMODE(written.stat().st_mode) == 0o600
+    with tarfile.open(written) as tar:
+        assert "optitop-bundle/manifest.json" in tar.getnames()
+
+
 async def test_n_without_the_stacks_collector_says_it_is_not_running(start_target):
     target = start_target(TARGET)
     app = live_app(target.pid)  # pystacks disabled: the session has no such runner
