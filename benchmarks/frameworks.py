@@ -296,7 +296,7 @@ def start_load(target: Target, case: Case, seconds: float) -> subprocess.Popen[s
 def record(target: Target, duration_s: float, interval_s: float, out: Path) -> str:
     """Run ``optitop record`` on the target; returns an error line ('' on success)."""
     cmd = [OPTITOP, "record", "--pid", str(target.pid), "-o", str(out), "--duration", str(duration_s)]
-    cmd += ["--interval", str(interval_s)]
+    cmd += ["--interval", str(interval_s), "--force"]  # --keep DIR: a re-run replaces the last run's file
     if target.metrics_url:
         cmd += ["--metrics-url", target.metrics_url]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s + 90)

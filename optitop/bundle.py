@@ -3,7 +3,9 @@
 Inside: the last N minutes of metrics and verdicts as a recording (``optitop replay metrics.jsonl`` works on
 it), the headless report, a fresh stack dump of every thread (py-spy), the device state (GPUs, driver,
 clocks, throttle reasons), the discovered /metrics endpoints with one raw scrape, and ``optitop doctor``'s
-output. Every text goes through the redaction that guards the screen, and the archive is created 0600.
+output. Every text goes through the redaction that guards the screen. The archive is written through
+``optitop.safefile``: a new 0600 file under a temporary name, renamed into place only when complete (a full disk
+leaves no half archive, and an existing file is replaced only with ``--force``, never written through).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from optitop import __version__
 from optitop.config import Options
 from optitop.record import write_snapshot
 from optitop.redact import redact_arg_list, redact_text
+from optitop.safefile import SafeFile
 from optitop.serialize import SCHEMA_VERSION, report, to_jsonable
 from optitop.store import Store
 from optitop.types import Diagnosis, Window
@@ -216,16 +219,24 @@ def gather(
     return bundle
 
 
-def write_archive(path: str, bundle: Bundle) -> None:
-    """Write the members as a tar.gz created 0600 (members 0600 too)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    os.fchmod(fd, 0o600)
+def write_archive(path: str | SafeFile, bundle: Bundle, *, force: bool = False) -> None:
+    """Write the members as a tar.gz (0600, members 0600 too) and rename it onto ``path`` when complete.
+
+    ``path`` may be a :class:`SafeFile` created earlier (``optitop bundle`` creates it before sampling, so a
+    refused path fails at once). On any error the temporary file is removed and ``path`` left as it was.
+    """
+    out = path if isinstance(path, SafeFile) else SafeFile(path, force=force)
     now = time.time()
-    with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
-        for name, data in bundle.members.items():
-            info = tarfile.TarInfo(f"optitop-bundle/{name}")
-            info.size, info.mode, info.mtime = len(data), 0o600, int(now)
-            tar.addfile(info, io.BytesIO(data))
+    try:
+        with tarfile.open(fileobj=out.file, mode="w:gz") as tar:
+            for name, data in bundle.members.items():
+                info = tarfile.TarInfo(f"optitop-bundle/{name}")
+                info.size, info.mode, info.mtime = len(data), 0o600, int(now)
+                tar.addfile(info, io.BytesIO(data))
+        out.commit()
+    except BaseException:
+        out.discard()
+        raise
 
 
 # -- ``optitop bundle`` ----------------------------------------------------------------------------------
@@ -240,7 +251,10 @@ def bundle_parser() -> argparse.ArgumentParser:
     )
     add_target_args(parser)
     add_collection_args(parser)
-    parser.add_argument("-o", "--output", required=True, metavar="PATH", help="the archive to write (.tar.gz)")
+    parser.add_argument(
+        "-o", "--output", required=True, metavar="PATH", help="the archive to create (.tar.gz), renamed in when done"
+    )
+    parser.add_argument("--force", action="store_true", help="replace PATH if it is an existing regular file")
     parser.add_argument(
         "--minutes", type=_positive_float, default=10.0, metavar="N", help="minutes of history (default 10)"
     )
@@ -255,8 +269,12 @@ def bundle_parser() -> argparse.ArgumentParser:
 
 
 def bundle_main(argv: Sequence[str]) -> int:
-    """``optitop bundle --pid PID -o incident.tar.gz [--minutes N]``; returns the exit code."""
-    from optitop.cli import EXIT_USAGE, UsageError, options_from
+    """``optitop bundle --pid PID -o incident.tar.gz [--minutes N] [--force]``; returns the exit code.
+
+    The archive's temporary file is created first: a refused or uncreatable path is bad usage (2) before
+    anything is sampled; a failure while gathering or writing is a failure while running (1).
+    """
+    from optitop.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError, options_from
     from optitop.runtime import make_session
     from optitop.target import TargetError, resolve
 
@@ -268,21 +286,30 @@ def bundle_main(argv: Sequence[str]) -> int:
     except (TargetError, UsageError) as exc:
         print(f"optitop: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    session.start()
     try:
-        deadline = time.monotonic() + args.sample
-        stop = threading.Event()
-        while time.monotonic() < deadline and not session.store.target.exited:
-            stop.wait(0.1)
-        session.analyze_now()
-        endpoints = queue_endpoints(session)
-    finally:
-        session.stop()
-    bundle = gather(session.store, options, args.minutes, endpoints)
-    try:
-        write_archive(args.output, bundle)
+        out = SafeFile(args.output, force=args.force)
     except OSError as exc:
         print(f"optitop: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE
+    try:
+        session.start()
+        try:
+            deadline = time.monotonic() + args.sample
+            stop = threading.Event()
+            while time.monotonic() < deadline and not session.store.target.exited:
+                stop.wait(0.1)
+            session.analyze_now()
+            endpoints = queue_endpoints(session)
+        finally:
+            session.stop()
+        bundle = gather(session.store, options, args.minutes, endpoints)
+        write_archive(out, bundle)
+    except OSError as exc:
+        out.discard()
+        print(f"optitop: cannot write {args.output}: {exc.strerror or exc}; nothing was written", file=sys.stderr)
+        return EXIT_FAILURE
+    except BaseException:
+        out.discard()
+        raise
     print(f"optitop: wrote {args.output} ({', '.join(bundle.members)})", file=sys.stderr)
-    return 0
+    return EXIT_OK

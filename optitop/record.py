@@ -10,14 +10,19 @@ its redacted cmdline, the collectors and their status, the options); every later
     {"type": "self", "mono_s": …, "data": {…SelfCost…}}
     {"type": "end", "mono_s": …, "ts_s": …, "events": N}          (a clean stop; absent when killed)
 
-Every line is flushed as it is written (``.gz`` files get a zlib sync flush per line), so a killed optitop
-leaves a file that replays up to its last complete line. Files are created 0600: they hold cmdlines and
+The lines go to ``PATH.part`` and the file is renamed onto ``PATH`` when the recording ends (see
+``optitop.safefile``: a new 0600 file, never written through a link, an existing ``PATH`` replaced only with
+``--force`` and only by the rename). Every line is flushed as it is written (``.gz`` files get a zlib sync
+flush per line), so a killed optitop, or one whose disk filled up, leaves ``PATH.part``, which replays up to its
+last complete line; ``optitop record`` names that file when it starts. Files are 0600: they hold cmdlines and
 server metrics of someone else's process.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import gzip
 import json
 import os
@@ -33,6 +38,7 @@ from typing import IO, Any
 
 from optitop import __version__
 from optitop.config import Options
+from optitop.safefile import SafeFile, check_destination
 from optitop.serialize import SCHEMA_VERSION, to_jsonable
 from optitop.store import Store
 from optitop.types import Diagnosis, Sample, SelfCost, SourceStatus, TargetInfo
@@ -45,60 +51,62 @@ SWEEP_S = 0.5
 HEADER_OPTIONS = ("interval_s", "history_s", "analysis_window_s", "pyspy_rate_hz")
 
 
-def open_private(path: str) -> IO[bytes] | gzip.GzipFile:
-    """Create (or truncate) ``path`` readable by its owner only; ``.gz`` paths get a gzip stream.
-
-    ``os.open`` with mode 0o600 makes the file private from its first byte (no window where a chmod has
-    not happened yet); ``fchmod`` fixes a file that existed before with wider rights.
-    """
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        raw = os.fdopen(fd, "wb")
-    except BaseException:
-        os.close(fd)
-        raise
-    if path.endswith(".gz"):
-        return _SyncGzip(raw)
-    return raw
-
-
-class _SyncGzip(gzip.GzipFile):
-    """A gzip writer that also closes the file under it (GzipFile leaves a passed-in file open)."""
-
-    def __init__(self, raw: IO[bytes]) -> None:
-        super().__init__(filename="", mode="wb", fileobj=raw, mtime=0)
-        self._raw = raw
-
-    def close(self) -> None:
-        try:
-            super().close()
-        finally:
-            self._raw.close()
-
-
 class LineWriter:
-    """Writes one JSON object per line and makes each line durable against a kill of optitop."""
+    """Writes one JSON object per line to ``PATH.part`` and makes each line durable against a kill of optitop.
 
-    def __init__(self, path: str) -> None:
-        """Create ``path`` (0600)."""
+    The file is created by :class:`~optitop.safefile.SafeFile` (new, 0600, never through a link) and renamed
+    onto ``path`` by ``close()``. A killed optitop, or a disk that filled up, leaves ``PATH.part``: it replays
+    up to its last complete line, and an existing ``path`` is left as it was.
+    """
+
+    def __init__(self, path: str, *, force: bool = False) -> None:
+        """Create ``path``'s temporary file (``RefusedPathError`` when ``path`` exists and not ``force``, or is a link
+        or a special file; ``OSError`` when it cannot be created)."""
         self.path = path
-        self._fh = open_private(path)
+        self._out = SafeFile(path, force=force)
+        gz = path.endswith(".gz")
+        self._gzip = gzip.GzipFile(filename="", mode="wb", fileobj=self._out.file, mtime=0) if gz else None
+        self._fh: IO[bytes] | gzip.GzipFile = self._gzip if self._gzip is not None else self._out.file
         self.lines = 0
+
+    @property
+    def part_path(self) -> str:
+        """Where the lines are until ``close()`` renames them onto ``path``."""
+        return self._out.part_path
 
     def write(self, obj: dict[str, Any]) -> None:
         """Append one line and flush it to the OS (a sync flush for gzip, so the line can be decompressed)."""
         data = json.dumps(obj, separators=(",", ":"), allow_nan=False).encode() + b"\n"
         self._fh.write(data)
-        if isinstance(self._fh, gzip.GzipFile):
-            self._fh.flush(zlib.Z_SYNC_FLUSH)
-        else:
-            self._fh.flush()
+        if self._gzip is not None:
+            self._gzip.flush(zlib.Z_SYNC_FLUSH)
+        self._out.file.flush()
         self.lines += 1
 
     def close(self) -> None:
-        """Finish the file (the gzip trailer is written here)."""
-        self._fh.close()
+        """Finish the file (the gzip trailer is written here) and rename it onto ``path``.
+
+        On ``OSError`` the temporary file is kept (what it holds replays) and the error raised.
+        """
+        try:
+            if self._gzip is not None:
+                self._gzip.close()  # writes the trailer; leaves the file under it open
+            self._out.commit()
+        except OSError:
+            self._out.keep()
+            raise
+
+    def discard(self) -> None:
+        """Stop writing and remove the temporary file (nothing in it is worth keeping)."""
+        self.abandon()
+        self._out.discard()
+
+    def abandon(self) -> str:
+        """Stop writing without renaming (after a write failed); returns the kept temporary file's name."""
+        if self._gzip is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self._gzip.close()
+        return self._out.keep()
 
 
 def header(store: Store, options: Options | None, collectors: Sequence[str] = ()) -> dict[str, Any]:
@@ -158,22 +166,25 @@ class Recorder:
         options: Options | None = None,
         collectors: Sequence[str] = (),
         backlog_s: float = 0.0,
+        force: bool = False,
     ) -> None:
         """Prepare to record ``store`` into ``path``.
 
         Args:
             store: the store to follow.
-            path: the file to create (0600); ``.gz`` compresses.
+            path: the file to create (0600, written as ``path.part`` until stop); ``.gz`` compresses.
             options: written into the header (interval, history, analysis window).
             collectors: collector names for the header (statuses already in the store are added).
             backlog_s: also write what the store holds from the last ``backlog_s`` seconds before start
                 (the incident bundle uses this; a recording started with ``r`` starts now).
+            force: replace an existing regular file at ``path`` (by a rename at stop; never written through).
         """
         self.store = store
         self.path = path
         self._options = options
         self._collectors = tuple(collectors)
         self._backlog_s = backlog_s
+        self._force = force
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -182,12 +193,30 @@ class Recorder:
         self._thread: threading.Thread | None = None
         self.events = 0
         self.error: str = ""
+        #: Where the data is after stop(): ``path``, or the kept ``path.part`` when the file could not be finished.
+        self.saved_path = ""
+
+    @property
+    def part_path(self) -> str:
+        """The file being written while recording (``path.part``); empty before ``open()``."""
+        return self._writer.part_path if self._writer is not None else ""
 
     # -- lifecycle -------------------------------------------------------------------------------------
+    def open(self) -> None:
+        """Create the file (``RefusedPathError`` or another ``OSError`` when it cannot); start() does it if not done."""
+        if self._writer is None:
+            self._writer = LineWriter(self.path, force=self._force)
+
     def start(self) -> None:
         """Create the file, write the header and start following the store (OSError when it cannot)."""
-        self._writer = LineWriter(self.path)
-        self._writer.write(header(self.store, self._options, self._collectors))
+        self.open()
+        assert self._writer is not None
+        try:
+            self._writer.write(header(self.store, self._options, self._collectors))
+        except OSError:
+            self._writer.discard()  # not even the header: nothing worth keeping
+            self._writer = None
+            raise
         now = self.store.now_mono_s()
         start = now - self._backlog_s
         window = self.store.window()
@@ -213,17 +242,23 @@ class Recorder:
         if self._thread is not None:
             self._thread.join(timeout_s)
         with self._lock:
-            if self._writer is None:
+            writer = self._writer
+            if writer is None:
                 return
             try:
-                self._sweep()
-                self._writer.write(
-                    {"type": "end", "mono_s": self.store.now_mono_s(), "ts_s": time.time(), "events": self.events}
-                )
-            except OSError as exc:
-                self.error = str(exc)
-            self._writer.close()
-            self._writer = None
+                if not self.error:
+                    try:
+                        self._sweep()
+                        end = {"type": "end", "mono_s": self.store.now_mono_s(), "ts_s": time.time()}
+                        writer.write({**end, "events": self.events})
+                        writer.close()
+                        self.saved_path = self.path
+                        return
+                    except OSError as exc:
+                        self.error = _why(exc)
+                self.saved_path = writer.abandon()  # what was written replays up to its last complete line
+            finally:
+                self._writer = None
 
     @property
     def recording(self) -> bool:
@@ -247,7 +282,7 @@ class Recorder:
                 try:
                     self._sweep()
                 except OSError as exc:  # a full disk ends the recording, never the session
-                    self.error = str(exc)
+                    self.error = _why(exc)
                     self.store.unsubscribe(self._on_change)
                     return
 
@@ -292,6 +327,11 @@ class Recorder:
         self._emit({"type": "status", "series": name, "mono_s": now, "data": to_jsonable(status)})
 
 
+def _why(exc: OSError) -> str:
+    """The sentence of an OSError without its errno and path ("No space left on device")."""
+    return exc.strerror or str(exc)
+
+
 def _new_diagnoses(diagnoses: tuple[Diagnosis, ...], marks: _Marks) -> tuple[Diagnosis, ...]:
     """The verdicts after the last one written: found by identity, by time when it has left the ring."""
     if marks.diag_last is not None:
@@ -309,12 +349,18 @@ def write_snapshot(store: Store, path: str, options: Options | None = None, sinc
     recorder = Recorder(store, path, options=options, backlog_s=since_s if since_s is not None else store.history_s + 1)
     recorder.start()
     recorder.stop()
+    if recorder.error:
+        raise OSError(errno.EIO, f"the metrics snapshot could not be written: {recorder.error}")
     return recorder.events
 
 
-def default_record_path(pid: int, directory: str = ".", suffix: str = ".jsonl.gz") -> str:
-    """A timestamped file name for the TUI's ``r`` key: ``optitop-<host>-<pid>-<YYYYmmdd-HHMMSS>.jsonl.gz``."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+def default_record_path(pid: int, directory: str = ".", suffix: str = ".jsonl.gz", at_s: float | None = None) -> str:
+    """A timestamped file name for the TUI's ``r`` key: ``optitop-<host>-<pid>-<YYYYmmdd-HHMMSS>.jsonl.gz``.
+
+    The name is predictable (``at_s``: the wall time it is for, now by default); the key writes it through
+    ``optitop.safefile`` and moves on to a numbered name when it is taken.
+    """
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(at_s))
     host = socket.gethostname().split(".")[0] or "host"
     return os.path.join(directory, f"optitop-{host}-{pid}-{stamp}{suffix}")
 
@@ -330,7 +376,14 @@ def record_parser() -> argparse.ArgumentParser:
     )
     add_target_args(parser)
     add_collection_args(parser)
-    parser.add_argument("-o", "--output", required=True, metavar="PATH", help="the file to write (.gz compresses)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="PATH",
+        help="the file to create (.gz compresses); written as PATH.part and renamed when the recording ends",
+    )
+    parser.add_argument("--force", action="store_true", help="replace PATH if it is an existing regular file")
     parser.add_argument(
         "--duration",
         type=_positive_float,
@@ -342,39 +395,55 @@ def record_parser() -> argparse.ArgumentParser:
 
 
 def record_main(argv: Sequence[str]) -> int:
-    """``optitop record --pid PID -o run.jsonl[.gz] [--duration S]``; returns the exit code."""
+    """``optitop record --pid PID -o run.jsonl[.gz] [--duration S] [--force]``; returns the exit code.
+
+    A target or an output path that cannot be used is bad usage (2, before anything is sampled); a write that
+    fails while recording is a failure while running (1).
+    """
     from optitop.cli import EXIT_USAGE, UsageError, options_from
     from optitop.target import TargetError, resolve
 
     args = record_parser().parse_args(argv)
     try:
         pid = resolve(args.pid, args.port, args.name)
+        check_destination(args.output, force=args.force)
     except (TargetError, UsageError) as exc:
         print(f"optitop: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:
+        print(f"optitop: cannot write {args.output}: {_why(exc)}", file=sys.stderr)
+        return EXIT_USAGE
     options = options_from(args)
     try:
-        return _record(pid, options, args.output, args.duration)
+        return _record(pid, options, args.output, args.duration, args.force)
     except TargetError as exc:
         print(f"optitop: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except OSError as exc:
-        print(f"optitop: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
-        return EXIT_USAGE
 
 
-def _record(pid: int, options: Options, path: str, duration_s: float | None) -> int:
+def _record(pid: int, options: Options, path: str, duration_s: float | None, force: bool) -> int:
+    from optitop.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
     from optitop.runtime import make_session
 
     session = make_session(pid, options)
-    recorder = Recorder(session.store, path, options=options, collectors=[r.name for r in session.runners])
-    recorder.start()
+    recorder = Recorder(session.store, path, options=options, collectors=[r.name for r in session.runners], force=force)
+    try:
+        recorder.open()
+    except OSError as exc:
+        print(f"optitop: cannot write {path}: {_why(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"optitop: recording to {recorder.part_path} (renamed to {path} when the recording ends)", file=sys.stderr)
+    try:
+        recorder.start()
+    except OSError as exc:
+        print(f"optitop: cannot write {path}: {_why(exc)}", file=sys.stderr)
+        return EXIT_FAILURE
     done = threading.Event()
     previous = _install_stop_signals(done)
     start = time.monotonic()
     session.start()
     try:
-        while not done.is_set() and not session.store.target.exited:
+        while not done.is_set() and not session.store.target.exited and not recorder.error:
             if duration_s is not None and time.monotonic() - start >= duration_s:
                 break
             done.wait(0.1)
@@ -384,12 +453,16 @@ def _record(pid: int, options: Options, path: str, duration_s: float | None) -> 
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     elapsed = time.monotonic() - start
+    if recorder.error:
+        print(
+            f"optitop: the recording stopped early ({recorder.error}) after {recorder.events} events over "
+            f"{elapsed:.0f} s; they are in {recorder.saved_path} (it replays); {path} was not written",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
     why = " (the target exited)" if session.store.target.exited else ""
     print(f"optitop: recorded {recorder.events} events over {elapsed:.0f} s to {path}{why}", file=sys.stderr)
-    if recorder.error:
-        print(f"optitop: the recording stopped early: {recorder.error}", file=sys.stderr)
-        return 1
-    return 0
+    return EXIT_OK
 
 
 def _install_stop_signals(done: threading.Event) -> dict[int, Any]:

@@ -416,23 +416,48 @@ class OptitopApp(App[int]):
         self._render_window()
 
     def action_toggle_record(self) -> None:
-        """Start or stop recording everything the store receives to a timestamped file (0600) in the cwd."""
+        """Start or stop recording everything the store receives to a timestamped file (0600) in the cwd.
+
+        The file is written as ``NAME.part`` and renamed to NAME on stop (optitop.safefile). The name is
+        predictable, so when it is taken (or a link was planted there) the next numbered name is used: a key
+        press never writes through a link or over a file.
+        """
         from optitop.record import Recorder, default_record_path
+        from optitop.safefile import RefusedPathError, numbered_names
 
         header = self.query_one(HeaderPane)
         if self._recorder is not None:
             recorder, self._recorder = self._recorder, None
             recorder.stop()
             header.recording = ""
-            self.notify(f"recorded {recorder.events} events to {recorder.path}")
+            if recorder.error:
+                self.notify(
+                    f"the recording stopped early ({recorder.error}); {recorder.events} events kept in "
+                    f"{recorder.saved_path}",
+                    severity="error",
+                )
+            else:
+                self.notify(f"recorded {recorder.events} events to {recorder.path}")
         else:
-            path = default_record_path(self.store.target.pid)
-            recorder = Recorder(self.store, path, options=self.options)
-            try:
-                recorder.start()
-            except OSError as exc:
-                self.notify(f"cannot record to {path}: {exc.strerror or exc}", severity="error")
+            first = default_record_path(self.store.target.pid)
+            skipped: list[RefusedPathError] = []
+            for path in numbered_names(first, ".jsonl.gz"):
+                recorder = Recorder(self.store, path, options=self.options)
+                try:
+                    recorder.start()
+                    break
+                except RefusedPathError as exc:
+                    skipped.append(exc)
+                except OSError as exc:
+                    self.notify(f"cannot record to {path}: {exc.strerror or exc}", severity="error")
+                    return
+            else:
+                self.notify(f"cannot record: {first} and the numbered names after it are taken", severity="error")
                 return
+            if skipped:
+                self.notify(
+                    f"{skipped[0].filename} {skipped[0].strerror}: recording to {path} instead", severity="warning"
+                )
             self._recorder = recorder
             header.recording = os.path.basename(path)
         self._render_window()
@@ -443,16 +468,26 @@ class OptitopApp(App[int]):
         self.run_worker(self._write_bundle, thread=True, exclusive=True, group="bundle")
 
     def _write_bundle(self) -> None:
+        """Create the archive's file first (a free name, never through a link), then gather and write it."""
         from optitop.bundle import gather, queue_endpoints, write_archive
+        from optitop.safefile import create_numbered
 
         stamp = time.strftime("%Y%m%d-%H%M%S")
         path = f"optitop-incident-{self.store.target.pid}-{stamp}.tar.gz"
         try:
-            write_archive(path, gather(self.store, self.options, 10, queue_endpoints(self.session)))
+            out, skipped = create_numbered(path, ".tar.gz")
         except OSError as exc:
             self.call_from_thread(self.notify, f"cannot write {path}: {exc.strerror or exc}", severity="error")
             return
-        self.call_from_thread(self.notify, f"wrote {path}")
+        try:
+            write_archive(out, gather(self.store, self.options, 10, queue_endpoints(self.session)))
+        except OSError as exc:  # write_archive removed the temporary file: no half archive is left
+            self.call_from_thread(self.notify, f"cannot write {out.path}: {exc.strerror or exc}", severity="error")
+            return
+        finally:
+            out.discard()  # a no-op once committed; removes the file when gather failed
+        note = f" ({skipped[0].filename} {skipped[0].strerror})" if skipped else ""
+        self.call_from_thread(self.notify, f"wrote {out.path}{note}")
 
     def action_native_sample(self) -> None:
         """Ask the stacks collector for a 1 s native burst (it pauses the target; ~2 s for torch)."""

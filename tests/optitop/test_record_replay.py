@@ -21,6 +21,7 @@ from optitop.collectors.serving import ServingSample, ServingStats
 from optitop.collectors.system import SystemSample
 from optitop.record import Recorder
 from optitop.replay import ConversionError, Recording, RecordingError, Replayer, from_jsonable, load
+from optitop.safefile import RefusedPathError
 from optitop.serialize import SCHEMA_VERSION, to_jsonable
 from optitop.store import Store
 from optitop.types import Diagnosis, SourceState, SourceStatus, TargetInfo
@@ -287,19 +288,36 @@ def test_gzip_round_trip_and_a_truncated_gzip_keeps_its_complete_lines(tmp_path)
     assert rec.stopped_at is not None and not rec.complete
 
 
-def test_files_are_created_0600_even_over_a_wider_file(tmp_path):
+def test_files_are_created_0600_and_never_over_an_existing_file(tmp_path):
     old = os.umask(0)
     try:
         path = tmp_path / "run.jsonl"
         path.write_text("old")
         path.chmod(0o644)
-        record(str(path), n=2)
-        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        with pytest.raises(RefusedPathError, match="already exists"):
+            record(str(path), n=2)
+        assert path.read_text() == "old" and stat.S_IMODE(path.stat().st_mode) == 0o644  # never chmodded
         gz = tmp_path / "run.jsonl.gz"
         record(str(gz), n=2)
         assert stat.S_IMODE(gz.stat().st_mode) == 0o600
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["run.jsonl", "run.jsonl.gz"]  # no .part left
     finally:
         os.umask(old)
+
+
+def test_a_recording_is_written_as_part_and_renamed_when_it_stops(tmp_path):
+    path = tmp_path / "run.jsonl.gz"
+    store = Store(target_info())
+    recorder = Recorder(store, str(path))
+    recorder.start()
+    fill(store, 3)
+    part = tmp_path / "run.jsonl.gz.part"
+    assert recorder.part_path == str(part) and not path.exists()
+    assert stat.S_IMODE(part.stat().st_mode) == 0o600
+    wait_for(lambda: len(load(str(part)).samples("process")) == 3, timeout_s=10)  # a kill now loses nothing
+    recorder.stop()
+    assert not part.exists() and recorder.saved_path == str(path)
+    assert load(str(path)).complete
 
 
 def test_another_schema_version_is_a_clear_error(tmp_path):

@@ -174,9 +174,10 @@ def test_signal_to_a_once_run_prints_a_valid_partial_report(target, optitop, sig
 def test_signal_to_record_leaves_a_complete_file(target, optitop, sig, tmp_path):
     out_path = tmp_path / "run.jsonl.gz"
     argv = ["record", "--pid", str(target.pid), "-o", str(out_path), "--interval", "0.2"]
-    rc, _out, err, left, had_pyspy = _start_and_signal([*optitop, *argv], sig, lambda: _recorded(out_path) >= 3)
+    part = out_path.with_name(out_path.name + ".part")  # written there, renamed when the recording ends
+    rc, _out, err, left, had_pyspy = _start_and_signal([*optitop, *argv], sig, lambda: _recorded(part) >= 3)
     assert rc == 0, err
-    assert "recorded" in err
+    assert "recorded" in err and not part.exists()
     rec = load(str(out_path))
     assert rec.complete, rec.problems()
     assert rec.stopped_at is None, rec.problems()

@@ -23,6 +23,7 @@ from tuiscreen import screen_text, wait_for_screen, without_scrollbar
 from optitop.cli import main_parser, options_from
 from optitop.collectors.process import ThreadSample
 from optitop.config import Options
+from optitop.record import default_record_path
 from optitop.replay import load
 from optitop.runtime import make_session
 from optitop.tui.app import HelpScreen, OptitopApp
@@ -202,17 +203,56 @@ async def test_r_records_to_a_private_file_and_r_again_stops(start_target, tmp_p
         await wait_for_screen(pilot, lambda t: "napper" in t)
         await pilot.press("r")
         text = await wait_for_screen(pilot, lambda t: "● REC optitop-" in t)
-        path = await wait_file(pilot, tmp_path, f"optitop-*{target.pid}*.jsonl.gz")
-        assert path.name[:20] in text
-        assert stat.S_IMODE(path.stat().st_mode) == 0o600  # cmdlines and metrics of someone's process
+        part = await wait_file(pilot, tmp_path, f"optitop-*{target.pid}*.jsonl.gz.part")  # renamed on stop
+        assert part.name[:20] in text
+        assert stat.S_IMODE(part.stat().st_mode) == 0o600  # cmdlines and metrics of someone's process
         await pilot.pause(1.5)  # let a few samples be recorded
         await pilot.press("r")
         await wait_for_screen(pilot, lambda t: "REC" not in t)
+        path = part.with_name(part.name.removesuffix(".part"))
         assert "recorded" in await wait_notified(pilot, path.name)
+        assert path.exists() and not part.exists()
         await pilot.press("q")
     recording = load(str(path))
     assert recording.complete and recording.target.pid == target.pid
     assert recording.samples("process")
+
+
+async def test_r_never_writes_through_a_link_planted_at_its_predictable_name(start_target, tmp_path, monkeypatch):
+    # Another user plants links at the names the r key will use (the host, the pid and the next seconds) and
+    # at their .part names, pointing at a root-owned file: the key press must leave that file alone.
+    monkeypatch.chdir(tmp_path)
+    target = start_target(TARGET)
+    victim = tmp_path / "elsewhere" / "shadow"
+    victim.parent.mkdir()
+    victim.write_text("root:$6$precious:19000:0:99999:7:::\n")
+    victim.chmod(0o640)
+    before = (victim.read_bytes(), victim.stat().st_mode, victim.stat().st_ino)
+    now = time.time()
+    planted = []
+    for second in range(60):  # the names of the next minute
+        name = Path(default_record_path(target.pid, at_s=now + second))
+        for link in (name, name.with_name(name.name + ".part")):
+            if not link.is_symlink():
+                link.symlink_to(victim)
+                planted.append(link)
+    app = live_app(target.pid)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for_screen(pilot, lambda t: "napper" in t)
+        await pilot.press("r")
+        await wait_for_screen(pilot, lambda t: "● REC optitop-" in t)
+        await pilot.pause(1.0)
+        await pilot.press("r")
+        done = await wait_notified(pilot, "recorded")
+        said = messages(app)
+        await pilot.press("q")
+    assert (victim.read_bytes(), victim.stat().st_mode, victim.stat().st_ino) == before
+    assert all(link.is_symlink() and link.resolve() == victim for link in planted)
+    written = Path(done.rsplit(" to ", 1)[1])
+    assert written.name.endswith("-2.jsonl.gz")
+    assert any("symbolic link" in m and written.name in m for m in said), said  # the user is told why
+    assert not written.is_symlink() and stat.S_IMODE(written.stat().st_mode) == 0o600
+    assert load(str(written)).target.pid == target.pid
 
 
 async def test_b_writes_an_incident_bundle(start_target, tmp_path, monkeypatch):
@@ -230,6 +270,37 @@ async def test_b_writes_an_incident_bundle(start_target, tmp_path, monkeypatch):
     with tarfile.open(path) as tar:
         names = {os.path.basename(n) for n in tar.getnames()}
     assert {"manifest.json", "metrics.jsonl", "report.json", "stacks.txt"} <= names
+
+
+async def test_b_never_writes_through_a_link_planted_at_its_predictable_name(start_target, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    target = start_target(TARGET)
+    victim = tmp_path / "elsewhere" / "shadow"
+    victim.parent.mkdir()
+    victim.write_text("root:$6$precious:19000:0:99999:7:::\n")
+    victim.chmod(0o640)
+    before = (victim.read_bytes(), victim.stat().st_mode, victim.stat().st_ino)
+    now = time.time()
+    for second in range(90):  # the names of the next minute and a half, and their .part names
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now + second))
+        for name in (
+            f"optitop-incident-{target.pid}-{stamp}.tar.gz",
+            f"optitop-incident-{target.pid}-{stamp}.tar.gz.part",
+        ):
+            if not (tmp_path / name).is_symlink():
+                (tmp_path / name).symlink_to(victim)
+    app = live_app(target.pid)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for_screen(pilot, lambda t: "napper" in t)
+        await pilot.press("b")
+        note = await wait_notified(pilot, "wrote optitop-incident-", timeout_s=40)
+        await pilot.press("q")
+    assert (victim.read_bytes(), victim.stat().st_mode, victim.stat().st_ino) == before
+    written = tmp_path / note.removeprefix("wrote ").split(" ", 1)[0]
+    assert written.name.endswith("-2.tar.gz") and "symbolic link" in note
+    assert not written.is_symlink() and stat.S_IMODE(written.stat().st_mode) == 0o600
+    with tarfile.open(written) as tar:
+        assert "optitop-bundle/manifest.json" in tar.getnames()
 
 
 async def test_n_without_the_stacks_collector_says_it_is_not_running(start_target):
