@@ -2,9 +2,10 @@
 
 For each scenario this starts ``optitop demo --scenario NAME --serve-only`` (a real torch server with its
 own load), lets it warm up, records it with ``optitop record --duration S`` and reads the verdicts back
-from the recording. It prints a confusion matrix, each scenario's final verdict and confidence, and the time
-from attaching to the first correct verdict that then held to the end. Exit status 0 when every scenario is
-classified correctly.
+from the recording. It prints a confusion matrix, each scenario's final verdict and confidence, the time from
+attaching to the first right verdict (t→1st), the share of the verdicts from then on that stayed right (on class:
+flapping shows here, a final verdict alone hides it) and the time to the right verdict that then held to the
+end (t→held). Exit status 0 when every scenario is classified correctly.
 
     python benchmarks/accuracy.py                      # all scenarios, 20 s each
     python benchmarks/accuracy.py --scenarios compute,idle --duration 15 --json out.json
@@ -37,6 +38,10 @@ class Result:
     final: str = "unknown"
     confidence: float = 0.0
     time_to_correct_s: float | None = None
+    #: seconds from the first verdict to the first right one (None: never right)
+    time_to_first_right_s: float | None = None
+    #: share of the verdicts from the first right one on that are right (flapping shows here)
+    share_on_class: float | None = None
     verdicts: list[str] = field(default_factory=list)
     evidence: list[str] = field(default_factory=list)
     error: str = ""
@@ -125,6 +130,11 @@ def judge(result: Result, verdicts: list[tuple[float, dict]]) -> None:
     result.final = verdicts[-1][1]["category"]
     result.confidence = float(verdicts[-1][1]["confidence"])
     result.evidence = list(verdicts[-1][1].get("evidence", []))[:3]
+    first = next((i for i, (_, v) in enumerate(verdicts) if v["category"] == result.expected), None)
+    if first is not None:
+        result.time_to_first_right_s = verdicts[first][0] - start
+        after = [v["category"] for _, v in verdicts[first:]]
+        result.share_on_class = sum(c == result.expected for c in after) / len(after)
     # first moment from which the verdict was right until the end
     for i in range(len(verdicts)):
         if all(v["category"] == result.expected for _, v in verdicts[i:]):
@@ -143,12 +153,17 @@ def confusion(results: list[Result], label: str = "expected \\ got", width: int 
 
 def table(results: list[Result], noun: str = "scenarios", name_w: int = 12, evidence_w: int = 90) -> str:
     """Verdict, confidence, time to the correct verdict and the leading evidence per run."""
-    lines = [f"{noun.split()[-1][:-1]:<{name_w}} {'verdict':<12} {'ok':<3} {'conf':>5} {'t→correct':>10}  evidence"]
+    head = f"{noun.split()[-1][:-1]:<{name_w}} {'verdict':<12} {'ok':<3} {'conf':>5} {'t→1st':>6} {'on class':>8}"
+    lines = [head + f" {'t→held':>7}  evidence"]
     for r in results:
         ttc = "–" if r.time_to_correct_s is None else f"{r.time_to_correct_s:.0f} s"
+        first = "–" if r.time_to_first_right_s is None else f"{r.time_to_first_right_s:.0f} s"
+        share = "–" if r.share_on_class is None else f"{r.share_on_class:.0%}"
         ev = r.error or "; ".join(r.evidence)[:evidence_w]
         ok = "✓" if r.correct else "✗"
-        lines.append(f"{r.scenario:<{name_w}} {r.final:<12} {ok:<3} {r.confidence:5.2f} {ttc:>10}  {ev}")
+        lines.append(
+            f"{r.scenario:<{name_w}} {r.final:<12} {ok:<3} {r.confidence:5.2f} {first:>6} {share:>8} {ttc:>7}  {ev}"
+        )
     right = sum(r.correct for r in results)
     lines.append(f"{right}/{len(results)} {noun} classified correctly")
     return "\n".join(lines)
