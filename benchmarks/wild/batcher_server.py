@@ -83,7 +83,8 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, bat
                 IN_PROGRESS.dec()
                 DURATION.observe(time.monotonic() - started)
             out = json.dumps({"label": label}).encode()
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(out), out))
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(out)
+            writer.write(head + out)
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError, ValueError):
         pass

@@ -14,6 +14,7 @@ Prints the master's pid, then ``ready``; SIGTERM stops the master and its worker
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import select
 import signal
@@ -87,10 +88,8 @@ def main() -> int:
 
     def stop(*_: object) -> None:
         for pid in children:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
         os.write(wake_w, b"x")
         sys.exit(0)
 
