@@ -102,6 +102,10 @@ SIGNAL_LABELS: dict[str, str] = {
     "py_top_active_pct": "busiest Python thread active %",
     "py_top_gil_share": "share of the busiest Python thread's activity holding the GIL",
     "py_wait_network": "share of Python thread time waiting on sockets",
+    "py_wait_loop": "share of Python thread time in an event loop's selector (any event)",
+    "lat_residence_s": "seconds a request spends in the server",
+    "lat_waiting_share": "share of a request's time spent waiting (residence − service demand)",
+    "lat_service_share": "share of a request's time that is CPU/GPU service demand",
     "py_wait_gpu_sync": "share of Python thread time in GPU syncs",
     "py_wait_gil": "share of Python thread time waiting for the GIL",
     "py_parked": "share of Python thread time parked on queues/sleep",
@@ -157,6 +161,8 @@ SIGNAL_SOURCES: dict[str, str] = {
         )
     },
     **{s: "pystacks" for s in SIGNAL_LABELS if s.startswith(("py_", "native_"))},
+    # the decomposition divides by the server's completions: without its metrics there is none
+    **{s: "queue" for s in SIGNAL_LABELS if s.startswith("lat_")},
 }
 
 
@@ -266,6 +272,13 @@ MEASURED_MATMUL = "H100 bf16 matmul loop: SM 78 %, tensor 75 %, DRAM 23 %"
 MEASURED_COPY = "H100 device-to-device copy: DRAM 90 %, SM 99.5 %, tensor 0 %"
 MEASURED_PCIE = "H100 pinned host<->device copies: ~17 GB/s each way (~27 % of PCIe 5 x16), SM 0 %"
 MEASURED_TINY = "H100 tiny kernels + .item() per step: graphics 26 %, SM 0.03 %"
+LITTLE = (
+    "Little's law (in flight = rate x residence) and the utilisation law (CPU-s per s = rate x CPU-s per request): "
+    "residence minus service demand is waiting"
+)
+MEASURED_BATCHER = (
+    "benchmarks/wild batcher (asyncio, max batch 64, max wait 0.5 s, 4 clients): 550 ms per request, 0.4 ms of CPU"
+)
 MEASURED_FAULTS = (
     "this 2-core host, torch 2.13 CPU: gather+elementwise over 32 MB tensors 29k-275k minor faults per "
     "CPU-second; a 1024x4096 MLP 0-5.6k"
@@ -349,16 +362,37 @@ RULES: tuple[Rule, ...] = (
     _r("sched.none_running", "scheduling", "any", ("requests_running", "<", 0.5), 0.5,
        "{requests_waiting:.1f} requests waiting while none runs", "sched_timer", "ours",
        "a batch held back for a timer or a full batch", when=(("requests_waiting", ">=", 1),)),
+    _r("sched.waiting_inside", "scheduling", "any", ("lat_waiting_share", ">=", 0.8), 0.7,
+       "{v:.0%} of each request's {lat_residence_s:.2f} s is spent waiting inside the server while CPU is "
+       "{proc_cpu_of_allowed_pct:.0f} % of allowed (requests are held, not worked on)", "sched_timer", "measured",
+       LITTLE + "; " + MEASURED_BATCHER + " (held by the batch timer while the cores idle). Not with upstreams open "
+       "(they may be what requests wait for) nor with a thread that wants a core all the time (requests then queue "
+       "behind it: a capacity limit)",
+       when=(("lat_residence_s", ">=", 0.05), ("proc_cpu_of_allowed_pct", "<", 60), ("py_wait_network", "<", 0.3, True),
+             ("upstream_conns", "<", 1, True), ("runnable_threads", "<", 0.5, True),
+             ("top_thread_cpu_pct", "<", 50, True), ("gpu_busy_pct", "<", 70, True))),
+    _r("sched.accept_pegged", "scheduling", "any", ("accept_queue", ">=", 1), 0.5,
+       "{v:.0f} connections wait in the accept queue while only {runnable_threads:.1f} thread(s) want a core of the "
+       "{allowed_cores:.0f} allowed (tree CPU {proc_cpu_of_allowed_pct:.0f} % of allowed): too few workers",
+       "sched_workers", "measured", "benchmarks/wild pre-fork server, one sync worker, 8 clients, 50 ms of CPU each: "
+       "accept queue 7, the worker runnable in every sample (95 % of a core alone, 40 % on a host busy with other "
+       "work), tree 20-48 % of 2 cores; more workers would take the queued connections",
+       when=(("runnable_threads", ">=", 0.8), ("runnable_per_core", "<", 0.75), ("proc_cpu_of_allowed_pct", "<", 70))),
     _r("sched.not.worker", "scheduling", "any", ("py_top_active_pct", ">=", 70), -0.5,
        "thread {py_top_thread} busy {v:.0f} % of the time: the workers are working", "", "ours",
-       "queueing behind busy workers is a capacity limit, not scheduling"),
+       "queueing behind busy workers is a capacity limit, not scheduling (unless connections wait in the accept "
+       "queue: then a worker is busy and the others are missing)", when=(("accept_queue", "<", 1, True),)),
+    _r("sched.not.demand", "scheduling", "any", ("lat_service_share", ">=", 0.6), -0.5,
+       "service demand is {v:.0%} of a request's time: requests are worked on, not held", "", "ours", LITTLE),
     _r("sched.not.short_wait", "scheduling", "any", ("queue_time_p50_s", "<", 0.02), -0.5,
        "median queue time {v:.3f} s: requests barely wait", "", "measured",
        "the demo's light load (5 req/s, queue time 5 ms) read \"1 waiting, none running\" for 11 s when "
        "evenly spaced arrivals phase-locked with the scrapes: a gauge is an instant, the queue-time "
        "histogram covers every request"),
     _r("sched.not.host", "scheduling", "any", ("host_cpu_busy_pct", ">=", 90), -0.25,
-       "host CPU {v:.0f} % busy: no capacity is free", "", "ours", "other processes hold the cores"),
+       "host CPU {v:.0f} % busy: no capacity is free", "", "ours", "other processes hold the cores (only when the "
+       "target's threads want to run: a server holding requests on a timer is not held by a busy host)",
+       when=(("runnable_threads", ">=", 0.5, True),)),
     _r("sched.not.cpu", "scheduling", "any", ("proc_cpu_of_allowed_pct", ">=", 85), -0.5,
        "CPU {v:.0f} % of the allowed cores: no free capacity", "", "ours", "saturated, not mis-scheduled"),
     _r("sched.not.runnable", "scheduling", "any", ("runnable_per_core", ">=", 1.0), -0.5,
@@ -491,6 +525,11 @@ RULES: tuple[Rule, ...] = (
        "{allowed_cores:.0f} cores", "host_gil", "ours", "one busy thread and idle cores: the single-thread "
        "signature of Python; " + LOADED_MARGIN,
        when=(("proc_cpu_of_allowed_pct", "<", 70), ("allowed_cores", ">=", 2))),
+    _r("host.not.accept", "host_cpu", "any", ("accept_queue", ">=", 1), -0.4,
+       "{v:.0f} connections wait in the accept queue while the tree uses {proc_cpu_of_allowed_pct:.0f} % of its "
+       "cores: workers are missing, not a faster host", "", "ours",
+       "a full accept queue with idle cores is a worker count (scheduling), whatever one worker's thread does",
+       when=(("proc_cpu_of_allowed_pct", "<", 70),)),
     _r("host.not.math", "host_cpu", "cpu", ("native_math", ">=", 0.5), -0.4,
        "{v:.0%} of native samples in math kernels", "", "measured", "py-spy --native: GEMM kernels"),
     _r("host.not.nogil", "host_cpu", "any", ("py_top_gil_share", "<", 0.3), -0.4,
@@ -516,6 +555,11 @@ RULES: tuple[Rule, ...] = (
        "median request takes {v:.2f} s with no queue and CPU {proc_cpu_of_allowed_pct:.0f} % of allowed",
        "net_upstream", "ours", "latency neither queueing nor computing explains is spent waiting",
        when=(("requests_waiting", "<", 1), ("proc_cpu_of_allowed_pct", "<", 30), ("upstream_conns", ">=", 1))),
+    _r("net.waiting_upstream", "network", "any", ("lat_waiting_share", ">=", 0.5), 0.5,
+       "{v:.0%} of each request's {lat_residence_s:.2f} s is waiting while threads wait on sockets "
+       "{py_wait_network:.0%} of the time with {upstream_conns:.0f} upstream connections", "net_upstream", "ours",
+       LITTLE + "; waiting spent on upstream sockets is network time",
+       when=(("upstream_conns", ">=", 1), ("py_wait_network", ">=", 0.3), ("proc_cpu_of_allowed_pct", "<", 50))),
     _r("net.upstream_sendq", "network", "any", ("upstream_send_q_bytes", ">=", 65536), 0.35,
        "{v:B} unacknowledged to upstreams (the peer or the path is slow)", "net_upstream", "vendor",
        "Linux: established Send-Q = bytes not yet acknowledged"),
@@ -529,6 +573,8 @@ RULES: tuple[Rule, ...] = (
        "Linux snmp_counter.rst: TcpExt ListenOverflows"),
     _r("net.not.fast", "network", "any", ("e2e_p50_s", "<", 0.05), -0.5,
        "median request takes only {v:.3f} s", "", "ours", "nothing waits long"),
+    _r("net.not.demand", "network", "any", ("lat_service_share", ">=", 0.6), -0.5,
+       "service demand is {v:.0%} of a request's time: requests are worked on, not waiting", "", "ours", LITTLE),
     _r("net.not.cpu", "network", "any", ("proc_cpu_of_allowed_pct", ">=", 80), -0.4,
        "CPU {v:.0f} % of allowed: busy, not waiting", "", "ours", "busy, not waiting"),
     _r("net.not.gpu", "network", "any", ("gpu_busy_pct", ">=", 80), -0.4,

@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from optitop.types import SourceState, Window
+from optitop.analyzers.latency import decompose, latency_signals
+from optitop.types import Latency, SourceState, Window
 
 #: A thread counts as busy at this share of one core (averaged over the window).
 BUSY_THREAD_PCT = 50.0
@@ -43,6 +44,11 @@ class Signals:
         py_wait_*: shares of the Python threads' time whose cause the stack rules could name ("other"
             left out, so parked bystander threads do not dilute a real wait); py_parked = queue + sleep.
         native_memory: native samples in copy/elementwise (memory) and allocator (alloc) code.
+        py_wait_loop: share of time threads sat in an event loop's selector (waiting for any event). It is added to
+            py_wait_network only when the sockets say the process waits on the network (upstream connections
+            open, or slow clients with send queues building); otherwise it is an idle loop.
+        latency: where a request's time goes (analyzers/latency.py); lat_* are its numbers for the rules:
+            residence, the share spent waiting, the share that is service demand (CPU + GPU).
         framework: the server the fixes should name (serving profile, else ``pytorch`` when torch frames
             are seen); never used to decide the class.
     """
@@ -119,6 +125,7 @@ class Signals:
     py_top_gil_share: float | None = None
     py_top_thread: str | None = None
     py_wait_network: float | None = None
+    py_wait_loop: float | None = None
     py_wait_queue: float | None = None
     py_wait_sleep: float | None = None
     py_wait_gpu_sync: float | None = None
@@ -130,6 +137,11 @@ class Signals:
     native_memory: float | None = None
     native_interpreter: float | None = None
     framework: str | None = None
+    # -- where a request's time goes
+    latency: Latency | None = None
+    lat_residence_s: float | None = None
+    lat_waiting_share: float | None = None
+    lat_service_share: float | None = None
 
     def get(self, name: str) -> Any:
         """A signal by name (the rules table names signals as strings)."""
@@ -466,6 +478,7 @@ def _pystacks(samples: Sequence[Any]) -> dict[str, Any]:
         "py_gil_pct": _avg(samples, "gil_pct"),
         **top,
         "py_wait_network": wait("network"),
+        "py_wait_loop": wait("loop"),
         "py_wait_queue": wait("queue"),
         "py_wait_sleep": wait("sleep"),
         "py_wait_gpu_sync": wait("gpu_sync"),
@@ -561,6 +574,27 @@ def _framework(profile: str | None, frames: Sequence[str]) -> str | None:
     return profile
 
 
+#: Unacknowledged bytes to clients from which a loop's waits count as network (slow clients), as net.slow_clients.
+SLOW_CLIENT_SEND_Q_BYTES = 262144
+
+
+def _judge_loop_waits(values: dict[str, Any]) -> None:
+    """Count event-loop waits as network waits only when the sockets say the loop waits on the network.
+
+    A loop parked in its selector waits for any event. With upstream connections open (its replies are what the
+    loop waits for) or send queues to clients building (slow readers), that is network time; with neither, the
+    loop is idle between requests or timers, and calling it network would veto the scheduling rules on every
+    asyncio server (issue 22: an adaptive batcher read "network" and its verdict fell to none).
+    """
+    loop = values.get("py_wait_loop")
+    if not loop:
+        return
+    upstreams = values.get("upstream_conns")
+    send_q = values.get("inbound_send_q_bytes")
+    if (upstreams is not None and upstreams >= 1) or (send_q is not None and send_q >= SLOW_CLIENT_SEND_Q_BYTES):
+        values["py_wait_network"] = (values.get("py_wait_network") or 0.0) + loop
+
+
 def _statuses(window: Window) -> tuple[tuple[str, str, str], ...]:
     out = []
     for name, status in sorted(window.statuses.items()):
@@ -579,6 +613,8 @@ def extract(window: Window) -> Signals:
     values.update(_sockets(window.series("sockets")))
     values.update(_pystacks(window.series("pystacks")))
     values["framework"] = _framework(values.get("serving_profile"), values.get("py_frames", ()))
+    _judge_loop_waits(values)
+    values.update(latency_signals(decompose(values)))
     return Signals(
         process_samples=len(window.series("process")),
         sources=frozenset(name for name in SOURCES if window.series(name)),

@@ -150,6 +150,49 @@ def work_flows(s: Signals) -> bool:
     return any(v is not None and v >= t for v, t in checks)
 
 
+#: What ``none`` says when the evidence shows it.
+NONE_WHY = "work flows freely: no queue anywhere, capacity free, latency close to service demand"
+#: Scores from which classes below their gates are named as competing candidates (an unknown with words).
+COMPETING_MIN = 0.15
+#: ``none`` needs latency within this share of service demand (waiting share below it)...
+NONE_MAX_WAITING_SHARE = 0.5
+#: ...unless requests are this fast anyway (nothing to find in a 20 ms request)
+NONE_FAST_S = 0.05
+#: ...and no class scoring this much (with no latency to tell).
+NONE_MAX_OTHER = 0.3
+
+
+def none_lacks(s: Signals, best_other: float | None = None) -> str:
+    """Why ``none`` cannot be claimed on this window, or "" when the evidence shows work flowing freely.
+
+    ``none`` is a finding ("nothing saturates, nothing queues"), so it needs positive evidence: no queue anywhere
+    (requests waiting, queue time, the accept queue), capacity free (CPU and GPU), and a latency close to its
+    service demand — or, with no latency to tell, no class scoring even weakly.
+    """
+    if (
+        s.requests_waiting is not None
+        and s.requests_waiting >= 1
+        and not (s.queue_time_p50_s is not None and s.queue_time_p50_s < 0.02)
+    ):
+        return f"{s.requests_waiting:.1f} requests waiting"
+    if s.queue_time_p50_s is not None and s.queue_time_p50_s >= 0.1:
+        return f"median queue time {s.queue_time_p50_s:.2f} s"
+    if s.accept_queue is not None and s.accept_queue >= 1:
+        return f"{s.accept_queue:.0f} connections in the accept queue"
+    if s.proc_cpu_of_allowed_pct is not None and s.proc_cpu_of_allowed_pct >= 80:
+        return f"CPU {s.proc_cpu_of_allowed_pct:.0f} % of the allowed cores"
+    if s.gpu_busy_pct is not None and s.gpu_busy_pct >= 80:
+        return f"GPU busy {s.gpu_busy_pct:.0f} %"
+    share, residence = s.lat_waiting_share, s.lat_residence_s
+    if share is not None and residence is not None:
+        if share >= NONE_MAX_WAITING_SHARE and residence >= NONE_FAST_S:
+            return f"{share:.0%} of each request's {residence:.2f} s is waiting"
+        return ""
+    if best_other is not None and best_other >= NONE_MAX_OTHER:
+        return "another class scores and no latency says requests flow"
+    return ""
+
+
 def _level_score(level: str, scores: dict[str, Score]) -> tuple[str, float]:
     if level == "busy":
         best = max(BUSY_CLASSES, key=lambda c: scores[c].score)
@@ -169,7 +212,16 @@ def pick_leader(scores: dict[str, Score], signals: Signals) -> tuple[str, str]:
             return c, f"{c} ({s:.2f}) outweighs {category} ({score:.2f})"
         return category, f"{category} passed its gate ({score:.2f} >= {gate:.2f})"
     if work_flows(signals):
-        return "none", "work flows and no class passed its gate"
+        missing_evidence = none_lacks(signals, max(scores[c].score for c in SCORED))
+        if not missing_evidence:
+            return "none", NONE_WHY
+        ranked = sorted(SCORED, key=lambda c: -scores[c].score)
+        leading = [c for c in ranked[:2] if scores[c].score >= COMPETING_MIN]
+        if leading:
+            names = " and ".join(f"{c} {scores[c].score:.2f}" for c in leading)
+            why = f"work flows but no class passed its gate: {names} compete below them"
+            return "unknown", f"{why} (not none: {missing_evidence})"
+        return "unknown", f"work flows but nothing shows it flows freely (not none: {missing_evidence})"
     best = max(SCORED, key=lambda c: scores[c].score)
     if scores[best].score >= FALLBACK_MIN:
         return best, f"nothing passed its gate; {best} scored highest ({scores[best].score:.2f})"
@@ -326,13 +378,53 @@ def context_lines(a: Assessment, category: str) -> list[str]:
 def evidence_for(a: Assessment, category: str) -> tuple[str, ...]:
     """Fired rules first (strongest first), then the context numbers."""
     if category == "unknown":
-        return (a.why, *context_lines(a, category))[:MAX_EVIDENCE]
+        return (a.why, *candidate_lines(a), *context_lines(a, category))[:MAX_EVIDENCE]
     lines = [render_evidence(h, a.signals) for h in a.scores[category].fired()] if category in a.scores else []
     said_cpu = any(line.startswith("process CPU") for line in lines)
     lines += [line for line in context_lines(a, category) if not (said_cpu and line.startswith("process CPU"))]
     if category == "none":
-        lines.insert(0, "work flows and no class passed its gate")
+        lines.insert(0, NONE_WHY)
+    for line in precedence_lines(a, category):
+        lines.insert(min(1, len(lines)), line)
+    lat = a.signals.latency
+    if lat is not None and not lat.absent and category in ("scheduling", "network", "none", *BUSY_CLASSES):
+        lines.insert(min(1, len(lines)), lat.line())
     return tuple(dict.fromkeys(lines))[:MAX_EVIDENCE]
+
+
+def candidate_lines(a: Assessment) -> list[str]:
+    """Classes competing below their gates: each with its strongest evidence and what would settle it."""
+    ranked = sorted(SCORED, key=lambda c: -a.scores[c].score)
+    out = []
+    for c in ranked[:2]:
+        sc = a.scores[c]
+        if sc.score < COMPETING_MIN:
+            continue
+        fired = sc.fired()
+        line = f"candidate {c} {sc.score:.2f}"
+        if fired:
+            line += ": " + render_evidence(fired[0], a.signals)
+        quiet = [h for h in sc.hits if h.fired is not True and h.rule.weight > 0]
+        if quiet:
+            best = max(quiet, key=lambda h: h.rule.weight)
+            line += f"; settled by {best.rule.cond.words()}" + ("" if best.value is not None else " (not measured)")
+        out.append(line)
+    return out
+
+
+def precedence_lines(a: Assessment, category: str) -> list[str]:
+    """A class scoring above the winner, said out loud: it lost on precedence, not on evidence."""
+    if category not in a.scores:
+        return []
+    mine = a.scores[category].score
+    out = []
+    for c in SCORED:
+        if c != category and a.scores[c].score > mine:
+            out.append(
+                f"{c} scores higher ({a.scores[c].score:.2f} vs {mine:.2f}) but a later level overrides an earlier one "
+                f"only by {OVERRIDE_MARGIN:.2f}"
+            )
+    return out[:1]
 
 
 def fixes_for(a: Assessment, category: str) -> tuple[str, ...]:
@@ -469,6 +561,7 @@ def diagnosis_for(a: Assessment, category: str, window: Window) -> Diagnosis:
         ts_s=_wall_ts(window),
         mono_s=window.now_mono_s,
         rules=rules_for(a, category),
+        latency=a.signals.latency,
     )
 
 
@@ -492,8 +585,15 @@ def judge(window: Window, state: object) -> tuple[Diagnosis, object]:
             f"this window leans {a.leader} ({led} of the last {HISTORY}; the verdict switches at {NEEDED}, "
             f"{CONSECUTIVE} in a row)"
         )
-        secondary = ((a.leader, confidence(a, a.leader)), *((c, p) for c, p in d.secondary if c != a.leader))
-        d = replace(d, evidence=(*d.evidence[: MAX_EVIDENCE - 1], note), secondary=secondary[:MAX_SECONDARY])
+        lead_conf = confidence(a, a.leader)
+        secondary = ((a.leader, lead_conf), *((c, p) for c, p in d.secondary if c != a.leader))
+        d = replace(
+            d,
+            evidence=(note, *d.evidence[: MAX_EVIDENCE - 1]),
+            secondary=secondary[:MAX_SECONDARY],
+            leading=a.leader,
+            leading_confidence=lead_conf,
+        )
     return d, new_state
 
 

@@ -15,7 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 #: Wait classes, in the order the sample reports them; "active" and "other" complete the breakdown.
-WAIT_CLASSES: tuple[str, ...] = ("network", "queue", "gpu_sync", "sleep", "io", "gc", "gil")
+#: "loop" is a thread parked in an event loop's selector (asyncio, uvloop, tornado, a zmq poller, socketserver):
+#: waiting for *any* event — a client, a timer, an upstream reply — so the stack alone cannot say which; the
+#: analyzer decides from the sockets (upstreams with traffic, slow clients) whether it counts as network.
+WAIT_CLASSES: tuple[str, ...] = ("network", "loop", "queue", "gpu_sync", "sleep", "io", "gc", "gil")
 #: Every class of the per-thread and process-wide breakdown.
 BREAKDOWN_CLASSES: tuple[str, ...] = ("active", *WAIT_CLASSES, "other")
 #: Native op classes of the op mix.
@@ -96,6 +99,19 @@ WORK_WAIT_RULES: tuple[tuple[str, re.Pattern[str], re.Pattern[str]], ...] = (
     # vLLM v1: the engine core's input thread waits on ZMQ for the API server's next request.
     ("queue", _re(r"(^|/)vllm/v1/engine/core\.py$"), _re(r"(^|\.)process_input_sockets?$")),
 )
+
+#: Event loops parked in their selector, waiting for whatever comes next. Checked before the native leaf (an
+#: epoll_wait under a selector is the loop's wait, not a socket read) and before the network libraries (asyncio's
+#: selector_events, selectors.py). Same layout as STACK_RULES, but only the LOOP_DEPTH leaf-most Python frames are
+#: looked at: a coroutine that blocks the loop in a socket call has the loop's frames deeper down, and that is a
+#: real network wait.
+LOOP_RULES: tuple[tuple[str, re.Pattern[str], re.Pattern[str]], ...] = (
+    ("loop", _re(r"(^|/)selectors\.py$"), _re(r"(^|\.)select$")),
+    ("loop", _re(r"(^|/)socketserver\.py$"), _re(r"(^|\.)serve_forever$")),
+    ("loop", _re(r"(^|/)(uvloop|tornado|twisted/internet|gevent)/"), _re(r"(^|\.)(run_forever|start|poll|doPoll)$")),
+    ("loop", _re(r"(^|/)zmq/(sugar/poll|asyncio|eventloop)"), _re(r"(^|\.)poll$")),
+)
+LOOP_DEPTH = 2
 
 #: Libraries near the leaf that decide the class whatever the leaf is (grpc waits in Condition.wait, a
 #: multiprocessing queue reads a pipe).
@@ -190,8 +206,9 @@ def classify_wait(frames: Sequence[Frame]) -> str:
     """The wait class of one stack (frames leaf first), or "" when nothing marks it as a wait.
 
     A GIL or GPU-sync spin at the native leaf decides first, then a server's known wait for its next
-    request (WORK_WAIT_RULES), then the other native leaf frames (they are the truth when present), then
-    libraries near the leaf, then the leaf Python function, then the source text of its line.
+    request (WORK_WAIT_RULES), then an event loop parked in its selector (LOOP_RULES), then the other native
+    leaf frames (they are the truth when present), then libraries near the leaf, then the leaf Python
+    function, then the source text of its line.
     """
     natives = leaf_native(frames)
     near = [f for f in frames[:STACK_DEPTH] if not f.native]
@@ -200,6 +217,9 @@ def classify_wait(frames: Sequence[Frame]) -> str:
         return spin
     for cls, file_re, name_re in WORK_WAIT_RULES:
         if any(file_re.search(f.file) and name_re.search(f.name) for f in near):
+            return cls
+    for cls, file_re, name_re in LOOP_RULES:
+        if any(file_re.search(f.file) and name_re.search(f.name) for f in near[:LOOP_DEPTH]):
             return cls
     native = _first_native(natives, WAIT_CLASSES)
     if native:

@@ -242,6 +242,22 @@ class StoreCollector:
                 "Confidence (0..1) of the runner-up classes of the current verdict",
             )
 
+        lat = verdict.latency
+        if lat is not None and not lat.absent:
+            for name, value, help_text in (
+                (
+                    "latency_residence_s",
+                    lat.residence_s,
+                    "Seconds a request spends in the server ("
+                    "its request-duration p50, or Little's law: in flight / completions per second)",
+                ),
+                ("latency_cpu_demand_s", lat.cpu_demand_s, "CPU-seconds the target tree spends per request"),
+                ("latency_gpu_demand_s", lat.gpu_demand_s, "GPU busy-seconds per request"),
+                ("latency_waiting_s", lat.waiting_s, "Residence minus service demand: what a request waits"),
+            ):
+                if value is not None:
+                    families.add(name, float(value), help_text=help_text)
+
     @staticmethod
     def _target(families: _Families, window: Window) -> None:
         t = window.target

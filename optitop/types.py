@@ -95,6 +95,61 @@ CATEGORIES: tuple[str, ...] = (
 
 
 @dataclass(frozen=True, slots=True)
+class Latency:
+    """Where one request's time goes, measured from outside (Little's law and service demands).
+
+    Residence is the time a request spends in the server; service demand is the CPU (GPU) time it costs, the
+    tree's CPU-seconds (GPU busy-seconds) per completed request; what is left is waiting, attributed to where the
+    threads wait. Every number says where it came from; when the decomposition cannot be made, ``absent`` says why
+    and the numbers are None (a missing decomposition must never read as "no waiting").
+
+    Attributes:
+        residence_s: seconds a request spends in the server.
+        residence_from: where residence_s came from (a histogram's p50, or Little's law in flight ÷ rate).
+        completions_per_s: requests completed per second (the rate the demands are divided by).
+        cpu_demand_s: CPU-seconds per request (the process tree's, all threads).
+        gpu_demand_s: GPU busy-seconds per request; None without a GPU in use.
+        waiting_s: residence minus the demands (0 or more).
+        waiting_share: waiting_s / residence_s.
+        waiting_where: where the threads wait, in words ("inside the server, no upstream", "on 3 upstream
+            connections", "in the accept queue", "for a CPU core").
+        absent: why there is no decomposition ("" when there is one).
+    """
+
+    residence_s: float | None = None
+    residence_from: str = ""
+    completions_per_s: float | None = None
+    cpu_demand_s: float | None = None
+    gpu_demand_s: float | None = None
+    waiting_s: float | None = None
+    waiting_share: float | None = None
+    waiting_where: str = ""
+    absent: str = ""
+
+    def line(self) -> str:
+        """One line for the verdict pane: ``630 ms per request: CPU 3 ms · GPU 0 · waiting 627 ms inside …``."""
+        if self.residence_s is None or self.absent:
+            return f"latency: {self.absent or 'no request data'}"
+        parts = [f"CPU {_ms(self.cpu_demand_s)}"]
+        parts.append("GPU " + ("–" if self.gpu_demand_s is None else _ms(self.gpu_demand_s)))
+        if self.waiting_s is not None:
+            parts.append(f"waiting {_ms(self.waiting_s)}" + (f" {self.waiting_where}" if self.waiting_where else ""))
+        return f"{_ms(self.residence_s)} per request: " + " · ".join(parts)
+
+
+def _ms(seconds: float | None) -> str:
+    """Seconds as ``627 ms`` / ``1.2 s`` / ``0.4 ms`` (``?`` when unknown)."""
+    if seconds is None:
+        return "?"
+    if seconds >= 10:
+        return f"{seconds:.0f} s"
+    if seconds >= 1:
+        return f"{seconds:.1f} s"
+    ms = seconds * 1000
+    return f"{ms:.0f} ms" if ms >= 1 or ms == 0 else f"{ms:.1f} ms"
+
+
+@dataclass(frozen=True, slots=True)
 class Diagnosis:
     """The analyzer's verdict over one window.
 
@@ -108,6 +163,10 @@ class Diagnosis:
         counter: what would change the verdict.
         rules: every rule that fired, for and against each class in the running, with its number (the zoomed
             verdict pane and the JSON show them: how the verdict was reached, not only what it is).
+        latency: where a request's time goes (None in recordings made before it existed).
+        leading: when hysteresis holds ``category`` on screen, the class this window's evidence leads with ("" when
+            they agree): the pane says the verdict is held, and never shows a runner-up above the winner unexplained.
+        leading_confidence: that class's confidence on this window.
     """
 
     category: str
@@ -120,6 +179,9 @@ class Diagnosis:
     ts_s: float = 0.0
     mono_s: float = 0.0
     rules: tuple[str, ...] = ()
+    latency: Latency | None = None
+    leading: str = ""
+    leading_confidence: float = 0.0
 
 
 #: The words a confidence is read with, from the highest band down: (least confidence, word).

@@ -47,7 +47,35 @@ WAIT_TABLE: list[tuple[str, list[Frame], str]] = [
     ("accept loop", [py("serve", USER, 5, "conn, addr = srv.accept()")], "network"),
     ("socket.py wrapper", [py("SocketIO.readinto", STDLIB + "socket.py", 706), py("h", USER)], "network"),
     ("ssl read", [py("SSLSocket.read", STDLIB + "ssl.py", 1134), py("h", USER)], "network"),
-    ("selector idle (asyncio loop)", [py("EpollSelector.select", STDLIB + "selectors.py", 468)], "network"),
+    # an event loop parked in its selector waits for any event: "loop", which the analyzer judges with the sockets
+    ("selector idle (asyncio loop)", [py("EpollSelector.select", STDLIB + "selectors.py", 468)], "loop"),
+    (
+        "asyncio loop over native epoll_wait",
+        [
+            nat("epoll_wait"),
+            py("EpollSelector.select", STDLIB + "selectors.py", 468),
+            py("BaseEventLoop._run_once", STDLIB + "asyncio/base_events.py", 1898),
+        ],
+        "loop",
+    ),  # fmt: skip
+    (
+        "socketserver.serve_forever (prometheus-client's metrics thread)",
+        [
+            py("_PollLikeSelector.select", STDLIB + "selectors.py", 415),
+            py("BaseServer.serve_forever", STDLIB + "socketserver.py", 233),
+        ],
+        "loop",
+    ),  # fmt: skip
+    (
+        "a coroutine blocking the loop in recv is a network wait (the loop's frames are deeper)",
+        [
+            py("handle", USER, 11, "data = conn.recv(4096)"),
+            py("Task.__step", STDLIB + "asyncio/tasks.py", 267),
+            py("Handle._run", STDLIB + "asyncio/events.py", 84),
+            py("BaseEventLoop._run_once", STDLIB + "asyncio/base_events.py", 1922),
+        ],
+        "network",
+    ),  # fmt: skip
     ("http.client response", [py("HTTPResponse.begin", STDLIB + "http/client.py", 318)], "network"),
     ("requests (short names)", [py("Session.send", "requests/sessions.py", 701)], "network"),
     ("urllib3 pool", [py("HTTPConnectionPool.urlopen", SITE + "urllib3/connectionpool.py", 715)], "network"),

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 CLASS_STYLE: dict[str, tuple[str, str]] = {
     "active": ("verdict--host_cpu", "█"),
     "network": ("verdict--network", "▓"),
+    "loop": ("verdict--idle", "~"),
     "queue": ("verdict--scheduling", "▒"),
     "gpu_sync": ("verdict--compute", "░"),
     "sleep": ("verdict--idle", "·"),

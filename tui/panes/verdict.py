@@ -53,6 +53,20 @@ STRIP_MIN = 8
 CONF_BAR = 8
 
 
+def runners_label(d: Diagnosis) -> str:
+    """What the runners-up line is called: a class above the winner is never shown without saying why."""
+    if d.leading:
+        return f"held ({d.leading} leads this window)"
+    if any(p > d.confidence for _, p in d.secondary):
+        return "runners-up (higher, but later in precedence)"
+    return "runners-up"
+
+
+def runners_text(d: Diagnosis) -> str:
+    """``host_cpu 37 %, network 20 %``."""
+    return ", ".join(f"{SHORT.get(c, c)} {p:.0%}" for c, p in d.secondary)
+
+
 class VerdictPane(Pane):
     """Where the eye lands first.
 
@@ -96,10 +110,13 @@ class VerdictPane(Pane):
                 rows.append(Text(mark, style=Style(bold=True) if numbered else Style()) + Text(printable(line)))
 
         section("evidence", d.evidence)
+        if d.latency is not None:
+            lat = d.latency
+            extra = () if lat.absent else (f"residence: {lat.residence_from}",)
+            section("where a request's time goes", (lat.line(), *extra))
         section("fixes to try first", d.fixes, numbered=True)
         if d.secondary:
-            others = ", ".join(f"{SHORT.get(c, c)} {p:.0%}" for c, p in d.secondary)
-            rows.append(Text("runners-up: ", style=self.sty("pane--title")) + Text(others))
+            rows.append(Text(runners_label(d) + ": ", style=self.sty("pane--title")) + Text(runners_text(d)))
         section("what would change it", d.counter)
         section("missing", d.missing)
         if d.rules:
@@ -118,9 +135,11 @@ class VerdictPane(Pane):
         for i, fix in enumerate(d.fixes[:n_fixes]):
             row = Text(f"  {i + 1}. ", style=Style(bold=True)) + Text(clip(fix, width - 5))
             rows.append((2 if i == 0 else 3 + 2 * i, row))
+        if d.latency is not None:
+            rows.append((2.5, Text(clip(d.latency.line(), width), style=self.sty("pane--dim"))))
         if d.secondary:
-            others = ", ".join(f"{SHORT.get(c, c)} {p:.0%}" for c, p in d.secondary)
-            rows.append((3, Text(clip(f"runners-up: {others}", width), style=self.sty("pane--dim"))))
+            line = f"{runners_label(d)}: {runners_text(d)}"
+            rows.append((3, Text(clip(line, width), style=self.sty("pane--dim"))))
         for line in d.counter[:1]:
             rows.append((20, Text(clip("would change it: " + line, width), style=self.sty("pane--dim"))))
         if d.missing:
@@ -139,7 +158,8 @@ class VerdictPane(Pane):
                 text.append(pct, style=Style(bold=True))
             if len(text.plain) + CONF_BAR <= width:
                 text.append(bar(d.confidence * 100, CONF_BAR), style=colour)
-            word = " " + confidence_word(d.confidence)
+            # a held verdict says so: the evidence now leads elsewhere (the runners-up line names where)
+            word = " " + ("held" if d.leading else confidence_word(d.confidence))
             if len(text.plain) + len(word) <= width:
                 text.append(word, style=self.sty("pane--dim"))
         room = width - len(text.plain) - 2
