@@ -391,8 +391,9 @@ RULES: tuple[Rule, ...] = (
        "histogram covers every request"),
     _r("sched.not.host", "scheduling", "any", ("host_cpu_busy_pct", ">=", 90), -0.25,
        "host CPU {v:.0f} % busy: no capacity is free", "", "ours", "other processes hold the cores (only when the "
-       "target's threads want to run: a server holding requests on a timer is not held by a busy host)",
-       when=(("runnable_threads", ">=", 0.5, True),)),
+       "target's threads want to run: a server holding requests on a timer is not held by a busy host; and not with "
+       "connections in the accept queue: a second worker would take its share of the cores, whoever else runs)",
+       when=(("runnable_threads", ">=", 0.5, True), ("accept_queue", "<", 1, True))),
     _r("sched.not.cpu", "scheduling", "any", ("proc_cpu_of_allowed_pct", ">=", 85), -0.5,
        "CPU {v:.0f} % of the allowed cores: no free capacity", "", "ours", "saturated, not mis-scheduled"),
     _r("sched.not.runnable", "scheduling", "any", ("runnable_per_core", ">=", 1.0), -0.5,
@@ -525,7 +526,7 @@ RULES: tuple[Rule, ...] = (
        "{allowed_cores:.0f} cores", "host_gil", "ours", "one busy thread and idle cores: the single-thread "
        "signature of Python; " + LOADED_MARGIN,
        when=(("proc_cpu_of_allowed_pct", "<", 70), ("allowed_cores", ">=", 2))),
-    _r("host.not.accept", "host_cpu", "any", ("accept_queue", ">=", 1), -0.4,
+    _r("host.not.accept", "host_cpu", "any", ("accept_queue", ">=", 1), -0.5,
        "{v:.0f} connections wait in the accept queue while the tree uses {proc_cpu_of_allowed_pct:.0f} % of its "
        "cores: workers are missing, not a faster host", "", "ours",
        "a full accept queue with idle cores is a worker count (scheduling), whatever one worker's thread does",

@@ -432,6 +432,34 @@ def busiest_python_child(pid: int) -> int | None:
     return None if best is None else best[1]
 
 
+#: A Python process of the tree is followed instead of the one read now when it used at least this share of a core
+#: since the last check, and the one read now at most FOLLOW_RATIO of it (a pre-fork master sleeps while its
+#: worker pegs a core: its stacks say nothing about the work).
+FOLLOW_MIN_CORE = 0.3
+FOLLOW_RATIO = 0.25
+
+
+def busiest_recent(cpu_now: Mapping[int, float], cpu_before: Mapping[int, float], dt_s: float) -> dict[int, float]:
+    """Share of a core each pid used between two readings of cumulative CPU-seconds (pids in both only)."""
+    if dt_s <= 0:
+        return {}
+    return {pid: max(0.0, cpu - cpu_before[pid]) / dt_s for pid, cpu in cpu_now.items() if pid in cpu_before}
+
+
+def follow_choice(current: int, shares: Mapping[int, float]) -> int | None:
+    """The pid to read instead of ``current`` (the busiest by recent CPU), or None to stay.
+
+    Moves only when the busiest uses FOLLOW_MIN_CORE of a core and ``current`` at most FOLLOW_RATIO of that, so two
+    workers taking turns do not make it flip every window.
+    """
+    if not shares:
+        return None
+    best = max(shares, key=lambda pid: shares[pid])
+    if best == current or shares[best] < FOLLOW_MIN_CORE:
+        return None
+    return best if shares.get(current, 0.0) <= FOLLOW_RATIO * shares[best] else None
+
+
 # -- parsing py-spy output ------------------------------------------------------------------------------------
 _FRAME_RE = re.compile(r"^(?P<name>.*) \((?P<where>[^()]*)\)$")
 _THREAD_RE = re.compile(r"^thread \((?P<tid>0x[0-9a-fA-F]+|\d+)\)(?:: (?P<name>.*))?$")
@@ -1029,6 +1057,11 @@ class PyStacksCollector:
         self._thread: threading.Thread | None = None
         self._checked_python = False
         self._prev_mono: float | None = None
+        #: Cumulative CPU-seconds of the tree's Python processes at the last check, and when (for following the
+        #: busiest one: a pre-fork master sleeps while its workers work).
+        self._tree_cpu: dict[int, float] = {}
+        self._tree_cpu_mono: float | None = None
+        self._python_pids: dict[int, bool] = {}
 
     # -- public API -----------------------------------------------------------------------------------------
     def describe(self) -> str:
@@ -1123,12 +1156,49 @@ class PyStacksCollector:
                 return False
         child = busiest_python_child(self.pid)
         if child is None or child == self.stacks_pid:
+            if self._python_pids.get(self.pid):  # a Python master whose worker exited: read the master again
+                self._follow_child(self.pid)
+                return True
             return False
         self._follow_child(child)
         return True
 
+    def _python_tree_cpu(self) -> dict[int, float]:
+        """Cumulative CPU-seconds of the target and its Python descendants (python-ness cached per pid)."""
+        try:
+            pids = [self.pid, *(child for child, _parent in TargetTree(self.pid).descendant_pids())]
+        except (SourceUnavailable, TargetGone):
+            return {}
+        out: dict[int, float] = {}
+        for pid in pids:
+            if pid not in self._python_pids:
+                try:
+                    self._python_pids[pid] = python_in_process(pid)[0] is not False
+                except TargetGone:
+                    continue
+            stat = read_stat(f"/proc/{pid}/stat")
+            if self._python_pids[pid] and stat is not None:
+                out[pid] = stat.cpu_s
+        return out
+
+    def _follow_busiest(self) -> None:
+        """Between windows: read the tree's busiest Python process when the one read now sits idle.
+
+        Only the sampling thread calls this (between windows), so the switch never races a window.
+        """
+        now = time.monotonic()
+        cpu = self._python_tree_cpu()
+        before, before_mono = self._tree_cpu, self._tree_cpu_mono
+        self._tree_cpu, self._tree_cpu_mono = cpu, now
+        if before_mono is None or len(cpu) < 2:
+            return
+        choice = follow_choice(self.stacks_pid, busiest_recent(cpu, before, now - before_mono))
+        if choice is not None:
+            self._follow_child(choice)
+
     def _follow_child(self, child: int) -> None:
-        """Read ``child``'s stacks from now on (the target itself is not Python)."""
+        """Read ``child``'s stacks from now on (the target itself is not Python, or it idles while ``child`` works;
+        ``child`` may also be the target itself again)."""
         self.stacks_pid = child
         self._source = SourceLines(child)
         self._classes = StackClasses(self._source)
@@ -1172,6 +1242,7 @@ class PyStacksCollector:
                     self._error = f"{error}; retrying in {delay:.0f} s"
                 self._stop.wait(delay)
                 continue
+            self._follow_busiest()
             self._pause()
             due = self._next_native
             if due is not None and time.monotonic() >= due:

@@ -110,7 +110,8 @@ class PythonPane(Pane):
             return text
         self._header(text, regular, width)
         if regular.stacks_pid is not None and regular.stacks_pid != window.target.pid:
-            # the target is not Python (a Java or C++ frontend): say whose stacks these are
+            # the target is not Python (a Java or C++ frontend), or it idles while a child works (a pre-fork
+            # master): say whose stacks these are
             text.append("\n")
             whose = f"stacks of its busiest Python child, pid {regular.stacks_pid}"
             text.append(self.fit(whose, width), style=self.sty("pane--warn"))
