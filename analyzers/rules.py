@@ -110,6 +110,9 @@ SIGNAL_LABELS: dict[str, str] = {
     "py_wait_gil": "share of Python thread time waiting for the GIL",
     "py_parked": "share of Python thread time parked on queues/sleep",
     "py_wait_sleep": "share of Python thread time in sleep/timers",
+    "py_op_math": "on-CPU Python samples in math ops (matmul/linear/conv)",
+    "py_op_memory": "on-CPU Python samples in memory ops (copy/gather/elementwise/norm)",
+    "py_op_interpreter": "on-CPU Python samples in plain Python",
     "native_math": "native samples in math kernels",
     "native_memory": "native samples in copy/elementwise/alloc code",
     "native_interpreter": "native samples in the interpreter",
@@ -279,6 +282,11 @@ LITTLE = (
 MEASURED_BATCHER = (
     "benchmarks/wild batcher (asyncio, max batch 64, max wait 0.5 s, 4 clients): 550 ms per request, 0.4 ms of CPU"
 )
+MEASURED_OPS = (
+    "this 2-core host, torch 2.13 CPU: the demo's compute scenario reads Linear.forward 93 % of on-CPU samples; "
+    "benchmarks/wild membound (copy_/mul_/add_ over 192 MB, index_select from a 768 MB table, preallocated) "
+    "reads ~100 % memory ops; roofline: matmul reuses each byte O(n) times, a copy or gather once"
+)
 MEASURED_FAULTS = (
     "this 2-core host, torch 2.13 CPU: gather+elementwise over 32 MB tensors 29k-275k minor faults per "
     "CPU-second; a 1024x4096 MLP 0-5.6k"
@@ -441,6 +449,12 @@ RULES: tuple[Rule, ...] = (
        "compute_cpu", "vendor", "py-spy: active without owns_gil = inside an extension that released it "
        "(and the process must show CPU use: a short native burst in a mostly idle process is not a limit)",
        when=(("py_top_active_pct", ">=", 50), ("proc_cpu_pct", ">=", 20))),
+    _r("compute.py_math", "compute", "cpu", ("py_op_math", ">=", 0.6), 0.5,
+       "{v:.0%} of on-CPU Python samples in math ops (matmul/linear/conv: high arithmetic intensity)", "compute_cpu",
+       "measured", MEASURED_OPS, when=(("proc_cpu_pct", ">=", 20),)),
+    _r("compute.not.py_memory", "compute", "cpu", ("py_op_memory", ">=", 0.6), -0.5,
+       "{v:.0%} of on-CPU Python samples in copies/gathers/elementwise ops (low arithmetic intensity)", "",
+       "measured", MEASURED_OPS),
     _r("compute.not.churn", "compute", "cpu", ("minor_faults_per_cpu_s", ">=", 15000), -0.3,
        "{v:.0f} fresh pages touched per CPU-second: memory traffic, not math", "", "measured", MEASURED_FAULTS),
     _r("compute.not.native_mem", "compute", "cpu", ("native_memory", ">=", 0.5), -0.4,
@@ -481,6 +495,12 @@ RULES: tuple[Rule, ...] = (
     _r("mem.alloc_churn", "memory_io", "cpu", ("minor_faults_per_cpu_s", ">=", 15000), 0.65,
        "{v:.0f} minor page faults per CPU-second (fresh 4 KiB pages: large tensors allocated and streamed)",
        "mem_cpu_bw", "measured", MEASURED_FAULTS, when=(("proc_cpu_pct", ">=", 30),)),
+    _r("mem.py_streaming", "memory_io", "cpu", ("py_op_memory", ">=", 0.6), 0.65,
+       "{v:.0%} of on-CPU Python samples in copies/gathers/elementwise ops: the cores stream memory (low arithmetic "
+       "intensity)", "mem_cpu_bw", "measured", MEASURED_OPS + " (a CPU PMU's memory-bound stall counters would "
+       "confirm it; the native burst names the kernels)", when=(("proc_cpu_pct", ">=", 20),)),
+    _r("mem.not.py_math", "memory_io", "cpu", ("py_op_math", ">=", 0.6), -0.4,
+       "{v:.0%} of on-CPU Python samples in math ops", "", "measured", MEASURED_OPS),
     _r("mem.not.math", "memory_io", "cpu", ("native_math", ">=", 0.6), -0.4,
        "{v:.0%} of native samples in math kernels", "", "measured", "py-spy --native: GEMM kernels"),
     # ----------------------------------------- 3c. host_cpu: the host (Python, GIL, launches) starves it

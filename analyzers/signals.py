@@ -44,6 +44,9 @@ class Signals:
         py_wait_*: shares of the Python threads' time whose cause the stack rules could name ("other"
             left out, so parked bystander threads do not dilute a real wait); py_parked = queue + sleep.
         native_memory: native samples in copy/elementwise (memory) and allocator (alloc) code.
+        py_op_*: shares of the on-CPU Python samples by the op their frames name (math: matmul/linear/conv;
+            memory: copies, gathers, elementwise, norms; interpreter: plain Python): the CPU's arithmetic
+            intensity read from the frames py-spy already returns, without pausing the target.
         py_wait_loop: share of time threads sat in an event loop's selector (waiting for any event). It is added to
             py_wait_network only when the sockets say the process waits on the network (upstream connections
             open, or slow clients with send queues building); otherwise it is an idle loop.
@@ -133,6 +136,9 @@ class Signals:
     py_wait_io: float | None = None
     py_parked: float | None = None
     py_frames: tuple[str, ...] = ()
+    py_op_math: float | None = None
+    py_op_memory: float | None = None
+    py_op_interpreter: float | None = None
     native_math: float | None = None
     native_memory: float | None = None
     native_interpreter: float | None = None
@@ -464,6 +470,12 @@ def _pystacks(samples: Sequence[Any]) -> dict[str, Any]:
     def native(*classes: str) -> float | None:
         return mean(sum(n.get(c, 0.0) for c in classes) for n in natives) if natives else None
 
+    ops = [_fracs(getattr(s, "py_op_mix", None)) for s in samples]
+    ops = [o for o in ops if o]
+
+    def op(cls: str) -> float | None:
+        return mean(o.get(cls, 0.0) for o in ops) if ops else None
+
     top = _top_python_thread(samples)
     frames = tuple(
         dict.fromkeys(
@@ -486,6 +498,9 @@ def _pystacks(samples: Sequence[Any]) -> dict[str, Any]:
         "py_wait_io": wait("io"),
         "py_parked": parked,
         "py_frames": tuple(f for f in frames if f)[:20],
+        "py_op_math": op("math"),
+        "py_op_memory": op("memory"),
+        "py_op_interpreter": op("interpreter"),
         "native_math": native("math"),
         "native_memory": native("memory", "alloc"),
         "native_interpreter": native("interpreter"),

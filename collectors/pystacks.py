@@ -74,9 +74,11 @@ from optitop.collectors.stackclass import (
     ACTIVE_WAITS,
     BREAKDOWN_CLASSES,
     OP_CLASSES,
+    PY_OP_CLASSES,
     Frame,
     breakdown_class,
     classify_op,
+    classify_py_op,
     classify_wait,
     is_native_file,
     leaf_native,
@@ -162,7 +164,11 @@ class PyStacksSample(Sample):
         native_age_s: seconds since that native burst ended; None when none ran.
         trigger: why this sample was taken out of turn ("" for the regular windows).
         stacks_pid: the process py-spy read: the target, or its busiest Python child when the target itself is
-            not Python (a Java or C++ frontend with Python workers, e.g. TorchServe); None in old recordings.
+            not Python (a Java or C++ frontend with Python workers, e.g. TorchServe) or idles while the child
+            works (a pre-fork master); None in old recordings.
+        py_op_mix: fractions of the on-CPU Python samples per op class (math, memory, interpreter) read from the
+            Python frames (the leaf line's tensor op, else the nearest nn.Module forward): the arithmetic-intensity
+            view without a native burst; None when no sample was on CPU (and in old recordings).
     """
 
     mode: str
@@ -177,6 +183,7 @@ class PyStacksSample(Sample):
     native_age_s: float | None
     trigger: str
     stacks_pid: int | None = None
+    py_op_mix: tuple[tuple[str, float], ...] | None = None
 
 
 # -- finding and running py-spy --------------------------------------------------------------------------------
@@ -781,6 +788,7 @@ class StackClasses:
         """Classify against ``source`` (the process's files, for the leaf line's text)."""
         self.source = source
         self._waits: dict[StackKey, str] = {}
+        self._ops: dict[StackKey, str] = {}
 
     def wait_of(self, key: StackKey) -> str:
         """The wait class of one stack ("" when nothing marks it as a wait)."""
@@ -790,6 +798,29 @@ class StackClasses:
                 self._waits.clear()
             wait = self._waits[key] = classify_wait(with_code(key[2], self.source))
         return wait
+
+    def op_of(self, key: StackKey) -> str:
+        """The op class of one on-CPU stack from its Python frames (math, memory or interpreter)."""
+        op = self._ops.get(key)
+        if op is None:
+            if len(self._ops) >= MAX_STACK_CLASSES:
+                self._ops.clear()
+            op = self._ops[key] = classify_py_op(with_code(key[2], self.source))
+        return op
+
+
+def py_op_mix(
+    on_cpu: Mapping[StackKey, float], op_of: Callable[[StackKey], str]
+) -> tuple[tuple[str, float], ...] | None:
+    """Fractions of the on-CPU samples per op class (PY_OP_CLASSES order); None when nothing was on CPU."""
+    weights: defaultdict[str, float] = defaultdict(float)
+    for key, n in on_cpu.items():
+        if n > 0:
+            weights[op_of(key)] += n
+    total = sum(weights.values())
+    if total <= 0:
+        return None
+    return tuple((cls, round(weights.get(cls, 0.0) / total, 4)) for cls in PY_OP_CLASSES)
 
 
 @dataclass(slots=True)
@@ -1005,6 +1036,7 @@ def build_sample(
         native_age_s=(now - native.end_mono_s) if native is not None else None,
         trigger=win.trigger,
         stacks_pid=stacks_pid,
+        py_op_mix=py_op_mix(on_cpu, classes.op_of),
     )
 
 

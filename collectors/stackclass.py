@@ -21,6 +21,8 @@ from dataclasses import dataclass
 WAIT_CLASSES: tuple[str, ...] = ("network", "loop", "queue", "gpu_sync", "sleep", "io", "gc", "gil")
 #: Every class of the per-thread and process-wide breakdown.
 BREAKDOWN_CLASSES: tuple[str, ...] = ("active", *WAIT_CLASSES, "other")
+#: Op classes of the CPU op mix read from Python frames (no native burst needed): an arithmetic-intensity view.
+PY_OP_CLASSES: tuple[str, ...] = ("math", "memory", "interpreter")
 #: Native op classes of the op mix.
 OP_CLASSES: tuple[str, ...] = ("math", "memory", "alloc", "interpreter", "other")
 #: Classes that count as a wait even when the thread is on CPU (CUDA syncs spin; GIL handoffs spin).
@@ -274,3 +276,69 @@ def classify_op(frames: Sequence[Frame]) -> str | None:
             if pattern.search(frame.name):
                 return cls
     return "other"
+
+
+# -- the op mix from Python frames ---------------------------------------------------------------------------
+#: The leaf line's source text: the tensor op a thread is running when py-spy catches it on CPU. Math ops reuse
+#: each byte many times (high arithmetic intensity: compute-bound on a CPU); copies, gathers, elementwise ops,
+#: norms and softmax touch each byte once or twice (low intensity: memory-bound). Tried in order, first match wins.
+PY_OP_CODE_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    (
+        "math",
+        _re(
+            r"\b(matmul|mm|bmm|addmm|addbmm|baddbmm|einsum|linear|bilinear|conv[123]d|conv_transpose[123]d|tensordot"
+            r"|scaled_dot_product_attention|chain_matmul|inner|outer|kron)\(|[\w\])]\s*@\s*[\w(]"
+        ),
+    ),
+    (
+        "memory",
+        _re(
+            r"\.(copy_|to|cat|clone|contiguous|index_select|index_copy_?|index_add_?|gather|scatter_?|scatter_add_?"
+            r"|take|masked_fill_?|masked_select|mul_?|add_?|sub_?|div_?|addcmul_?|addcdiv_?|lerp_?|fill_|zero_|exp_?"
+            r"|log_?|sqrt_?|rsqrt_?|pow_?|clamp_?|where|sum|mean|permute|transpose|repeat|expand|flip|roll|sort"
+            r"|topk|cumsum|softmax|log_softmax|tanh_?|sigmoid_?|relu_?)\("
+            r"|\b(cat|stack|concat|index_select|gather|scatter|embedding|embedding_bag|softmax|log_softmax|layer_norm"
+            r"|group_norm|batch_norm|rms_norm|dropout|gelu|relu|silu|where|empty_like|zeros_like|ones_like)\("
+        ),
+    ),
+)
+#: nn.Module forwards near the leaf, when the leaf line names no op: the module's class says what it computes.
+PY_OP_MODULE_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    (
+        "math",
+        _re(r"^(Linear|LazyLinear|Bilinear|Conv[123]d|ConvTranspose[123]d|MultiheadAttention|\w*Attention)\.forward$"),
+    ),
+    (
+        "memory",
+        _re(
+            r"^(LayerNorm|GroupNorm|BatchNorm[123]d|RMSNorm|InstanceNorm[123]d|Embedding|EmbeddingBag|Dropout\w*"
+            r"|GELU|ReLU|SiLU|Tanh|Sigmoid|Softmax|LogSoftmax|Identity|Flatten|Unflatten)\.forward$"
+        ),
+    ),
+)
+
+
+def classify_py_op(frames: Sequence[Frame]) -> str:
+    """The op class of one on-CPU stack from its Python frames: "math", "memory" or "interpreter".
+
+    The leaf Python line's source names the tensor op when there is one (``c.copy_(a)``, ``x @ w``); else the
+    nearest nn.Module ``forward`` says what the layer computes; else the thread runs plain Python (interpreter).
+    Without a native burst this cannot see inside a fused kernel, and a custom module named like a built-in one
+    is taken at its name: the mix is evidence, weighed with the CPU counters, not a verdict on its own.
+    """
+    leaf = leaf_python(frames)
+    if leaf is None:
+        return "interpreter"
+    if leaf.code:
+        for cls, code_re in PY_OP_CODE_RULES:
+            if code_re.search(leaf.code):
+                return cls
+    for frame in frames[:STACK_DEPTH]:
+        if frame.native:
+            continue
+        short = frame.name.rsplit(".", 2)
+        name = ".".join(short[-2:])
+        for cls, name_re in PY_OP_MODULE_RULES:
+            if name_re.search(name):
+                return cls
+    return "interpreter"

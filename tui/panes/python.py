@@ -199,7 +199,29 @@ class PythonPane(Pane):
             where = h.location if len(h.location) <= room else "…" + h.location[-max(0, room - 1) :]
             text.append(printable(where[:room]), style=self.sty("pane--dim"))
 
+    def _op_mix(self, text: Text, s: PyStacksSample, width: int) -> None:
+        """The op mix read from the Python frames (no pause): an arithmetic-intensity view of the CPU work."""
+        mix = getattr(s, "py_op_mix", None)
+        if not mix:
+            return
+        text.append("\n")
+        text.append("ops (Python frames):", style=self.sty("pane--dim"))
+        self._mix_items(text, mix, width)
+
+    def _mix_items(self, text: Text, mix: tuple[tuple[str, float], ...], width: int) -> None:
+        for cls, frac in mix:
+            if frac < 0.005:
+                continue
+            item = f" {OP_LABELS.get(cls, cls)} {frac * 100:.0f}%"
+            if len(text.plain.rsplit("\n", 1)[-1]) + len(item) > width:
+                break
+            style = {"math": "verdict--compute", "memory": "verdict--memory_io", "alloc": "pane--warn"}.get(
+                cls, "verdict--host_cpu" if cls == "interpreter" else "pane--dim"
+            )
+            text.append(item, style=self.sty(style))
+
     def _native(self, text: Text, s: PyStacksSample, width: int) -> None:
+        self._op_mix(text, s, width)
         text.append("\n")
         if s.native_mix is None:
             text.append(
@@ -211,16 +233,7 @@ class PythonPane(Pane):
             return
         age = fmt_duration(s.native_age_s)
         text.append(f"native ops ({age} ago):", style=self.sty("pane--dim"))
-        for cls, frac in s.native_mix:
-            if frac < 0.005:
-                continue
-            item = f" {OP_LABELS.get(cls, cls)} {frac * 100:.0f}%"
-            if len(text.plain.rsplit("\n", 1)[-1]) + len(item) > width:
-                break
-            style = {"math": "verdict--compute", "memory": "verdict--memory_io", "alloc": "pane--warn"}.get(
-                cls, "verdict--host_cpu" if cls == "interpreter" else "pane--dim"
-            )
-            text.append(item, style=self.sty(style))
+        self._mix_items(text, s.native_mix, width)
 
     def _trigger(self, text: Text, s: PyStacksSample, width: int) -> None:
         text.append("\n")
