@@ -107,6 +107,7 @@ class FakePyStacksSample(Sample):
     waits: tuple[tuple[str, float], ...] = ()
     hot: tuple[Any, ...] = ()
     native_mix: tuple[tuple[str, float], ...] | None = None
+    py_op_mix: tuple[tuple[str, float], ...] | None = None
 
 
 # -- builders: each returns a function of (ts, mono, dt) -> sample ------------------------------------
@@ -180,6 +181,7 @@ def pystacks(
     frame: str = "",
     gil: float | None = None,
     active: float | None = None,
+    ops: tuple[tuple[str, float], ...] | None = None,
 ) -> dict[str, Any]:
     """Python threads as (name, active %, GIL %), process-wide waits and the native mix.
 
@@ -187,7 +189,7 @@ def pystacks(
     the busiest thread's.
     """
     return {"kind": "pystacks", "threads": threads, "waits": waits, "native": native, "frame": frame,
-            "gil": gil, "active": active}  # fmt: skip
+            "gil": gil, "active": active, "ops": ops}  # fmt: skip
 
 
 def _sample(spec: dict[str, Any], ts: float, mono: float, dt: float | None) -> Sample:
@@ -213,7 +215,7 @@ def _sample(spec: dict[str, Any], ts: float, mono: float, dt: float | None) -> S
     gil = spec["gil"] if spec["gil"] is not None else max((t.gil_pct for t in threads), default=0.0)
     active = spec["active"] if spec["active"] is not None else max((t.active_pct for t in threads), default=0.0)
     return FakePyStacksSample(ts, mono, dt, threads=threads, gil_pct=gil, active_pct=active, waits=spec["waits"],
-                              native_mix=spec["native"])  # fmt: skip
+                              native_mix=spec["native"], py_op_mix=spec.get("ops"))  # fmt: skip
 
 
 UNAVAILABLE = {
