@@ -815,8 +815,9 @@ def py_op_mix(
     """Fractions of the on-CPU samples per op class (PY_OP_CLASSES order); None when nothing was on CPU."""
     weights: defaultdict[str, float] = defaultdict(float)
     for key, n in on_cpu.items():
-        if n > 0:
-            weights[op_of(key)] += n
+        op = op_of(key) if n > 0 else ""
+        if op:  # "" : no Python frame to read
+            weights[op] += n
     total = sum(weights.values())
     if total <= 0:
         return None

@@ -319,7 +319,7 @@ PY_OP_MODULE_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
 
 
 def classify_py_op(frames: Sequence[Frame]) -> str:
-    """The op class of one on-CPU stack from its Python frames: "math", "memory" or "interpreter".
+    """The op class of one on-CPU stack from its Python frames: "math", "memory" or "interpreter" ("" with none).
 
     The leaf Python line's source names the tensor op when there is one (``c.copy_(a)``, ``x @ w``); else the
     nearest nn.Module ``forward`` says what the layer computes; else the thread runs plain Python (interpreter).
@@ -328,7 +328,7 @@ def classify_py_op(frames: Sequence[Frame]) -> str:
     """
     leaf = leaf_python(frames)
     if leaf is None:
-        return "interpreter"
+        return ""
     if leaf.code:
         for cls, code_re in PY_OP_CODE_RULES:
             if code_re.search(leaf.code):

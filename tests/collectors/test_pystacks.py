@@ -4,6 +4,7 @@ hanging py-spy; and no py-spy left behind."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -689,3 +690,58 @@ def test_a_change_of_pace_re_times_the_gap_in_progress() -> None:
     finally:
         c.close()
         pausing.join(5.0)
+
+
+PREFORK_TARGET = """
+import os, select, threading, time
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    threading.current_thread().name = "worker-main"
+    while True:  # the worker: pure Python on CPU, like a sync worker serving back to back
+        sum(i * i for i in range(10000))
+print(pid, flush=True)
+print("ready", flush=True)
+while True:  # the master: gunicorn's arbiter, asleep in select
+    select.select([r], [], [], 1.0)
+"""
+
+
+def test_a_python_master_idle_beside_a_busy_worker_is_read_through_the_worker(tmp_path, collectors):
+    # issue 22: attached to a pre-fork master, the Python pane read "busiest Python thread active 0 %"
+    script = tmp_path / "prefork.py"
+    script.write_text(textwrap.dedent(PREFORK_TARGET))
+    master = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert master.stdout is not None
+        worker = int(master.stdout.readline())
+        assert master.stdout.readline().strip() == "ready"
+        c = collectors(master.pid)
+        s = poll_sample(c, lambda s: s.stacks_pid == worker, timeout_s=30)
+        assert c.stacks_pid == worker
+        s = poll_sample(c, lambda s: s.stacks_pid == worker and s.active_pct > 30)
+        assert s.py_op_mix is not None and dict(s.py_op_mix)["interpreter"] > 0.9  # plain Python, no tensor ops
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker, signal.SIGKILL)
+        stop(master)
+
+
+def test_python_frames_give_the_op_mix_without_a_native_burst(tmp_path, collectors):
+    """The TORCH_TARGET loop (GEMM, then copy_/add_) read from its Python frames only: nothing pauses it."""
+    pytest.importorskip("torch", reason="torch (CPU) is needed for the op-mix target")
+    script = tmp_path / "torch_target.py"  # a real file: the op is read from the leaf line's source
+    script.write_text(textwrap.dedent(TORCH_TARGET))
+    proc = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        c = collectors(proc.pid)
+        s = poll_sample(c, lambda s: s.py_op_mix is not None and dict(s.py_op_mix)["math"] > 0.5)
+        assert s.native_mix is None  # no burst ran
+        proc.stdin.write("stream\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "switched"
+        poll_sample(c, lambda s: s.py_op_mix is not None and dict(s.py_op_mix)["memory"] > 0.5)
+    finally:
+        stop(proc)

@@ -11,6 +11,7 @@ from optitop.collectors.stackclass import (
     Frame,
     breakdown_class,
     classify_op,
+    classify_py_op,
     classify_wait,
     is_native_file,
 )
@@ -292,3 +293,43 @@ def test_a_server_handler_parked_on_a_condition_waits_on_a_queue_not_the_network
         Frame("process_request_thread", "/usr/lib/python3.11/socketserver.py", 691, False),
     ]
     assert classify_wait(frames) == "queue"
+
+
+NN = SITE + "torch/nn/modules/"
+#: On-CPU stacks (leaf first) and the op class their Python frames name: the CPU op mix without a native burst.
+PY_OP_TABLE: list[tuple[str, list[Frame], str]] = [
+    ("copy_ in user code", [py("main", USER, 40, "c.copy_(a)")], "memory"),
+    ("in-place mul_", [py("main", USER, 41, "c.mul_(1.0001)")], "memory"),
+    ("index_select gather", [py("main", USER, 43, "torch.index_select(table, 0, idx, out=gathered)")], "memory"),
+    ("torch.cat", [py("collate", USER, 9, "batch = torch.cat(parts)")], "memory"),
+    ("matmul operator", [py("step", USER, 12, "y = x @ w")], "math"),
+    ("torch.matmul", [py("step", USER, 12, "y = torch.matmul(x, w)")], "math"),
+    ("einsum", [py("attn", USER, 30, "s = torch.einsum('bhqd,bhkd->bhqk', q, k)")], "math"),
+    (
+        "Linear.forward's F.linear",
+        [
+            py("Linear.forward", NN + "linear.py", 125, "return F.linear(input, self.weight, self.bias)"),
+            py("MLP.forward", USER, 20),
+        ],
+        "math",
+    ),  # fmt: skip
+    ("GELU.forward", [py("GELU.forward", NN + "activation.py", 734, "return F.gelu(input)")], "memory"),
+    (
+        "a module's dispatch, no op on the line: the nearest forward decides",
+        [
+            py("Module._call_impl", NN + "module.py", 1750, "return forward_call(*args, **kwargs)"),
+            py("LayerNorm.forward", NN + "normalization.py", 217),
+        ],
+        "memory",
+    ),  # fmt: skip
+    ("plain Python", [py("tokenize", USER, 5, "out.append(word.lower())")], "interpreter"),
+    ("a decorator's name is not an op", [py("matmul_cache_key", USER, 5, "return hash(key)")], "interpreter"),
+    ("only native frames: no Python frame to read", [nat("memcpy")], ""),
+]
+
+
+@pytest.mark.parametrize(
+    ("frames", "expected"), [(f, e) for _, f, e in PY_OP_TABLE], ids=[n for n, _, _ in PY_OP_TABLE]
+)
+def test_python_frames_name_the_op_class(frames: list[Frame], expected: str) -> None:
+    assert classify_py_op(frames) == expected
