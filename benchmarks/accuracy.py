@@ -98,14 +98,17 @@ def read_verdicts(path: Path) -> list[tuple[float, dict]]:
     return out
 
 
-def run_scenario(scenario: str, duration_s: float, warmup_s: float, interval_s: float, extra: list[str]) -> Result:
+def run_scenario(
+    scenario: str, duration_s: float, warmup_s: float, interval_s: float, extra: list[str], keep: Path | None = None
+) -> Result:
     result = Result(scenario, expected=scenario)
     proc, pid, url = start_demo(scenario, extra)
     try:
         time.sleep(warmup_s)  # a benchmark, not a test: the workload needs time to reach its steady state
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "run.jsonl"
-            cmd = [OPTITOP, "record", "--pid", str(pid), "-o", str(path), "--duration", str(duration_s)]
+            path = (keep or Path(tmp)) / f"{scenario}.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            cmd = [OPTITOP, "record", "--pid", str(pid), "-o", str(path), "--duration", str(duration_s), "--force"]
             cmd += ["--interval", str(interval_s)]
             if url:
                 cmd += ["--metrics-url", url]
@@ -177,13 +180,14 @@ def main() -> int:
     parser.add_argument("--interval", type=float, default=1.0)
     parser.add_argument("--device", default=None, help="passed to the demo (cpu or cuda)")
     parser.add_argument("--json", dest="json_path", default=None, help="also write the results here")
+    parser.add_argument("--keep", type=Path, default=None, help="keep the recordings in this folder")
     args = parser.parse_args()
     extra = ["--device", args.device] if args.device else []
     results = []
     for scenario in [s for s in args.scenarios.split(",") if s]:
         print(f"… {scenario}", file=sys.stderr, flush=True)
         try:
-            results.append(run_scenario(scenario, args.duration, args.warmup, args.interval, extra))
+            results.append(run_scenario(scenario, args.duration, args.warmup, args.interval, extra, args.keep))
         except Exception as exc:  # one broken scenario must not hide the others' figures
             results.append(Result(scenario, scenario, error=f"{type(exc).__name__}: {exc}"))
         print(f"  {results[-1].final} ({results[-1].confidence:.2f}) {results[-1].error}", file=sys.stderr)
