@@ -390,6 +390,12 @@ RULES: tuple[Rule, ...] = (
        "thread {py_top_thread} busy {v:.0f} % of the time: the workers are working", "", "ours",
        "queueing behind busy workers is a capacity limit, not scheduling (unless connections wait in the accept "
        "queue: then a worker is busy and the others are missing)", when=(("accept_queue", "<", 1, True),)),
+    _r("sched.not.runnable_worker", "scheduling", "any", ("runnable_threads", ">=", 0.6), -0.4,
+       "{v:.1f} threads want a core at any moment: requests wait behind a working thread, not for a timer", "",
+       "measured", "the host_cpu demo on a host busy with other work: its GIL-bound thread at 40-56 % of a core but "
+       "runnable 0.7 of the time, 1.6-4 requests waiting (scheduling 0.25-0.5); the scheduling demo's workers: "
+       "runnable 0.1 (with connections in the accept queue the busy worker is one of too few: not against)",
+       when=(("accept_queue", "<", 1, True),)),
     _r("sched.not.demand", "scheduling", "any", ("lat_service_share", ">=", 0.6), -0.5,
        "service demand is {v:.0%} of a request's time: requests are worked on, not held", "", "ours", LITTLE),
     _r("sched.not.short_wait", "scheduling", "any", ("queue_time_p50_s", "<", 0.02), -0.5,

@@ -150,8 +150,6 @@ def work_flows(s: Signals) -> bool:
     return any(v is not None and v >= t for v, t in checks)
 
 
-#: What ``none`` says when the evidence shows it.
-NONE_WHY = "work flows freely: no queue anywhere, capacity free, latency close to service demand"
 #: Scores from which classes below their gates are named as competing candidates (an unknown with words).
 COMPETING_MIN = 0.15
 #: ``none`` needs latency within this share of service demand (waiting share below it)...
@@ -160,6 +158,16 @@ NONE_MAX_WAITING_SHARE = 0.5
 NONE_FAST_S = 0.05
 #: ...and no class scoring this much (with no latency to tell).
 NONE_MAX_OTHER = 0.3
+
+
+def none_why(s: Signals) -> str:
+    """The evidence ``none`` stands on, in words (the first evidence line)."""
+    share, residence = s.lat_waiting_share, s.lat_residence_s
+    if share is not None and residence is not None:
+        if share < NONE_MAX_WAITING_SHARE:
+            return "work flows freely: no queue anywhere, capacity free, latency close to service demand"
+        return f"work flows freely: no queue anywhere, capacity free, requests fast ({residence * 1000:.0f} ms)"
+    return "work flows freely: no queue anywhere, capacity free, no class scores"
 
 
 def none_lacks(s: Signals, best_other: float | None = None) -> str:
@@ -214,7 +222,7 @@ def pick_leader(scores: dict[str, Score], signals: Signals) -> tuple[str, str]:
     if work_flows(signals):
         missing_evidence = none_lacks(signals, max(scores[c].score for c in SCORED))
         if not missing_evidence:
-            return "none", NONE_WHY
+            return "none", none_why(signals)
         ranked = sorted(SCORED, key=lambda c: -scores[c].score)
         leading = [c for c in ranked[:2] if scores[c].score >= COMPETING_MIN]
         if leading:
@@ -383,7 +391,7 @@ def evidence_for(a: Assessment, category: str) -> tuple[str, ...]:
     said_cpu = any(line.startswith("process CPU") for line in lines)
     lines += [line for line in context_lines(a, category) if not (said_cpu and line.startswith("process CPU"))]
     if category == "none":
-        lines.insert(0, NONE_WHY)
+        lines.insert(0, none_why(a.signals))
     for line in precedence_lines(a, category):
         lines.insert(min(1, len(lines)), line)
     lat = a.signals.latency

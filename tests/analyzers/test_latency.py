@@ -203,3 +203,17 @@ def test_a_held_verdict_names_the_class_that_leads_now():
 def test_a_runner_up_above_the_winner_is_labelled():
     d = dataclasses.replace(analyze(window(*BATCHER)), confidence=0.3, secondary=(("host_cpu", 0.37),))
     assert "precedence" in runners_label(d)
+
+
+def test_requests_waiting_behind_a_gil_bound_thread_on_a_busy_host_are_not_scheduling():
+    # the host_cpu demo measured while other work held the host: its thread gets 56 % of a core but is always
+    # runnable, 4 requests wait, 94 % of the latency is waiting — behind the thread, not for a timer
+    specs = (proc(cpu=58, threads=(("model-worker", 56), ("http-conn-1", 2))), system(busy=87),
+             serving(profile="generic", requests_waiting=4, requests_running=8, request_rate_per_s=59,
+                     e2e_p50_s=0.17, queue_time_p50_s=0.03),
+             sockets(inbound_conns=8),
+             pystacks(threads=(("model-worker", 60, 60),), waits=(("active", 0.3), ("queue", 0.6), ("loop", 0.1)),
+                      gil=84, ops=(("interpreter", 1.0),)))  # fmt: skip
+    d = analyze(window(*specs))
+    assert d.category == "host_cpu", (d.category, d.rules)
+    assert any("behind a busy thread" in line for line in d.evidence), d.evidence
