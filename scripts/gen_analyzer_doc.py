@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from optitop.analyzers import hysteresis
+from optitop.analyzers import hysteresis, latency, verdict
 from optitop.analyzers.rules import (
     CLASS_SUMMARY,
     FALLBACK_MIN,
@@ -100,12 +100,67 @@ def render() -> str:
         name = "the best of compute / memory_io / host_cpu" if level == "busy" else CLASS_SUMMARY[level]
         out.append(f"- **{level}** — {name}: named when its score reaches {gate:.2f}")
     out += [
-        "- **none** — the remainder: work flows (CPU or GPU ≥ 5 %, requests running or arriving) and no class "
-        "passed its gate",
+        "- **none** — a finding, not the remainder: work flows (CPU or GPU ≥ 5 %, requests running or arriving), "
+        "no class passed its gate, and the evidence shows work flowing freely: no queue anywhere (requests "
+        "waiting, a queue time of 0.1 s or more, the accept queue), capacity free (CPU and GPU below 80 %), and "
+        f"a latency close to its service demand (waiting below {verdict.NONE_MAX_WAITING_SHARE:.0%} of it, or "
+        f"requests faster than {verdict.NONE_FAST_S * 1000:.0f} ms) — or, with no latency to tell, no class "
+        f"scoring {verdict.NONE_MAX_OTHER:.2f}",
+        "- **unknown** with words otherwise: the evidence line says `work flows but no class passed its gate: "
+        "A and B compete below them (not none: …)`, and a `candidate` line per class (scoring at least "
+        f"{verdict.COMPETING_MIN:.2f}) gives its strongest evidence and the measurement that would settle it",
         "",
-        f"A later level overrides an earlier one only when it scores {OVERRIDE_MARGIN:.2f} more. "
+        f"A later level overrides an earlier one only when it scores {OVERRIDE_MARGIN:.2f} more; a class that "
+        "scores above the winner but lost on precedence is said in the evidence, and the runners-up line is "
+        "labelled so. "
         f"`unknown` is given while fewer than {MIN_PROCESS_SAMPLES} process samples exist, and when no class "
         f"passed its gate, no work is visible and the best class scores below {FALLBACK_MIN:.2f}.",
+        "",
+        "## Where a request's time goes",
+        "",
+        "Every window with request data is decomposed, per request, from outside (`analyzers/latency.py`):",
+        "",
+        "- **residence** — the p50 of the server's request-duration histogram, or, without one, Little's law: "
+        "requests in flight ÷ completions per second;",
+        "- **CPU service demand** — the target tree's CPU-seconds per second ÷ completions per second (the "
+        "utilisation law, U = X·D); **GPU service demand** the same with GPU busy-seconds, when the target uses a "
+        "GPU;",
+        "- **waiting** — residence minus the demands (never below 0), and where the threads wait, first match: "
+        f"on upstreams (upstream connections open and socket waits ≥ {latency.UPSTREAM_WAIT_SHARE:.0%} of "
+        "thread time), in the accept queue, for a CPU core (CPU ≥ "
+        f"{latency.CORES_BUSY_PCT:.0f} % of the allowed cores, or a runnable thread per core), behind a busy "
+        f"thread (one runnable ≥ 80 % of the time), for the GIL (≥ {latency.GIL_WAIT_SHARE:.0%}), else inside "
+        "the server (an idle event loop or its timers, a queue or lock, a sleep), with `no upstream` when no "
+        "upstream connection is open.",
+        "",
+        "The verdict pane shows it as one line (`630 ms per request: CPU 3 ms · GPU – · waiting 627 ms inside "
+        "the server, no upstream`), `--once --json` as the diagnosis's `latency` object (each number, "
+        "`residence_from`, `waiting_where`), and the exporter as `optitop_latency_residence_seconds`, "
+        "`optitop_latency_cpu_demand_seconds`, `optitop_latency_gpu_demand_seconds` and "
+        "`optitop_latency_waiting_seconds`. When it cannot be made, `absent` says why (no request metrics — with "
+        "the accept queue the kernel shows —, no completion rate, fewer than "
+        f"{latency.MIN_RATE_PER_S} completions/s) and every number is null: a missing decomposition never reads as "
+        "no waiting. The rules read it as `lat_residence_s`, `lat_waiting_share` (waiting ÷ residence) and "
+        "`lat_service_share` (demand ÷ residence): most of the latency waiting inside the server while capacity "
+        "is free is scheduling (`sched.waiting_inside`), waiting while threads wait on upstream sockets is "
+        "network (`net.waiting_upstream`), and demand close to residence speaks against both (the busy classes).",
+        "",
+        "**Event-loop waits.** A thread parked in an event loop's selector (asyncio, uvloop, tornado, a zmq "
+        "poller, socketserver) waits for any event, so the stack classifier calls it `loop`, not `network`. The "
+        "analyzer adds it to the network waits only when the sockets say the process waits on the network "
+        "(upstream connections open, or send queues to clients of 256 KiB and more); otherwise it is an idle "
+        "loop and vetoes nothing.",
+        "",
+        "**CPU op mix.** The on-CPU Python samples are classified by the op their frames name — the leaf line's "
+        "tensor op (`x @ w`, `matmul`, `linear`, `conv` → math; `copy_`, `index_select`, `cat`, elementwise, "
+        "norms, softmax → memory), else the nearest `nn.Module` forward, else plain Python (interpreter) — as an "
+        "arithmetic-intensity view with no pause of the target (`py_op_*`). The native burst stays the sharper, "
+        "opt-in check; a CPU PMU's memory-bound stall counters would confirm memory streaming, and optitop does "
+        "not guess bandwidth without one.",
+        "",
+        "**Pre-fork servers.** When the process py-spy reads idles while another Python process of the tree "
+        "works (a pre-fork master and its worker), the stacks collector moves to the busiest one between "
+        "windows, and the Python pane names the pid it reads.",
         "",
         "**Scores.** A rule's weight is its strength on its own. The positive weights of the rules that fire "
         "combine as a noisy OR (1 − Π(1 − w)); each fired negative weight multiplies the result by (1 + w).",
@@ -123,7 +178,9 @@ def render() -> str:
         "",
         f"**Hysteresis.** The shown verdict changes only when a new class leads {hysteresis.NEEDED} of the last "
         f"{hysteresis.HISTORY} evaluations, the last {hysteresis.CONSECUTIVE} in a row, so one odd window or two "
-        "alternating classes never flip it (the first real verdict replaces `unknown` at once).",
+        "alternating classes never flip it (the first real verdict replaces `unknown` at once). A held verdict "
+        "reads as held: the headline says `held`, the first evidence line and the runners-up line name the class "
+        "this window leads with, and the JSON carries it as `leading` with its `leading_confidence`.",
         "",
         "**Branches.** `gpu` rules apply when the target holds a GPU context (or, attribution unknown, a GPU is "
         "active); `cpu` rules apply otherwise; `any` rules always.",
