@@ -1,4 +1,4 @@
-"""Analyzer accuracy on third-party servers: TorchServe and Ray Serve, each configured into bottleneck classes.
+"""Analyzer accuracy on third-party servers (TorchServe, Ray Serve, FastAPI/uvicorn, gunicorn) put into classes.
 
 benchmarks/accuracy.py measures optitop on its own demo server; this runs servers we did not write. Each
 case starts a real framework (CPU, a small torch MLP with random weights defined in benchmarks/frameworks/)
@@ -46,13 +46,19 @@ VENV = ROOT / ".venv-frameworks"
 FW_BIN = VENV / "bin"
 OPTITOP = str(Path(sys.executable).parent / "optitop")
 #: Install order matters: the CPU torch wheel first, so the frameworks' resolution keeps it.
-REQUIREMENTS = ("requirements-torch.txt", "requirements-ray.txt", "requirements-torchserve.txt")
+REQUIREMENTS = (
+    "requirements-torch.txt",
+    "requirements-ray.txt",
+    "requirements-torchserve.txt",
+    "requirements-asgi.txt",
+)
 
 
 # -- the framework virtualenv ------------------------------------------------------------------------------
 def venv_ready() -> bool:
     """Whether every framework entry point is installed."""
-    return all((FW_BIN / exe).exists() for exe in ("python", "ray", "torchserve", "torch-model-archiver"))
+    exes = ("python", "ray", "torchserve", "torch-model-archiver", "uvicorn", "gunicorn")
+    return all((FW_BIN / exe).exists() for exe in exes)
 
 
 def setup_venv() -> float:
@@ -142,7 +148,7 @@ class Target:
 class Case:
     """One framework configured into one class."""
 
-    framework: str  # torchserve | ray
+    framework: str  # torchserve | ray | uvicorn | gunicorn
     expected: str
     settings: dict[str, object] = field(default_factory=dict)
     concurrency: int = 4
@@ -169,6 +175,13 @@ CASES = (
     # max_ongoing_requests=1 and @serve.batch(batch_wait_timeout_s=0.25): one request per 250 ms timer.
     Case("ray", "scheduling", concurrency=6),
     Case("ray", "host_cpu", concurrency=4, text_chars=2048),
+    # FastAPI on uvicorn with its own adaptive batcher (max batch 64, max wait 0.5 s) and only 4 clients: each
+    # request waits for the timer while the event loop idles; /metrics has only an in-progress gauge and a
+    # duration histogram (issue 22's first miss).
+    Case("uvicorn", "scheduling", concurrency=4),
+    # gunicorn, one sync worker, ~50 ms of Python per request, 8 clients: the worker pegs a core, connections
+    # wait in the accept queue, optitop is attached to the master (issue 22's third miss).
+    Case("gunicorn", "scheduling", concurrency=8),
 )
 
 
@@ -266,6 +279,38 @@ def run_ray(case: Case, attach: str) -> Iterator[Target]:
             log.close()
 
 
+@contextlib.contextmanager
+def run_uvicorn(case: Case, attach: str) -> Iterator[Target]:
+    """FastAPI on uvicorn (one process) with the batcher in fastapi_app.py; yield the uvicorn process."""
+    port = free_port()
+    cmd = [str(FW_BIN / "uvicorn"), "fastapi_app:app", "--app-dir", str(HERE), "--host", "127.0.0.1",
+           "--port", str(port), "--log-level", "warning"]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=fw_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}/infer"
+        poll(lambda: http_ok(url, b'{"text": "warm"}'), 60, "uvicorn to answer /infer")
+        yield Target(proc.pid, url, f"http://127.0.0.1:{port}/metrics/", f"uvicorn pid {proc.pid}")
+    finally:
+        kill_group(proc)
+
+
+@contextlib.contextmanager
+def run_gunicorn(case: Case, attach: str) -> Iterator[Target]:
+    """gunicorn with one sync worker (gunicorn_app.py); yield the master (the arbiter), as a user would pick."""
+    port = free_port()
+    cmd = [str(FW_BIN / "gunicorn"), "--chdir", str(HERE), "-w", "1", "-k", "sync", "-b", f"127.0.0.1:{port}",
+           "--log-level", "warning", "gunicorn_app:app"]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=fw_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}/infer"
+        poll(lambda: http_ok(url, b'{"text": "warm"}'), 60, "gunicorn to answer /infer")
+        yield Target(proc.pid, url, None, f"gunicorn master pid {proc.pid}")
+    finally:
+        kill_group(proc)
+
+
 def _read_line(proc: subprocess.Popen[str], timeout_s: float) -> str:
     """The first stdout line of a child, or an error when it exits or takes longer than ``timeout_s``."""
     assert proc.stdout is not None
@@ -308,7 +353,8 @@ def record(target: Target, duration_s: float, interval_s: float, out: Path) -> s
 def run_case(case: Case, args: argparse.Namespace, keep: Path | None) -> Result:
     """Start the framework, load it, warm up, record, stop everything; the verdicts judged."""
     result = Result(case.name, case.expected)
-    runner = run_torchserve if case.framework == "torchserve" else run_ray
+    runners = {"torchserve": run_torchserve, "ray": run_ray, "uvicorn": run_uvicorn, "gunicorn": run_gunicorn}
+    runner = runners[case.framework]
     attach = args.ts_attach if case.framework == "torchserve" else "replica"
     with runner(case, attach) as target:
         load = start_load(target, case, args.warmup + args.duration + 30)
