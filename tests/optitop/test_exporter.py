@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from optitop.collectors.serving import ServingStats
 from optitop.exporter import export_main, parse_listen, prom_name, serve
 from optitop.store import Store
-from optitop.types import Diagnosis, SourceState, SourceStatus, TargetInfo
+from optitop.types import Diagnosis, Latency, SourceState, SourceStatus, TargetInfo
 
 
 def fresh_store() -> Store:
@@ -80,6 +80,27 @@ def test_exposition_parses_back_with_units_labels_help_and_verdict():
     assert value(got, "optitop_target_info", pid="4242", host="box-a") == 1.0
     ages = {s.labels["source"] for s in got["optitop_sample_age_seconds"][1]}
     assert ages == {"process", "system", "gpu", "queue"}  # the hour-old "sockets" sample is stale: left out
+
+
+def test_the_latency_decomposition_is_exported_in_seconds_and_absent_when_unknown():
+    store = fresh_store()
+    lat = Latency(residence_s=0.63, residence_from="p50", completions_per_s=7.4, cpu_demand_s=0.003, waiting_s=0.627)
+    store.add_diagnosis(Diagnosis("scheduling", 0.6, latency=lat, mono_s=time.monotonic()))
+    server, _ = serve(store, "127.0.0.1", 0)
+    try:
+        got = scrape(f"http://127.0.0.1:{server.server_address[1]}/metrics")
+        store.add_diagnosis(
+            Diagnosis("unknown", 0.0, latency=Latency(absent="no request metrics"), mono_s=time.monotonic())
+        )
+        absent = scrape(f"http://127.0.0.1:{server.server_address[1]}/metrics")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert value(got, "optitop_latency_residence_seconds") == 0.63
+    assert value(got, "optitop_latency_cpu_demand_seconds") == 0.003
+    assert value(got, "optitop_latency_waiting_seconds") == 0.627
+    assert "optitop_latency_gpu_demand_seconds" not in got  # no GPU demand known: absent, never 0
+    assert not any(name.startswith("optitop_latency_") for name in absent)
 
 
 def test_unit_names():
