@@ -135,7 +135,8 @@ class VerdictPane(Pane):
         for i, fix in enumerate(d.fixes[:n_fixes]):
             row = Text(f"  {i + 1}. ", style=Style(bold=True)) + Text(clip(fix, width - 5))
             rows.append((2 if i == 0 else 3 + 2 * i, row))
-        if d.latency is not None:
+        if d.latency is not None and d.latency.line() not in d.evidence[:n_evidence]:
+            # the analyzer puts the line among the evidence where it matters; else it sits under it, dimmed
             rows.append((2.5, Text(clip(d.latency.line(), width), style=self.sty("pane--dim"))))
         if d.secondary:
             line = f"{runners_label(d)}: {runners_text(d)}"
