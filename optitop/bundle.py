@@ -41,6 +41,7 @@ PYSPY_TIMEOUT_S = 15.0
 #: The raw scrape is cut at this many bytes (a full vLLM exposition is ~100 KB).
 MAX_SCRAPE_BYTES = 2 * 1024 * 1024
 
+
 @dataclass(slots=True)
 class Bundle:
     """The archive's members, in the order they are written."""
