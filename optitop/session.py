@@ -12,12 +12,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 
 import psutil
 
 from optitop.config import Options
-from optitop.redact import redact_text
 from optitop.store import Store
 from optitop.types import (
     Collector,
@@ -77,8 +75,6 @@ class CollectorRunner:
         return self._status
 
     def _set_status(self, status: SourceStatus) -> None:
-        if status.reason:  # an error's text may quote a URL or an argument with its secret
-            status = replace(status, reason=redact_text(status.reason))
         self._status = status
         self._store.set_status(status)
 
