@@ -6,7 +6,20 @@ row names the secret that must go and the parts that must stay (flag names, host
 
 from __future__ import annotations
 
+import base64
+import json
+import subprocess
+import sys
+import tarfile
+import threading
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import psutil
 import pytest
+from conftest import wait_for
 
 from optitop.redact import REDACTED, is_secret_name, redact_arg_list, redact_cmdline, redact_json, redact_text
 
@@ -127,3 +140,122 @@ def test_json_values_are_redacted_by_key_and_by_shape():
     assert out["nested"][0]["port"] == 8000 and out["count"] == 3
     assert out["args"] == ["--token", REDACTED, "--port", "1"]
     assert out["url"] == f"http://a:{REDACTED}@h:1/m"
+
+
+# -- end to end: a password-protected endpoint and a target whose cmdline holds a key ----------------------
+PASSWORD = "Pw7hunter2x"
+TOKEN = "Tok4query9y"
+API_KEY = "Key9vllm3z"
+FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "metrics" / "vllm-v1-serving-metrics-doc-partial.prom"
+
+
+def leaks(data: bytes | str) -> list[str]:
+    """The secrets (or the Basic header that carries the password) found in ``data``."""
+    text = data.decode(errors="replace") if isinstance(data, bytes) else data
+    basic = base64.b64encode(f"admin:{PASSWORD}".encode()).decode()
+    return [s for s in (PASSWORD, TOKEN, API_KEY, basic) if s in text]
+
+
+@pytest.fixture
+def guarded_endpoint() -> Iterator[str]:
+    """A /metrics that answers only with the URL's user, password and token; yields that URL."""
+    body = FIXTURE.read_bytes()
+    want_auth = "Basic " + base64.b64encode(f"admin:{PASSWORD}".encode()).decode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            ok = self.headers.get("Authorization") == want_auth and self.path == f"/metrics?token={TOKEN}"
+            self.send_response(200 if ok else 401)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.end_headers()
+            if ok:
+                self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://admin:{PASSWORD}@127.0.0.1:{server.server_address[1]}/metrics?token={TOKEN}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def shell_target() -> Iterator[int]:
+    """``sh -c "… --api-key KEY"``: the whole command, key included, is one argv element of the target."""
+    proc = subprocess.Popen(["sh", "-c", f"sleep 600; echo serve --api-key {API_KEY}"], stdout=subprocess.DEVNULL)
+    yield proc.pid
+    for child in psutil.Process(proc.pid).children(recursive=True):
+        child.kill()
+    proc.kill()
+    proc.wait(10)
+
+
+def optitop(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "optitop", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/"
+    )
+
+
+def test_no_output_of_optitop_holds_the_url_password_token_or_the_targets_key(guarded_endpoint, shell_target, tmp_path):
+    url, pid = guarded_endpoint, str(shell_target)
+    shown = "http://admin:***@127.0.0.1:" + url.split("@127.0.0.1:")[1].replace(TOKEN, "***")
+    record, bundle = tmp_path / "run.jsonl", tmp_path / "incident.tar.gz"
+    runs = {
+        "once": optitop("--pid", pid, "--once", "--json", "--duration", "2", "--metrics-url", url),
+        "record": optitop("record", "--pid", pid, "-o", str(record), "--duration", "3", "--metrics-url", url),
+        "bundle": optitop("bundle", "--pid", pid, "-o", str(bundle), "--sample", "3", "--metrics-url", url),
+        "doctor": optitop("doctor", "--pid", pid, "--metrics-url", url),
+    }
+    exporter = optitop("export", "--pid", pid, "--listen", "127.0.0.1:0", "--interval", "0.5", "--metrics-url", url)
+    try:
+        assert exporter.stderr is not None
+        line = exporter.stderr.readline()
+        port = int(line.rsplit(":", 1)[1].split("/")[0])
+        exposition = str(
+            wait_for(
+                lambda: scrape(port, until='optitop_source_up{source="queue"} 1.0'),
+                timeout_s=30,
+                what="the exporter serving the queue's metrics",
+            )
+        )
+    finally:
+        exporter.kill()
+        exporter.wait(10)
+    assert "optitop_target_info" in exposition and not leaks(exposition) and not leaks(line)
+
+    outputs = {name: proc.communicate(timeout=90) for name, proc in runs.items()}
+    for name, (out, err) in outputs.items():
+        assert runs[name].returncode == 0 or (name == "doctor" and runs[name].returncode == 1), f"{name}: {err}"
+        assert not leaks(out) and not leaks(err), f"optitop {name} printed a secret: {leaks(out + err)}"
+
+    doc = json.loads(outputs["once"][0])
+    assert doc["metrics"]["queue"]["latest"]["source"].endswith(shown)  # it answered: the password was sent
+    assert "--api-key ***" in doc["target"]["cmdline"]
+    assert shown in outputs["doctor"][0]
+
+    text = record.read_text()
+    assert not leaks(text), f"the record file holds {leaks(text)}"
+    assert shown in text and "--api-key ***" in text
+
+    with tarfile.open(bundle) as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
+    assert len(members) >= 6
+    for name, data in members.items():
+        assert not leaks(data), f"{name} holds {leaks(data)}"
+    endpoints = next(data for name, data in members.items() if name.endswith("endpoints.txt"))
+    assert shown.encode() in endpoints
+    scrape_txt = next(data for name, data in members.items() if name.endswith("scrape.txt"))
+    assert b"vllm:" in scrape_txt  # the bundle's own scrape authenticated too
+
+
+def scrape(port: int, until: str) -> str:
+    """The exporter's page once it holds ``until`` ("" before)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return ""
+    return text if until in text else ""
