@@ -259,3 +259,33 @@ def scrape(port: int, until: str) -> str:
     except OSError:
         return ""
     return text if until in text else ""
+
+
+async def test_the_picker_header_and_queue_pane_show_no_secret(guarded_endpoint, shell_target):
+    from optitop.candidates import find_candidates
+    from optitop.config import Options
+    from optitop.runtime import make_session
+    from optitop.tui.app import OptitopApp
+    from optitop.tui.picker import PickerApp
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tui"))
+    from tuiscreen import wait_for_screen
+
+    pid = shell_target
+    picker = PickerApp(find_candidates(sample_s=0.05))
+    async with picker.run_test(size=(160, 30)) as pilot:
+        await pilot.press(*str(pid))
+        text = await wait_for_screen(pilot, lambda t: str(pid) in t and "--api-key" in t)
+        assert "--api-key ***" in text and not leaks(text), text
+
+    options = Options(interval_s=0.3, metrics_urls=(guarded_endpoint,))
+    session = make_session(pid, options)
+    session.start()
+    app = OptitopApp(session.store, options, session=session)
+    port = guarded_endpoint.split("@127.0.0.1:")[1].split("/")[0]
+    try:
+        async with app.run_test(size=(200, 50)) as pilot:
+            text = await wait_for_screen(pilot, lambda t: f"admin:***@127.0.0.1:{port}" in t and "--api-key" in t)
+            assert "--api-key ***" in text and not leaks(text), text
+    finally:
+        session.stop()
