@@ -87,6 +87,8 @@ _KEY_SHAPES = re.compile(
     r"|glpat-[A-Za-z0-9_-]{20,}|xox[abprs]-[A-Za-z0-9-]{10,}|(?:AKIA|ASIA)[0-9A-Z]{16}|AIza[0-9A-Za-z_-]{35}"
     r"|eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,})"
 )
+_KEY_PREFIXES = re.compile(r"sk-|hf_|gh[pousr]_|github_pat_|glpat-|xox[abprs]-|AKIA|ASIA|AIza|eyJ")
+_SPACE = re.compile(r"\s")
 _NAME_SPLIT = re.compile(r"[-_.\s]+|(?<=[a-z0-9])(?=[A-Z])")
 #: A userinfo with no password is a user name, kept unless it is this long (a token used as the user).
 _TOKEN_USER_LEN = 20
@@ -177,7 +179,9 @@ def _redact_word(word: str, hide_next: bool) -> tuple[str, bool]:
     m = _FLAG.match(word)
     if m and is_secret_name(m.group(1)):
         return word, True
-    if any(c.isspace() for c in _QUOTED.sub("", word)):
+    if not _SPACE.search(word):
+        return word, False
+    if _SPACE.search(_QUOTED.sub("", word)):
         return redact_text(word), False  # one argv element holding a whole command (sh -c "…")
     return _QUOTED.sub(_redact_quoted, word), False
 
@@ -185,18 +189,26 @@ def _redact_word(word: str, hide_next: bool) -> tuple[str, bool]:
 def _redact_quoted(m: re.Match[str]) -> str:
     quote = m.group(0)[0]
     inner = m.group(1) if m.group(1) is not None else m.group(2)
-    if not any(c.isspace() for c in inner):
+    if not _SPACE.search(inner):
         return m.group(0)
     return quote + redact_text(inner) + quote
 
 
 def _redact_shapes(text: str) -> str:
-    """The shapes found anywhere in a text: URL userinfo, key/value pairs, bearer tokens, known key formats."""
-    text = _URL_USERINFO.sub(_hide_userinfo, text)
-    text = _BARE_USERINFO.sub(lambda m: f"{m.group(1)}:{REDACTED}@", text)
-    text = _hide_values(text)
-    text = _BEARER.sub(lambda m: m.group(1) + REDACTED, text)
-    return _KEY_SHAPES.sub(REDACTED, text)
+    """The shapes found anywhere in a text: URL userinfo, key/value pairs, bearer tokens, known key formats.
+
+    Each pattern runs only when a character it needs is present: most words of a cmdline need none.
+    """
+    if "@" in text:
+        text = _URL_USERINFO.sub(_hide_userinfo, text)
+        text = _BARE_USERINFO.sub(lambda m: f"{m.group(1)}:{REDACTED}@", text)
+    if "=" in text or ":" in text:
+        text = _hide_values(text)
+    if "earer" in text or "EARER" in text:
+        text = _BEARER.sub(lambda m: m.group(1) + REDACTED, text)
+    if _KEY_PREFIXES.search(text):
+        text = _KEY_SHAPES.sub(REDACTED, text)
+    return text
 
 
 def _hide_userinfo(m: re.Match[str]) -> str:
