@@ -185,7 +185,7 @@ def guarded_endpoint() -> Iterator[str]:
 @pytest.fixture
 def shell_target() -> Iterator[int]:
     """``sh -c "… --api-key KEY"``: the whole command, key included, is one argv element of the target."""
-    proc = subprocess.Popen(["sh", "-c", f"sleep 600; echo serve --api-key {API_KEY}"], stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(["sh", "-c", f"sleep 600; echo vllm serve --api-key {API_KEY}"], stdout=subprocess.DEVNULL)
     yield proc.pid
     for child in psutil.Process(proc.pid).children(recursive=True):
         child.kill()
@@ -272,10 +272,10 @@ async def test_the_picker_header_and_queue_pane_show_no_secret(guarded_endpoint,
     from tuiscreen import wait_for_screen
 
     pid = shell_target
-    picker = PickerApp(find_candidates(sample_s=0.05))
+    picker = PickerApp(find_candidates(sample_s=0.05, limit=100_000))  # a busy machine has many
     async with picker.run_test(size=(160, 30)) as pilot:
         await pilot.press(*str(pid))
-        text = await wait_for_screen(pilot, lambda t: str(pid) in t and "--api-key" in t)
+        text = await wait_for_screen(pilot, lambda t: str(pid) in t and "--api-key" in t, timeout_s=30)
         assert "--api-key ***" in text and not leaks(text), text
 
     options = Options(interval_s=0.3, metrics_urls=(guarded_endpoint,))
@@ -285,7 +285,8 @@ async def test_the_picker_header_and_queue_pane_show_no_secret(guarded_endpoint,
     port = guarded_endpoint.split("@127.0.0.1:")[1].split("/")[0]
     try:
         async with app.run_test(size=(200, 50)) as pilot:
-            text = await wait_for_screen(pilot, lambda t: f"admin:***@127.0.0.1:{port}" in t and "--api-key" in t)
+            shown = f"admin:***@127.0.0.1:{port}"
+            text = await wait_for_screen(pilot, lambda t: shown in t and "--api-key" in t, timeout_s=30)
             assert "--api-key ***" in text and not leaks(text), text
     finally:
         session.stop()
