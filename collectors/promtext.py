@@ -9,10 +9,12 @@ histogram quantiles from bucket deltas) lives here because it is about expositio
 
 from __future__ import annotations
 
+import base64
 import math
 import re
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -86,7 +88,10 @@ def fetch(url: str, timeout_s: float = FETCH_TIMEOUT_S, max_bytes: int = MAX_BOD
     """
     start = time.monotonic()
     deadline = start + 2 * timeout_s
-    request = urllib.request.Request(url, headers={"Accept": ACCEPT, "User-Agent": "optitop"})
+    try:
+        request = _request(url)
+    except ValueError as exc:  # a malformed URL (bad port, bad IPv6 literal)
+        return _failed(url, start, f"{type(exc).__name__}: {exc}")
     try:
         with _OPENER.open(request, timeout=timeout_s) as resp:
             status = int(resp.status)
@@ -107,6 +112,23 @@ def fetch(url: str, timeout_s: float = FETCH_TIMEOUT_S, max_bytes: int = MAX_BOD
     if capped:
         body = body[: body.rfind("\n") + 1]  # the last line is cut mid-way: drop it
     return FetchResult(url, body, status, ctype, "", capped, time.monotonic() - start)
+
+
+def _request(url: str) -> urllib.request.Request:
+    """The GET for ``url``; its ``user:password@`` is sent as Basic authentication.
+
+    urllib reads a URL's userinfo as part of the host name (the fetch then fails on a name lookup that
+    carries the password); redirects are never followed, so the header goes to this host only.
+    """
+    headers = {"Accept": ACCEPT, "User-Agent": "optitop"}
+    parts = urllib.parse.urlsplit(url)
+    if "@" in parts.netloc:
+        userinfo, _, hostport = parts.netloc.rpartition("@")
+        user, _, password = userinfo.partition(":")
+        pair = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}"
+        headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+        url = urllib.parse.urlunsplit(parts._replace(netloc=hostport))
+    return urllib.request.Request(url, headers=headers)
 
 
 class _Body(Protocol):

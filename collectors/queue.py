@@ -44,6 +44,7 @@ from optitop.collectors.promtext import (
 )
 from optitop.collectors.serving import ServingSample, ServingStats
 from optitop.config import CollectorContext
+from optitop.redact import redact_text
 from optitop.types import SourceUnavailable, TargetGone
 
 #: Seconds between discovery rounds while no endpoint answers.
@@ -94,7 +95,8 @@ class Endpoint:
     """One scraped URL and the state its rates need.
 
     Attributes:
-        url: what is fetched.
+        url: what is fetched (with its credentials, if the user gave any).
+        shown: the URL as every sample, line and file shows it (password and secret parameters hidden).
         explicit: given with ``--metrics-url`` (kept when failing; preferred when several answer).
         prev: the previous good scrape, for counter and bucket deltas; prev_mono_s: when it arrived.
         pending: the fetch in flight (never two at once for one endpoint); submitted_mono_s: when it started.
@@ -110,6 +112,7 @@ class Endpoint:
 
     url: str
     explicit: bool
+    shown: str = ""
     prev: Exposition | None = None
     prev_mono_s: float | None = None
     pending: Future[_Scrape] | None = None
@@ -123,6 +126,9 @@ class Endpoint:
     full_parse_mono_s: float = 0.0
     held: bool = False
     rated: bool = False
+
+    def __post_init__(self) -> None:
+        self.shown = self.shown or redact_text(self.url)
 
 
 def unrefreshed(cur: Exposition, prev: Exposition) -> bool:
@@ -254,7 +260,7 @@ class QueueCollector:
 
     def describe(self) -> str:
         """The ``doctor`` line."""
-        urls = ", ".join(self.endpoints) or "none yet"
+        urls = ", ".join(ep.shown for ep in self.endpoints.values()) or "none yet"
         mode = "discovery on" if self.discover else "discovery off"
         return f"Prometheus endpoints: {urls} ({mode}, {self.timeout_s:g} s timeout)"
 
@@ -312,7 +318,7 @@ class QueueCollector:
         """Keep one finished scrape's reading (or its failure) on the endpoint."""
         if got.expo is None:
             ep.failures += 1
-            ep.reason = got.reason
+            ep.reason = redact_text(got.reason)  # an error may quote the URL it failed on
             if ep.failures >= FORGET_AFTER and not ep.explicit:
                 del self.endpoints[ep.url]
             return
@@ -407,8 +413,8 @@ class QueueCollector:
             if got.expo is None:
                 failed.append(f"{port}: {got.reason}")
                 continue
-            found.append(got.url)
             ep = Endpoint(got.url, explicit=False)
+            found.append(ep.shown)
             self.endpoints[got.url] = ep
             # The probe is this endpoint's first scrape: rates start from it.
             ep.prev, ep.prev_mono_s = got.expo, got.mono_s
@@ -450,7 +456,7 @@ class QueueCollector:
         tried = list(self._tried)
         for ep in others:
             state = ep.reason or ("waiting for the first answer" if ep.pending is not None else "no answer yet")
-            tried.append(f"{ep.url}: {state}")
+            tried.append(f"{ep.shown}: {state}")
         if self._discovery is not None:
             tried.insert(0, f"probing port(s) {', '.join(str(p) for p in self._discovery.ports)}")
         if not live:
@@ -460,16 +466,16 @@ class QueueCollector:
         live.sort(key=self._rank, reverse=True)
         best = live[0]
         assert best.reading is not None
-        source = f"{best.reading.profile} @ {best.url}"
+        source = f"{best.reading.profile} @ {best.shown}"
         if best.reading.also:
             source += f" (+{'+'.join(best.reading.also)})"
         for ep in live[1:]:
             assert ep.reading is not None
-            tried.append(f"also: {ep.reading.profile} @ {ep.url}")
-        tried.extend(f"{best.url}: {note}" for note in best.notes)
+            tried.append(f"also: {ep.reading.profile} @ {ep.shown}")
+        tried.extend(f"{best.shown}: {note}" for note in best.notes)
         if best.held and best.prev_mono_s is not None:
             tried.append(
-                f"{best.url}: unchanged for {mono - best.prev_mono_s:.0f} s (the endpoint refreshes slowly): "
+                f"{best.shown}: unchanged for {mono - best.prev_mono_s:.0f} s (the endpoint refreshes slowly): "
                 "rates held until it does"
             )
         return ServingSample(

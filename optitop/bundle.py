@@ -15,7 +15,6 @@ import contextlib
 import io
 import json
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -32,7 +31,7 @@ from typing import Any
 from optitop import __version__
 from optitop.config import Options
 from optitop.record import write_snapshot
-from optitop.redact import redact_arg_list, redact_text
+from optitop.redact import redact_json, redact_text
 from optitop.safefile import SafeFile
 from optitop.serialize import SCHEMA_VERSION, report, to_jsonable
 from optitop.store import Store
@@ -45,37 +44,6 @@ PYSPY_TIMEOUT_S = 15.0
 #: The raw scrape is cut at this many bytes (a full vLLM exposition is ~100 KB).
 MAX_SCRAPE_BYTES = 2 * 1024 * 1024
 
-_SPACES = re.compile(r"(\s+)")
-
-
-def redact_lines(text: str) -> str:
-    """Redact secrets in free text while keeping its layout: each line is redacted as an argv.
-
-    ``redact_arg_list`` catches ``--token X`` and ``KEY=secret`` (as in a cmdline py-spy prints), and
-    ``redact_text`` URLs with credentials, bearer tokens and well-known key shapes.
-    """
-    out = []
-    for line in text.splitlines(keepends=True):
-        parts = _SPACES.split(line)
-        words = [p for i, p in enumerate(parts) if i % 2 == 0]
-        redacted = redact_arg_list(words)
-        parts[0::2] = redacted
-        out.append(redact_text("".join(parts)))
-    return "".join(out)
-
-
-def redact_json(obj: Any) -> Any:
-    """Redact every string inside a JSON value (lists of strings are redacted as an argv)."""
-    if isinstance(obj, str):
-        return redact_text(obj)
-    if isinstance(obj, list):
-        if obj and all(isinstance(x, str) for x in obj):
-            return [redact_text(x) for x in redact_arg_list(obj)]
-        return [redact_json(x) for x in obj]
-    if isinstance(obj, dict):
-        return {k: redact_json(v) for k, v in obj.items()}
-    return obj
-
 
 @dataclass(slots=True)
 class Bundle:
@@ -85,7 +53,7 @@ class Bundle:
 
     def add_text(self, name: str, text: str) -> None:
         """Add a redacted text member."""
-        self.members[name] = redact_lines(text).encode()
+        self.members[name] = redact_text(text).encode()
 
     def add_json(self, name: str, obj: Any) -> None:
         """Add a redacted JSON member."""

@@ -26,6 +26,7 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import CollectorRegistry
 
+from optitop.redact import redact_text
 from optitop.store import Store
 from optitop.types import CATEGORIES, SourceState, Window
 
@@ -248,7 +249,7 @@ class StoreCollector:
         families.add(
             "target_info",
             1.0,
-            {"pid": str(t.pid), "name": t.name, "host": t.host},
+            {"pid": str(t.pid), "name": redact_text(t.name), "host": t.host},  # a name can be an argv word
             "The watched process (constant 1; its labels say which)",
         )
         families.add("target_exited", 1.0 if t.exited else 0.0, help_text="1 once the watched process has exited")

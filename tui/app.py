@@ -253,10 +253,14 @@ class OptitopApp(App[int]):
     def _mount_chart(self) -> None:
         if self._chart is not None or self.size.height < self.COMPACT_BELOW_ROWS:
             return
+        boxes = self.query("#cpu-box")
+        if not boxes:  # another screen (the picker, help) is on top: mount once the main screen is back
+            self.set_timer(0.3, self._mount_chart)
+            return
         from optitop.tui.panes.chart import HistoryChart
 
         self._chart = HistoryChart("target CPU % (of one core)", id="cpu-chart")
-        self.query_one("#cpu-box").mount(self._chart, before=0)
+        boxes.first().mount(self._chart, before=0)
         self._update_chart(self.store.window())
 
     # -- data ------------------------------------------------------------------------------------------
