@@ -493,6 +493,36 @@ class OptitopApp(App[int]):
         note = f" ({skipped[0].filename} {skipped[0].strerror})" if skipped else ""
         self.call_from_thread(self.notify, f"wrote {out.path}{note}")
 
+    def deliver_screenshot(
+        self, filename: str | None = None, path: str | None = None, time_format: str | None = None
+    ) -> str | None:
+        """The command palette's Screenshot, written as every optitop output is: a new file, never through a link.
+
+        Textual's own saves to ~/Downloads with a plain ``open()``, which follows a link planted there: as root
+        (HOME kept under sudo) that wrote through it. Here the SVG goes to the current directory (or ``path``)
+        under a free name (``-2``… when taken), created new and renamed into place when complete.
+        """
+        from optitop.safefile import create_numbered
+
+        name = os.path.basename(filename or f"optitop-screen-{time.strftime('%Y%m%d-%H%M%S')}.svg")
+        wanted = os.path.join(path or ".", name if name.endswith(".svg") else f"{name}.svg")
+        try:
+            out, skipped = create_numbered(wanted, ".svg")
+        except OSError as exc:
+            self.notify(f"cannot save the screenshot to {wanted}: {exc.strerror or exc}", severity="error")
+            return None
+        try:
+            out.file.write(self.export_screenshot().encode())
+            out.commit()
+        except OSError as exc:
+            self.notify(f"cannot save the screenshot to {out.path}: {exc.strerror or exc}", severity="error")
+            return None
+        finally:
+            out.discard()  # a no-op once committed
+        note = f" ({skipped[0].filename} {skipped[0].strerror})" if skipped else ""
+        self.notify(f"screenshot saved to {out.path}{note}")
+        return None
+
     def action_native_sample(self) -> None:
         """Ask the stacks collector for a 1 s native burst (it pauses the target; ~2 s for torch)."""
         runner = self.session.runner("pystacks") if self.session is not None else None
