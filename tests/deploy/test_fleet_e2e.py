@@ -139,8 +139,19 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
 
         exporter_started = time.monotonic()
         exporter = subprocess.Popen(
-            [OPTITOP, "export", "--pid", str(server_pid), "--listen", "127.0.0.1:0", "--interval", "0.5",
-             "--no-pystacks", "--metrics-url", metrics_url],
+            [
+                OPTITOP,
+                "export",
+                "--pid",
+                str(server_pid),
+                "--listen",
+                "127.0.0.1:0",
+                "--interval",
+                "0.5",
+                "--no-pystacks",
+                "--metrics-url",
+                metrics_url,
+            ],
             stderr=subprocess.PIPE,
             text=True,
             cwd="/",
@@ -159,8 +170,13 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             f"      - targets: ['127.0.0.1:{port}']\n        labels: {{service: {SERVICE}}}\n"
         )
         prom = subprocess.Popen(
-            [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp / 'data'}",
-             f"--web.listen-address=127.0.0.1:{web}", "--log.level=warn"],
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={tmp / 'data'}",
+                f"--web.listen-address=127.0.0.1:{web}",
+                "--log.level=warn",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             text=True,

@@ -56,7 +56,8 @@ def test_promtool_rule_unit_tests_pass() -> None:
 
 def test_every_alert_has_a_for_and_a_runbook_naming_optitop() -> None:
     found = alerts()
-    assert set(STUCK_ALERTS.values()) | {"OptitopSourceDown", "OptitopExporterCpuOverBudget", "OptitopTargetExited"} <= set(found)
+    others = {"OptitopSourceDown", "OptitopExporterCpuOverBudget", "OptitopTargetExited"}
+    assert set(STUCK_ALERTS.values()) | others <= set(found)
     for name, rule in found.items():
         assert rule.get("for"), f"{name} has no for:"
         assert "optitop" in rule["annotations"]["runbook"], name
