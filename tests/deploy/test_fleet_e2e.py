@@ -2,8 +2,9 @@
 deploy/prometheus's rules and the dashboard's queries.
 
 One demo, exporter and Prometheus serve the whole module (starting them is most of the time). The rules are
-loaded as shipped except that every ``for:`` is 3 s and the default latency objective 1 s (the demo's p95 is
-about 2 s: the shipped 2 s default would make the test depend on noise), with a 1 s evaluation interval. The
+loaded as shipped except that every ``for:`` is 3 s, the default latency objective 1 s (the demo's p95 is
+about 2 s: the shipped 2 s default would make the test depend on noise) and the exporter's CPU budget 0, with a
+1 s evaluation interval. The
 last test stops the demo and sees the target-exited alert fire.
 """
 
@@ -108,6 +109,9 @@ def short_for_rules(tmp: Path) -> Path:
         for rule in group["rules"]:
             if "alert" in rule:
                 rule["for"] = f"{FOR_S}s"
+            if rule.get("alert") == "OptitopExporterCpuOverBudget":  # any CPU at all is over a zero budget
+                assert "> 10" in rule["expr"], rule["expr"]
+                rule["expr"] = rule["expr"].replace("> 10", "> 0")
             if rule.get("record") == "optitop:latency_objective_p95_seconds:default":
                 rule["expr"] = f"vector({OBJECTIVE_S})"
     path = tmp / "rules.yml"
@@ -306,6 +310,11 @@ def test_the_scheduling_alert_fires_on_a_real_exporter(fleet: Fleet) -> None:
     # Every rule evaluates without error against the real series.
     groups = get_json(f"{fleet.prom}/api/v1/rules")["data"]["groups"]
     assert [(r["name"], r.get("lastError")) for g in groups for r in g["rules"] if r["health"] != "ok"] == []
+    # The exporter's own CPU reaches the alert (over the test's zero budget), labelled by the scraped instance.
+    cpu = wait_for(
+        lambda: firing(fleet.prom, "OptitopExporterCpuOverBudget"), 30, every_s=0.25, what="no CPU budget alert"
+    )
+    assert [a["labels"]["instance"] for a in cpu] == [fleet.instance]
     # A source this machine cannot have (no GPU here) is reported down.
     if not gpu_up(fleet.prom):
         down = wait_for(lambda: firing(fleet.prom, "OptitopSourceDown"), 30, every_s=0.25, what="no SourceDown")
