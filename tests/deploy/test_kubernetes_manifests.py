@@ -7,16 +7,25 @@ SYS_PTRACE, the exporter's command, and scrape annotations that point at the por
 
 from __future__ import annotations
 
+import os
+import re
 import shlex
 import shutil
+import signal
+import socket
 import subprocess
+import sys
+import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
+from conftest import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "kubernetes"
+OPTITOP = os.path.join(os.path.dirname(sys.executable), "optitop")
 
 
 def objects(name: str) -> list[dict]:
@@ -101,3 +110,54 @@ def test_the_in_cluster_prometheus_config_is_valid(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     relabelled = {r.get("target_label") for r in job["relabel_configs"]}
     assert {"service", "instance", "__metrics_path__"} <= relabelled
+
+
+def test_the_sidecars_retry_loop_serves_follows_a_restarted_server_and_stops_on_sigterm(start_target) -> None:
+    """The sidecar's own shell command, run here with the server's port and the listen address swapped for
+    free ones: it serves the server found by --port, comes back on a new server after the first one exits
+    (the exporter exits with its target), and stops cleanly on SIGTERM, as the kubelet sends it."""
+    optitop = next(c for c in workload("sidecar.yaml", "Deployment")["spec"]["containers"] if c["name"] == "optitop")
+    script = optitop["args"][0]
+    server_code = """
+        import socket
+        srv = socket.socket()
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind(("127.0.0.1", PORT))
+        srv.listen()
+        ready()
+        time.sleep(600)
+        """
+    first = start_target(server_code.replace("PORT", "0"))
+    port = wait_for(lambda: [c.laddr.port for c in psutil.Process(first.pid).net_connections("tcp")], 10)[0]
+    metrics = free_port()
+    script = script.replace("--port 8000", f"--port {port}").replace("--listen :9400", f"--listen 127.0.0.1:{metrics}")
+    script = script.replace("optitop export", f"{OPTITOP} export").replace("--interval 2", "--interval 0.5")
+    loop = subprocess.Popen(["/bin/sh", "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: watched_pid(metrics) == first.pid, 30, every_s=0.2, what="first server not served")
+        first.kill()
+        second = start_target(server_code.replace("PORT", str(port)))  # the restarted server, same port
+        assert wait_for(lambda: watched_pid(metrics) == second.pid, 40, every_s=0.2, what="restarted server missed")
+        exporter = psutil.Process(loop.pid).children()
+    finally:
+        loop.send_signal(signal.SIGTERM)
+        rc = loop.wait(15)
+    assert rc == 0
+    assert [p.pid for p in exporter] and not [p for p in exporter if p.is_running() and p.status() != "zombie"]
+
+
+def watched_pid(port: int) -> int | None:
+    """The pid in optitop_target_info at http://127.0.0.1:PORT/metrics, or None while nothing serves."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return None
+    found = re.search(r'optitop_target_info\{[^}]*pid="(\d+)"', text)
+    return int(found.group(1)) if found else None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
