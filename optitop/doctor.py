@@ -8,6 +8,8 @@ import time
 from dataclasses import dataclass
 
 from optitop.collectors import REGISTRY, available_specs
+from optitop.collectors.gpu import in_initial_pid_namespace
+from optitop.collectors.procfs import read_status_field
 from optitop.config import CollectorContext, Options
 from optitop.types import SourceUnavailable, TargetGone
 
@@ -48,6 +50,28 @@ def check_source(name: str, pid: int, options: Options) -> Finding:
             collector.close()
 
 
+def namespace_note(pid: int) -> str:
+    """What PID namespaces mean for watching ``pid`` from here, or "" when optitop and the target share the host's.
+
+    Containers are where the pids people see stop matching: the server knows itself by its namespace's pid,
+    NVML by the host's. Watching from the host works (host pids everywhere, as NVML and py-spy want); watching
+    from inside a namespace (a sidecar) loses the per-process GPU attribution, and doctor should say so up front.
+    """
+    if in_initial_pid_namespace() is False:
+        return (
+            "optitop runs inside a PID namespace (a container, or a pod sharing its process namespace): "
+            f"pid {pid} is this namespace's pid; NVML reports host pids, so the target's own GPU use cannot be "
+            "attributed (device-wide GPU metrics still work); run optitop on the host (hostPID) for that"
+        )
+    ids = (read_status_field(pid, "NSpid") or "").split()
+    if len(ids) > 1:
+        return (
+            f"pid {pid} is pid {ids[-1]} inside its own PID namespace (a container); optitop sees it from the host, "
+            "where NVML and py-spy use host pids: give optitop the host pid, as here"
+        )
+    return ""
+
+
 def run_doctor(pid: int | None, options: Options, as_json: bool = False) -> int:
     """Print one line per source; exit 0 when every enabled source works, 1 otherwise."""
     import os
@@ -62,16 +86,18 @@ def run_doctor(pid: int | None, options: Options, as_json: bool = False) -> int:
             findings.append(Finding(spec.name, True, spec.needs[1]))
             continue
         findings.append(check_source(spec.name, target_pid, options))
+    note = namespace_note(target_pid)
     if as_json:
-        print(
-            json.dumps(
-                {"pid": pid, "sources": {f.source: {"ok": f.ok, "detail": f.detail} for f in findings}},
-                indent=2,
-            )
-        )
+        doc: dict[str, object] = {"pid": pid}
+        if note:
+            doc["pid_namespace"] = note
+        doc["sources"] = {f.source: {"ok": f.ok, "detail": f.detail} for f in findings}
+        print(json.dumps(doc, indent=2))
     else:
         who = f"pid {pid}" if pid is not None else "this machine (no --pid given: checked against optitop itself)"
         print(f"optitop doctor — {who}")
+        if note:
+            print(f"  note  {note}")
         width = max(len(f.source) for f in findings) if findings else 8
         for f in findings:
             mark = "ok  " if f.ok else "FAIL"
