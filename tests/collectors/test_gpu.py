@@ -1,7 +1,8 @@
-"""The GPU collector against a fake pynvml (CI has no GPU) and real target processes.
+"""The GPU collector over the real nvidia-ml-py with a simulated libnvidia-ml (CI has no GPU), and real targets.
 
-Only the NVML API surface is faked (gpu_fakes.py); the target trees, /proc, NSpid and PID namespaces are
-real. One test uses the real nvidia-ml-py on a machine without an NVIDIA driver.
+Only the C library is simulated (nvml_sim.py): the bindings' wrappers, structs, byref out-parameters, two-call
+patterns and error classes are the real ones. The target trees, /proc, NSpid and PID namespaces are real.
+One test uses the real nvidia-ml-py on a machine without an NVIDIA driver.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import pynvml
 import pytest
-from gpu_fakes import H100_COPY, H100_MATMUL, H100_PCIE, H100_TINY, a100_legacy, calls, h100, make_fake
+from nvml_sim import H100_COPY, H100_MATMUL, H100_PCIE, H100_TINY, a100_legacy, calls, h100, make_fake, uninstall
 
 from optitop.collectors.gpu import (
     HOST_DRAM_BW_NOT_COLLECTED,
@@ -352,7 +353,7 @@ RUN_INSIDE = textwrap.dedent(
     """
     import json, os, sys, time
     sys.path.insert(0, sys.argv[1])
-    from gpu_fakes import h100, make_fake
+    from nvml_sim import h100, make_fake
     from optitop.collectors.gpu import GpuCollector
     from optitop.config import CollectorContext, Options
     host_pid = int(sys.argv[2])
@@ -410,6 +411,7 @@ def test_no_devices() -> None:
 
 
 def test_real_nvml_without_a_driver() -> None:
+    uninstall()  # no simulated library left behind by another test: the bindings look for the real one
     try:
         pynvml.nvmlInit()
     except pynvml.NVMLError_LibraryNotFound:

@@ -17,7 +17,7 @@ from conftest import wait_for
 from textual.app import App, ComposeResult
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "collectors"))
-from gpu_fakes import H100_COPY, H100_MATMUL, H100_PCIE, a100_legacy, h100, make_fake  # noqa: E402
+from nvml_sim import H100_COPY, H100_MATMUL, H100_PCIE, a100_legacy, h100, make_fake  # noqa: E402
 
 from optitop.collectors.gpu import HOST_DRAM_BW_UNAVAILABLE, GpuCollector  # noqa: E402
 from optitop.collectors.process import ProcessCollector  # noqa: E402
