@@ -77,8 +77,7 @@ class SimGpu:
     ``compute_procs`` entries are ``(pid, used bytes or None, gpu instance id)`` (the id may be left out);
     ``mig_instances`` maps a GPU instance id to its own GPM readings; ``nvlink_states`` lists each link's
     state (0 inactive, 1 active; empty: NvLink not supported); ``errors`` makes a C function return that
-    ``NVML_ERROR_*`` code (keyed by the C name with or without its ``_vN`` suffix); ``missing`` names C
-    functions this driver lacks (NVML_ERROR_FUNCTION_NOT_FOUND from the bindings' lookup).
+    ``NVML_ERROR_*`` code (keyed by the C name with or without its ``_vN`` suffix).
     """
 
     name: str = "NVIDIA H100 80GB HBM3"
@@ -116,7 +115,6 @@ class SimGpu:
     graphics_procs: list[tuple[Any, ...]] = field(default_factory=list)
     proc_util: list[tuple[int, int, int, int]] = field(default_factory=list)  # pid, timeStamp us, sm, mem
     errors: dict[str, int] = field(default_factory=dict)
-    missing: set[str] = field(default_factory=set)
     lost: bool = False
 
     def links(self) -> tuple[int, ...]:
@@ -249,14 +247,22 @@ def _base_name(name: str) -> str:
 class NvmlSim:
     """The simulated driver: devices, call counts, and the C functions (``c_<name>``)."""
 
-    def __init__(self, gpus: list[SimGpu], *, init_error: int | None = None, driver: str = "580.65.06") -> None:
+    def __init__(
+        self,
+        gpus: list[SimGpu],
+        *,
+        init_error: int | None = None,
+        driver: str = "580.65.06",
+        missing: set[str] | None = None,
+    ) -> None:
         self.gpus = gpus
         self.init_error = init_error
         self.driver = driver
         self.inited = 0
         self.fail_all: int | None = None
         self.calls: dict[str, int] = {}
-        self.missing: set[str] = set()  # driver-wide missing C functions
+        #: C functions this driver lacks: the bindings' lookup answers NVML_ERROR_FUNCTION_NOT_FOUND.
+        self.missing: set[str] = set(missing or ())
         self.seq = itertools.count(1)
         self.clock: Callable[[], float] = time.monotonic
         #: NVML refuses GPM metrics over spans this short (it needs more than 100 ms); 0 in tests that never sleep.
@@ -600,9 +606,11 @@ class SimModule(types.ModuleType):
         return getattr(real, name)
 
 
-def make_sim(gpus: list[SimGpu], *, init_error: int | None = None, driver: str = "580.65.06") -> SimModule:
+def make_sim(
+    gpus: list[SimGpu], *, init_error: int | None = None, driver: str = "580.65.06", missing: set[str] | None = None
+) -> SimModule:
     """A ``pynvml`` for ``GpuCollector(nvml=...)`` whose C library is simulated over ``gpus`` (NVML index order)."""
-    return SimModule(NvmlSim(gpus, init_error=init_error, driver=driver))
+    return SimModule(NvmlSim(gpus, init_error=init_error, driver=driver, missing=missing))
 
 
 make_fake = make_sim

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pynvml
 import pytest
 from conftest import wait_for
 from textual.app import App, ComposeResult
@@ -124,7 +125,7 @@ def test_lost_gpu_and_mig_are_said() -> None:
     store.add("gpu", c.sample())
     text = "\n".join(render(GpuPane, store.window()))
     assert "GPU lost" in text and "reset" in text
-    assert "MIG" in text and "unsupported under MIG" in text
+    assert "MIG" in text and "not available on MIG" in text
 
 
 def test_attribution_note_is_shown(start_target) -> None:
@@ -295,3 +296,14 @@ async def test_a_pane_keeps_its_background_until_the_theme_changes() -> None:
         after = gpu.background_colors
         assert after == DOMNode.background_colors.fget(gpu)  # type: ignore[attr-defined]
         assert after != before
+
+
+def test_gpm_fallback_and_persistence_off_are_warned_in_the_block() -> None:
+    from optitop.collectors.gpu import GPM_FALLBACK_AFTER
+
+    gpu = h100(util_gpu=97, persistence=False, errors={"nvmlGpmSampleGet": pynvml.NVML_ERROR_IN_USE})
+    store, _ = gpu_store([gpu], ticks=GPM_FALLBACK_AFTER)
+    text = "\n".join(render(GpuPane, store.window()))
+    assert "[legacy]" in text and "97%" in text
+    assert "held by another tool (Nsight" in text.replace("\n", " ")
+    assert "persistence mode off" in text and "nvidia-smi -pm 1" in text.replace("\n", " ")
