@@ -505,7 +505,7 @@ RULES: tuple[Rule, ...] = (
     _r("host.not.nogil", "host_cpu", "any", ("py_top_gil_share", "<", 0.3), -0.4,
        "the busiest Python thread runs without the GIL ({v:.0%})", "", "vendor", "py-spy owns_gil",
        when=(("py_top_active_pct", ">=", 50),)),
-    _r("host.not.pcie", "host_cpu", "gpu", ("gpu_pcie_both_bytes_per_s", ">=", 1.5e9), -0.5,
+    _r("host.not.pcie", "host_cpu", "gpu", ("gpu_pcie_bytes_per_s", ">=", 2e9), -0.5,
        "PCIe {v:B}/s: the GPU waits on transfers (a busy copying thread is part of the transfer)", "",
        "measured", MEASURED_PCIE),
     _r("host.not.gpu_busy", "host_cpu", "gpu", ("gpu_busy_pct", ">=", 80), -0.5,
