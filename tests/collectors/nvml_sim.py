@@ -20,7 +20,9 @@ puts the bindings back as they were (no library loaded).
 The same simulator stands in for a GPU in the device script's rehearsal (benchmarks/device_check.py):
 with ``OPTITOP_NVML_SIM=<path of this file>`` set, optitop's GPU collector calls ``install_from_env()``
 (a test-only hook; the product ignores it unless the variable is set). ``OPTITOP_NVML_SIM_SCENARIO``
-picks the GPM readings, ``OPTITOP_NVML_SIM_PIDS`` (``all`` or pids) the compute processes listed.
+picks the GPM readings, ``OPTITOP_NVML_SIM_PIDS`` (``all`` or pids) the compute processes listed,
+``OPTITOP_NVML_SIM_PERSISTENCE=0`` turns persistence mode off and ``OPTITOP_NVML_SIM_GPM_ERROR=IN_USE`` (any
+``NVML_ERROR_*`` suffix) makes every GPM sample fail so.
 """
 
 # ruff: noqa: N802 - simulated C functions keep NVML's names
@@ -652,7 +654,11 @@ def env_gpu() -> SimGpu:
     scenario = os.environ.get("OPTITOP_NVML_SIM_SCENARIO", "idle")
     values, busy, mem = SCENARIOS.get(scenario, SCENARIOS["idle"])
     persistence = os.environ.get("OPTITOP_NVML_SIM_PERSISTENCE", "1") != "0"
-    return h200(gpm_values=dict(values), util_gpu=busy, util_mem=mem, throttle_mask=0, persistence=persistence)
+    gpm_error = os.environ.get("OPTITOP_NVML_SIM_GPM_ERROR")  # e.g. IN_USE: counters held by another tool
+    errors = {"nvmlGpmSampleGet": int(getattr(real, f"NVML_ERROR_{gpm_error}"))} if gpm_error else {}
+    return h200(
+        gpm_values=dict(values), util_gpu=busy, util_mem=mem, throttle_mask=0, persistence=persistence, errors=errors
+    )
 
 
 def install_from_env() -> NvmlSim:

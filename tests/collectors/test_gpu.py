@@ -693,3 +693,21 @@ def test_pageable_copy_stream_reads_memory_io_not_host_cpu() -> None:
     assert d.category == "memory_io", (d.category, d.evidence)
     assert "steady copy stream" in d.evidence[0]
     assert not any("pegged" in e for e in d.evidence)
+
+
+def test_doctor_says_persistence_off_and_why_gpm_fails(start_target) -> None:
+    # `optitop doctor` as a user runs it, the simulated library loaded through the product's test-only hook.
+    target = start_target("ready()\ntime.sleep(60)\n")
+    env = {
+        **os.environ,
+        "OPTITOP_NVML_SIM": str(HERE / "nvml_sim.py"),
+        "OPTITOP_NVML_SIM_PERSISTENCE": "0",
+        "OPTITOP_NVML_SIM_GPM_ERROR": "IN_USE",
+    }
+    optitop = str(Path(sys.executable).parent / "optitop")
+    args = [optitop, "doctor", "--pid", str(target.pid), "--json", "--interval", "0.2"]
+    done = subprocess.run(args, capture_output=True, text=True, env=env, cwd="/", timeout=120, check=False)
+    gpu = json.loads(done.stdout)["sources"]["gpu"]
+    assert gpu["ok"] is True, gpu
+    assert "persistence mode off" in gpu["detail"] and "nvidia-smi -pm 1" in gpu["detail"]
+    assert "profiling counters are held by another tool (Nsight Compute, DCGM profiling)" in gpu["detail"]
