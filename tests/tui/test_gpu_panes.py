@@ -307,3 +307,13 @@ def test_gpm_fallback_and_persistence_off_are_warned_in_the_block() -> None:
     assert "[legacy]" in text and "97%" in text
     assert "held by another tool (Nsight" in text.replace("\n", " ")
     assert "persistence mode off" in text and "nvidia-smi -pm 1" in text.replace("\n", " ")
+
+
+def test_mig_block_names_the_targets_gpu_instance() -> None:
+    me = os.getpid()
+    gpu = h100(mig=True, mig_instances={3: H100_MATMUL}, compute_procs=[(me, 4 * 1024**3, 3)])
+    store, _ = gpu_store([gpu])
+    text = "\n".join(render(GpuPane, store.window()))
+    assert "NVIDIA H100 80GB HBM3 GI 3 [gpm]" in text and "MIG" in text
+    assert "78%" in text  # the instance's SM, from nvmlGpmMigSampleGet
+    assert "SM –: not available on MIG" in text
