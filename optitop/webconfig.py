@@ -128,7 +128,7 @@ def _check_keys(path: str, section: str, doc: dict[Any, Any], known: set[str]) -
         if key in UNSUPPORTED_KEYS:
             raise WebConfigError(f"--web-config {path}: {where}{key} is not supported by optitop")
         if key not in known:
-            raise WebConfigError(f"--web-config {path}: unknown key {where}{key!s:.60}")
+            raise WebConfigError(f"--web-config {path}: unknown key {where}{key!r:.60}")
 
 
 def _text(path: str, key: str, value: Any) -> str:
@@ -150,8 +150,8 @@ def _tls_context(path: str, base: Path, tls: Any) -> ssl.SSLContext:
     try:
         context.load_cert_chain(cert, key_path)
     except (OSError, ssl.SSLError) as exc:
-        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
-        raise WebConfigError(f"--web-config {path}: cannot load {cert.name} / {key_path.name}: {reason}") from None
+        what = f"{_shown(cert)} / {_shown(key_path)}"
+        raise WebConfigError(f"--web-config {path}: cannot load {what}: {_ssl_reason(exc)}") from None
     auth = tls.get("client_auth_type", "NoClientCert")
     if auth not in CLIENT_AUTH:
         choices = ", ".join(CLIENT_AUTH)
@@ -162,8 +162,8 @@ def _tls_context(path: str, base: Path, tls: Any) -> ssl.SSLContext:
         try:
             context.load_verify_locations(ca)
         except (OSError, ssl.SSLError) as exc:
-            reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
-            raise WebConfigError(f"--web-config {path}: cannot load client_ca_file {ca.name}: {reason}") from None
+            what = f"client_ca_file {_shown(ca)}"
+            raise WebConfigError(f"--web-config {path}: cannot load {what}: {_ssl_reason(exc)}") from None
     elif context.verify_mode != ssl.CERT_NONE:
         raise WebConfigError(f"--web-config {path}: client_auth_type {auth} needs client_ca_file")
     for name, attr in (("min_version", "minimum_version"), ("max_version", "maximum_version")):
@@ -174,6 +174,19 @@ def _tls_context(path: str, base: Path, tls: Any) -> ssl.SSLContext:
     return context
 
 
+def _shown(path: Path) -> str:
+    """A path from the file as printable text (an escape sequence in it must not reach the terminal)."""
+    text = str(path)
+    return text if text.isprintable() else ascii(text)
+
+
+def _ssl_reason(exc: OSError) -> str:
+    """Words for a failed load: OpenSSL's codes ("[SSL] PEM lib") say little to a person."""
+    if isinstance(exc, ssl.SSLError):
+        return "not PEM, or the key does not match the certificate" + (f" ({exc.reason})" if exc.reason else "")
+    return exc.strerror or str(exc)
+
+
 def _users(path: str, users: Any) -> dict[str, bytes]:
     if not isinstance(users, dict):
         raise WebConfigError(f"--web-config {path}: basic_auth_users must be a mapping of user: bcrypt hash")
@@ -182,7 +195,7 @@ def _users(path: str, users: Any) -> dict[str, bytes]:
         if not isinstance(user, str) or not user or ":" in user:
             raise WebConfigError(f"--web-config {path}: basic_auth_users: bad user name {str(user)[:40]!r}")
         if not isinstance(hashed, str) or not BCRYPT_HASH.match(hashed):
-            raise WebConfigError(f"--web-config {path}: basic_auth_users.{user[:40]}: not a bcrypt hash")
+            raise WebConfigError(f"--web-config {path}: basic_auth_users.{user[:40]!r}: not a bcrypt hash")
         out[user] = hashed.encode()
     if out:
         try:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import http.client
 import json
 import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import replace
@@ -389,3 +393,137 @@ def test_the_page_is_rendered_once_per_interval_whatever_the_scrapes():
     finally:
         server.shutdown()
         server.server_close()
+
+
+# -- --web-config: TLS and basic auth in Prometheus's format (issue 24) ------------------------------------
+def self_signed(tmp_path) -> tuple[str, str]:
+    """A throwaway certificate for 127.0.0.1 made with the openssl command (cert path, key path)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("the openssl command is absent: it makes the test's self-signed certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        + ["-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost"]
+        + ["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+        check=True,
+        capture_output=True,
+    )
+    return str(cert), str(key)
+
+
+def get_status(url: str, context: ssl.SSLContext | None = None, auth: str | None = None) -> tuple[int, str, str]:
+    """(status, WWW-Authenticate header, body) of one GET; HTTP errors are answers here, not exceptions."""
+    request = urllib.request.Request(url)
+    if auth is not None:
+        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=10, context=context) as resp:
+            return resp.status, "", resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.headers.get("WWW-Authenticate", ""), exc.read().decode()
+
+
+def test_web_config_serves_https_behind_basic_auth(start_export, tmp_path):
+    bcrypt = pytest.importorskip("bcrypt", reason="the web extra (bcrypt) is part of the test dependencies")
+    cert, key = self_signed(tmp_path)
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(4)).decode().replace("$2b$", "$2y$")  # as htpasswd writes it
+    config = tmp_path / "web.yml"
+    config.write_text(
+        "# Prometheus's web-config format\ntls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n"
+        f"basic_auth_users:\n  prom: '{hashed}'\n"
+    )
+    proc, port, scheme = start_export("--web-config", str(config))
+    assert scheme == "https"
+    url = f"https://127.0.0.1:{port}/metrics"
+    trust = ssl.create_default_context(cafile=cert)
+    silent = socket.create_connection(("127.0.0.1", port))  # a client that never starts its handshake
+    try:
+        status, challenge, _ = get_status(url, trust)
+        assert status == 401 and challenge.startswith("Basic realm=")
+        assert get_status(url, trust, "prom:wrong")[0] == 401
+        assert get_status(url, trust, "nobody:s3cret")[0] == 401
+        status, _, body = get_status(url, trust, "prom:s3cret")
+        assert status == 200 and "optitop_target_info" in body
+        assert get_status(url, trust, "prom:s3cret")[0] == 200  # the remembered check
+    finally:
+        silent.close()
+    with pytest.raises((OSError, http.client.HTTPException)):
+        get_status(f"http://127.0.0.1:{port}/metrics", auth="prom:s3cret")  # plain HTTP gets no page
+    with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
+        get_status(url, ssl.create_default_context(), "prom:s3cret")  # an untrusted certificate is refused
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(15) == 0
+
+
+def test_web_config_client_certificates(tmp_path):
+    from optitop.webconfig import load_web_config
+
+    cert, key = self_signed(tmp_path)
+    config = tmp_path / "web.yml"
+    config.write_text(
+        f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n  client_ca_file: {cert}\n"
+        "  client_auth_type: RequireAndVerifyClientCert\n  min_version: TLS12\n"
+    )
+    server, _ = serve(fresh_store(), "127.0.0.1", 0, web=load_web_config(str(config)))
+    url = f"https://127.0.0.1:{server.server_address[1]}/metrics"
+    try:
+        anonymous = ssl.create_default_context(cafile=cert)
+        with pytest.raises((ssl.SSLError, OSError)):
+            get_status(url, anonymous)
+        known = ssl.create_default_context(cafile=cert)
+        known.load_cert_chain(cert, key)
+        assert get_status(url, known)[0] == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+BAD_WEB_CONFIGS = {
+    "missing": None,
+    "yaml": "tls_server_config: [cert_file\n",
+    "top": "- a list\n",
+    "typo": "tls_server_confg:\n  cert_file: c\n",
+    "no key": "tls_server_config:\n  cert_file: cert.pem\n",
+    "bad cert": "tls_server_config:\n  cert_file: junk.pem\n  key_file: junk.pem\n",
+    "go only": "tls_server_config:\n  cert_file: c\n  key_file: k\n  cipher_suites: [TLS_AES_128_GCM_SHA256]\n",
+    "version": "tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n  min_version: TLS9\n",
+    "mtls no ca": "tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n"
+    "  client_auth_type: RequireAndVerifyClientCert\n",
+    "hash": "basic_auth_users:\n  prom: plaintext-password\n",
+    "users": "basic_auth_users: [prom]\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_WEB_CONFIGS))
+def test_a_bad_web_config_is_one_line_and_exit_2(case, tmp_path, capsys):
+    self_signed(tmp_path)
+    (tmp_path / "junk.pem").write_text("\x1b]0;not a certificate\x07\n")
+    config = tmp_path / "web.yml"
+    if BAD_WEB_CONFIGS[case] is not None:
+        config.write_text(BAD_WEB_CONFIGS[case])
+    assert export_main(["--pid", str(os.getpid()), "--listen", "127.0.0.1:0", "--web-config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"optitop: --web-config {config}") and err.count("\n") == 1, err
+    assert "\x1b" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("missing", ["bcrypt", "yaml"])
+def test_web_config_without_the_web_extra_names_it(missing, tmp_path):
+    config = tmp_path / "web.yml"
+    config.write_text("basic_auth_users:\n  prom: $2y$04$" + "a" * 53 + "\n")
+    code = (
+        f"import sys; sys.modules[{missing!r}] = None\n"  # as if the package were not installed
+        "from optitop.exporter import export_main; sys.exit(export_main(sys.argv[1:]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, "--pid", str(os.getpid()), "--web-config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
+    )
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "pip install 'optitop[web]'" in done.stderr, done.stderr
+    assert ("needs bcrypt" if missing == "bcrypt" else "needs PyYAML") in done.stderr
