@@ -297,7 +297,8 @@ def serve(
     cache = PageCache(lambda: generate_latest(registry), max_age_s=interval_s)
     web = web or WebConfig()
     auth = BasicAuth(web.users) if web.users else None
-    server = MetricsServer(host, port, metrics_handler(cache, auth), web.ssl_context)
+    slow = (lambda request: auth.costly(request.headers.get("authorization"))) if auth is not None else None
+    server = MetricsServer(host, port, metrics_handler(cache, auth), web.ssl_context, slow)
     return server, server.start()
 
 

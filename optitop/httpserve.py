@@ -9,8 +9,11 @@ Here the threads are fixed whatever the clients do:
   sends one, or never reads its answer costs a buffer, never a thread, and is dropped at its deadline
   (``REQUEST_TIMEOUT_S`` from connect to the end of its headers, ``SEND_TIMEOUT_S`` to read the answer).
   Beyond ``MAX_CONNECTIONS`` open connections a new one gets a 503 at once and is closed.
-- ``WORKERS`` threads turn a complete request into response bytes: the basic-auth check (bcrypt is slow by
-  design) and the page. They never touch a socket, so no slow reader can hold one.
+- ``WORKERS`` threads turn a complete request into response bytes (the page, or an error). They never touch
+  a socket, so no slow reader can hold one. Requests the ``slow`` predicate picks (credentials not checked
+  yet: bcrypt costs ~80 ms by design) go to one thread of their own with at most ``SLOW_QUEUE`` waiting, so
+  a flood of wrong passwords takes one core and answers 503 past that, while scrapes whose credentials
+  passed before go on at full speed.
 - the page is rendered at most once per ``max_age_s`` (the collection interval: the store changes no
   faster) and served from a cache: 200 scrapes in the same second render once.
 
@@ -36,6 +39,8 @@ BACKLOG = 1024
 MAX_CONNECTIONS = 256
 #: Threads that build responses (auth check and page); fixed, whatever the number of clients.
 WORKERS = 4
+#: Requests waiting for the slow thread at most; past it they are answered 503 at once.
+SLOW_QUEUE = 32
 #: Seconds from connect (and TLS handshake) to the end of the request headers.
 REQUEST_TIMEOUT_S = 5.0
 #: Seconds a client has to read the whole response.
@@ -69,6 +74,7 @@ def response(status: int, body: bytes = b"", content_type: str = "text/plain; ch
 
 
 _BUSY = response(503, b"busy: too many connections\n") + b"busy: too many connections\n"
+_CHECKS_BUSY = response(503, b"busy: too many password checks\n") + b"busy: too many password checks\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,9 +135,21 @@ class MetricsServer:
     ``server_close()``.
     """
 
-    def __init__(self, host: str, port: int, handler: Handler, ssl_context: ssl.SSLContext | None = None) -> None:
-        """Bind and listen now (so a busy port is an error at start); serve once ``start()`` is called."""
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        handler: Handler,
+        ssl_context: ssl.SSLContext | None = None,
+        slow: Callable[[Request], bool] | None = None,
+    ) -> None:
+        """Bind and listen now (so a busy port is an error at start); serve once ``start()`` is called.
+
+        ``slow`` (called on the I/O thread: it must be quick) picks the requests that are expensive to
+        answer; they are served one at a time on a thread of their own.
+        """
         self.handler = handler
+        self.slow = slow
         self.ssl_context = ssl_context
         self.max_connections = MAX_CONNECTIONS
         self.request_timeout_s = REQUEST_TIMEOUT_S
@@ -155,10 +173,16 @@ class MetricsServer:
         self._done: queue.SimpleQueue[tuple[_Conn, bytes, bytes]] = queue.SimpleQueue()
         self._conns: set[_Conn] = set()
         self._rejected = 0
-        self._jobs: queue.SimpleQueue[tuple[_Conn, Request] | None] = queue.SimpleQueue()
+        self._jobs: queue.Queue[tuple[_Conn, Request] | None] = queue.Queue()
+        self._slow_jobs: queue.Queue[tuple[_Conn, Request] | None] = queue.Queue(SLOW_QUEUE)
         self._workers = [
-            threading.Thread(target=self._work, name=f"optitop-http-{i}", daemon=True) for i in range(WORKERS)
+            threading.Thread(target=self._work, args=(self._jobs,), name=f"optitop-http-{i}", daemon=True)
+            for i in range(WORKERS)
         ]
+        if slow is not None:
+            self._workers.append(
+                threading.Thread(target=self._work, args=(self._slow_jobs,), name="optitop-http-slow", daemon=True)
+            )
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="optitop-http", daemon=True)
 
@@ -179,6 +203,9 @@ class MetricsServer:
             self.thread.join(5)
         for _ in self._workers:
             self._jobs.put(None)
+        if self.slow is not None:
+            with contextlib.suppress(queue.Full):
+                self._slow_jobs.put_nowait(None)
 
     def server_close(self) -> None:
         """Close the listening socket."""
@@ -350,6 +377,13 @@ class MetricsServer:
         conn.working = True
         conn.deadline = time.monotonic() + self.send_timeout_s
         self._sel.unregister(conn.sock)  # nothing to do for this socket until the answer is ready
+        if self.slow is not None and self.slow(request):
+            try:
+                self._slow_jobs.put_nowait((conn, request))
+            except queue.Full:
+                self._done.put((conn, _CHECKS_BUSY, b""))  # answered by the loop's next turn
+                self._wake()
+            return
         self._jobs.put((conn, request))
 
     def _reply_now(self, conn: _Conn, head: bytes, body: bytes) -> None:
@@ -396,8 +430,8 @@ class MetricsServer:
         self._close(conn)
 
     # -- the workers --------------------------------------------------------------------------------------
-    def _work(self) -> None:
-        while (job := self._jobs.get()) is not None:
+    def _work(self, jobs: queue.Queue[tuple[_Conn, Request] | None]) -> None:
+        while (job := jobs.get()) is not None:
             conn, request = job
             if conn.closed:
                 continue  # dropped at its deadline while queued

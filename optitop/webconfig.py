@@ -210,6 +210,8 @@ class BasicAuth:
 
     bcrypt costs ~80 ms a check by design: one check runs at a time (a flood of wrong passwords takes one
     core, not all), and passing credentials are remembered by digest so steady scrapes cost a dict lookup.
+    An unknown user is refused without a check: exporter-toolkit hashes anyway so timing does not tell which
+    names exist; here the names are not the secret (they sit in Prometheus's config), the passwords are.
     """
 
     def __init__(self, users: dict[str, bytes]) -> None:
@@ -218,21 +220,37 @@ class BasicAuth:
         self._passed: dict[bytes, None] = {}
         self._lock = threading.Lock()
 
-    def allows(self, header: str | None) -> bool:
-        """True when ``header`` carries Basic credentials of a configured user with the right password."""
+    def _credentials(self, header: str | None) -> tuple[str, bytes, bytes] | None:
+        """(password, hash, cache key) when ``header`` names a configured user; None for anything else."""
         if not header:
-            return False
+            return None
         scheme, _, encoded = header.strip().partition(" ")
         if scheme.lower() != "basic":
-            return False
+            return None
         try:
             user, sep, password = base64.b64decode(encoded.strip(), validate=True).decode("utf-8").partition(":")
         except (ValueError, UnicodeDecodeError):
-            return False
+            return None
         hashed = self.users.get(user)
         if not sep or hashed is None:
+            return None
+        return password, hashed, hashlib.sha256(b"\0".join((user.encode(), password.encode(), hashed))).digest()
+
+    def costly(self, header: str | None) -> bool:
+        """True when checking ``header`` needs bcrypt: a configured user whose password has not passed yet.
+
+        Quick (a digest and a lookup): the HTTP server asks it on its I/O thread to send such requests to
+        their own thread, so a flood of wrong passwords never delays a scraper already known.
+        """
+        got = self._credentials(header)
+        return got is not None and got[2] not in self._passed
+
+    def allows(self, header: str | None) -> bool:
+        """True when ``header`` carries Basic credentials of a configured user with the right password."""
+        got = self._credentials(header)
+        if got is None:
             return False
-        digest = hashlib.sha256(b"\0".join((user.encode(), password.encode(), hashed))).digest()
+        password, hashed, digest = got
         if digest in self._passed:
             return True
         import bcrypt

@@ -257,10 +257,12 @@ def raw_get(port: int, timeout_s: float = 10.0, extra: bytes = b"") -> tuple[int
     start = time.monotonic()
     with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
         sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n" + extra + b"\r\n")
-        data = b""
+        data = bytearray()
         while chunk := sock.recv(65536):
             data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
+    if not data:
+        raise ConnectionError("closed without an answer")
+    head, _, body = bytes(data).partition(b"\r\n\r\n")
     return int(head.split()[1]), body, time.monotonic() - start
 
 
@@ -527,3 +529,64 @@ def test_web_config_without_the_web_extra_names_it(missing, tmp_path):
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "pip install 'optitop[web]'" in done.stderr, done.stderr
     assert ("needs bcrypt" if missing == "bcrypt" else "needs PyYAML") in done.stderr
+
+
+def test_a_flood_of_wrong_passwords_does_not_delay_a_known_scraper():
+    bcrypt = pytest.importorskip("bcrypt", reason="the web extra (bcrypt) is part of the test dependencies")
+    from optitop.webconfig import WebConfig
+
+    users = {"prom": bcrypt.hashpw(b"s3cret", bcrypt.gensalt(10))}  # ~80 ms a check, as deployed
+    server, _ = serve(fresh_store(), "127.0.0.1", 0, web=WebConfig(users=users))
+    port = server.server_address[1]
+    good = b"Authorization: Basic " + base64.b64encode(b"prom:s3cret") + b"\r\n"
+    bad = b"Authorization: Basic " + base64.b64encode(b"prom:guess") + b"\r\n"
+    stop = threading.Event()
+    answers: list[int] = []
+
+    def flood() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                answers.append(raw_get(port, timeout_s=30, extra=bad)[0])
+
+    try:
+        assert raw_get(port, extra=good)[0] == 200  # checked once, then remembered
+        flooders = [threading.Thread(target=flood, daemon=True) for _ in range(40)]
+        for t in flooders:
+            t.start()
+        wait_for(lambda: 401 in answers, 30, what="no wrong password was refused")
+        took = []
+        for _ in range(10):
+            status, _, took_s = raw_get(port, extra=good)
+            assert status == 200
+            took.append(took_s)
+        print(f"known scraper during a 40-client wrong-password flood: worst {max(took) * 1000:.0f} ms")
+        assert max(took) < 1.0  # one FIFO behind 40 bcrypt checks would be ~3 s
+        assert set(answers) <= {401, 503}  # 503: more than SLOW_QUEUE checks waiting
+    finally:
+        stop.set()
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_client_that_never_reads_its_answer_holds_nobody_and_is_dropped():
+    from optitop.exporter import metrics_handler
+    from optitop.httpserve import MetricsServer, PageCache
+
+    page = b"optitop_x 1\n" * (2 << 20)  # 24 MiB: more than any socket buffer takes
+    server = MetricsServer("127.0.0.1", 0, metrics_handler(PageCache(lambda: page, max_age_s=60)))
+    server.send_timeout_s = 2.0
+    server.start()
+    port = server.server_address[1]
+    try:
+        stuck = socket.socket()
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck.connect(("127.0.0.1", port))
+        stuck.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")  # and never reads
+        status, body, took_s = raw_get(port)
+        assert status == 200 and len(body) == len(page)
+        print(f"24 MiB page read in {took_s:.2f} s while another client would not read its copy")
+        wait_for(lambda: not server._conns, 10, what="the client that never reads was not dropped")
+        stuck.close()
+    finally:
+        server.shutdown()
+        server.server_close()
