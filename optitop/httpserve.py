@@ -173,6 +173,7 @@ class MetricsServer:
         self._done: queue.SimpleQueue[tuple[_Conn, bytes, bytes]] = queue.SimpleQueue()
         self._conns: set[_Conn] = set()
         self._rejected = 0
+        self._accept_paused_until = 0.0
         self._jobs: queue.Queue[tuple[_Conn, Request] | None] = queue.Queue()
         self._slow_jobs: queue.Queue[tuple[_Conn, Request] | None] = queue.Queue(SLOW_QUEUE)
         self._workers = [
@@ -230,6 +231,9 @@ class MetricsServer:
                     else:
                         self._service(key.data, mask)
                 self._expire()
+                if self._accept_paused_until and time.monotonic() >= self._accept_paused_until:
+                    self._accept_paused_until = 0.0
+                    self._sel.register(self.socket, selectors.EVENT_READ, "accept")
         finally:
             for conn in list(self._conns):
                 self._close(conn)
@@ -237,7 +241,7 @@ class MetricsServer:
 
     def _timeout_s(self) -> float:
         if not self._conns:
-            return TICK_S * 4
+            return TICK_S if self._accept_paused_until else TICK_S * 4
         soonest = min(c.deadline for c in self._conns)
         return max(0.0, min(TICK_S, soonest - time.monotonic()))
 
@@ -248,7 +252,11 @@ class MetricsServer:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
-                return  # ECONNABORTED, EMFILE …: nothing to serve; the next round tries again
+                # EMFILE, ENOBUFS …: the pending connection stays queued and the socket stays readable, so
+                # watching it now would spin; look again after a tick.
+                self._sel.unregister(self.socket)
+                self._accept_paused_until = time.monotonic() + TICK_S
+                return
             sock.setblocking(False)
             if len(self._conns) - self._rejected >= self.max_connections:
                 self._reject(sock)

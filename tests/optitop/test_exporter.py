@@ -20,6 +20,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import replace
 
+import psutil
 import pytest
 import samplefactory
 from conftest import wait_for
@@ -590,3 +591,48 @@ def test_a_client_that_never_reads_its_answer_holds_nobody_and_is_dropped():
     finally:
         server.shutdown()
         server.server_close()
+
+
+#: A bare exporter server in its own process, with few file descriptors allowed once it listens.
+FEW_FDS_SERVER = """
+import resource, sys, time
+from optitop.exporter import metrics_handler
+from optitop.httpserve import MetricsServer, PageCache
+server = MetricsServer("127.0.0.1", 0, metrics_handler(PageCache(lambda: b"optitop_x 1\\n", 60)))
+server.start()
+resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40))
+print(server.server_address[1], flush=True)
+time.sleep(600)
+"""
+
+
+def test_out_of_file_descriptors_the_server_waits_instead_of_spinning():
+    proc = subprocess.Popen([sys.executable, "-c", FEW_FDS_SERVER], stdout=subprocess.PIPE, text=True, cwd="/")
+    held: list[socket.socket] = []
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(60)]  # past the 40 fds
+        server = psutil.Process(proc.pid)
+        wait_for(lambda: len(server.net_connections()) >= 25, 10, what="the server accepted nothing")
+        cpu0 = sum(server.cpu_times()[:2])
+        time.sleep(2.0)  # a span to measure CPU over, not a synchronisation
+        spent_s = sum(server.cpu_times()[:2]) - cpu0
+        print(f"CPU while out of file descriptors: {spent_s:.2f} s in 2 s")
+        assert spent_s < 0.5  # accept() failing with EMFILE on a readable socket spun a core
+        for sock in held:
+            sock.close()
+        held = []
+        wait_for(lambda: _status_or_none(port) == 200, 20, what="no scrape answered once the fds were free")
+    finally:
+        for sock in held:
+            sock.close()
+        proc.kill()
+        proc.wait(10)
+
+
+def _status_or_none(port: int) -> int | None:
+    try:
+        return raw_get(port, timeout_s=2)[0]
+    except OSError:
+        return None
