@@ -300,7 +300,8 @@ def test_held_open_connections_cost_no_thread_and_are_dropped(start_export):
     from optitop.httpserve import REQUEST_TIMEOUT_S
 
     proc, port, _ = start_export()
-    assert raw_get(port)[0] == 200
+    # The collectors' threads start once the server is up: count after their first samples are served.
+    wait_for(lambda: b"optitop_process_cpu_percent" in raw_get(port)[1], 20, what="no process sample served")
     before = threads_of(proc.pid)
     held = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(100)]
     try:
