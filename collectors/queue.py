@@ -36,6 +36,7 @@ from optitop.collectors.profiles import Reading, evaluate, metrics_paths, profil
 from optitop.collectors.promtext import (
     FETCH_TIMEOUT_S,
     MAX_BODY_BYTES,
+    MAX_LINES,
     Exposition,
     FetchResult,
     NotExposition,
@@ -84,7 +85,8 @@ class _Scrape:
     expo: Exposition | None
     reason: str
     mono_s: float
-    capped: bool = False
+    #: Which cap cut the page ("page cut at 4 MiB"), or "" when it was read whole.
+    cut: str = ""
     full: bool = True
     #: CPU seconds the fetch and parse took on the pool thread.
     cpu_s: float = 0.0
@@ -105,6 +107,8 @@ class Endpoint:
         reading: the latest canonical reading; notes: what the last full parse had to drop or repair.
         keep: the metric names the profile reads (later scrapes parse only those lines).
         full_parse_mono_s: when the last full parse happened (one every REPARSE_S).
+        cut: the last answer was cut at a cap ("page cut at 4 MiB"): shown with the source, since the
+            series past the cut are missing from the reading.
         held: the last answer was identical to ``prev`` and its reading was held (a cache not yet refreshed).
         rated: ``reading`` was computed against a baseline (it has rates); only such a reading is held, so a
             server idle from the start reads 0/s at once, not unknown for HOLD_MAX_S.
@@ -126,6 +130,7 @@ class Endpoint:
     full_parse_mono_s: float = 0.0
     held: bool = False
     rated: bool = False
+    cut: str = ""
 
     def __post_init__(self) -> None:
         self.shown = self.shown or redact_text(self.url)
@@ -186,10 +191,12 @@ def _tcp_sockets(proc: psutil.Process) -> list[Any]:
     return list(method(kind="tcp"))
 
 
-def _scrape(url: str, timeout_s: float, max_bytes: int, keep: frozenset[str] | None = None) -> _Scrape:
+def _scrape(
+    url: str, timeout_s: float, max_bytes: int, keep: frozenset[str] | None = None, max_lines: int = MAX_LINES
+) -> _Scrape:
     """Fetch and parse one URL (runs on the pool); ``keep`` limits parsing to the names a profile reads."""
     cpu0 = time.thread_time()
-    got = _judge_fetch(fetch(url, timeout_s, max_bytes), keep)
+    got = _judge_fetch(fetch(url, timeout_s, max_bytes, max_lines), keep)
     got.cpu_s = time.thread_time() - cpu0
     return got
 
@@ -202,8 +209,9 @@ def _judge_fetch(got: FetchResult, keep: frozenset[str] | None) -> _Scrape:
     try:
         expo = parse_exposition(got.body, got.content_type, keep)
     except NotExposition as exc:
-        return _Scrape(got.url, None, str(exc), arrived, got.capped, keep is None)
-    return _Scrape(got.url, expo, "", arrived, got.capped, keep is None)
+        reason = f"{exc} ({got.cut})" if got.cut else str(exc)
+        return _Scrape(got.url, None, reason, arrived, got.cut, keep is None)
+    return _Scrape(got.url, expo, "", arrived, got.cut, keep is None)
 
 
 def _probe(hosts: list[str], port: int, paths: tuple[str, ...], timeout_s: float, max_bytes: int) -> _Scrape:
@@ -237,6 +245,7 @@ class QueueCollector:
         self.discover = ctx.options.scrape
         self.timeout_s = FETCH_TIMEOUT_S
         self.max_bytes = MAX_BODY_BYTES
+        self.max_lines = MAX_LINES
         self.rediscover_s = REDISCOVER_S
         self.endpoints: dict[str, Endpoint] = {}
         for raw in ctx.options.metrics_urls:
@@ -276,7 +285,7 @@ class QueueCollector:
             if ep.pending is None:
                 fresh = ep.keep is not None and mono - ep.full_parse_mono_s < REPARSE_S
                 keep = ep.keep if fresh else None
-                ep.pending = self._pool.submit(_scrape, ep.url, self.timeout_s, self.max_bytes, keep)
+                ep.pending = self._pool.submit(_scrape, ep.url, self.timeout_s, self.max_bytes, keep, self.max_lines)
                 ep.submitted_mono_s = time.monotonic()
             if not ep.slow:  # a known-slow endpoint is harvested when it is done, never waited for
                 waited.append(ep.pending)
@@ -327,9 +336,9 @@ class QueueCollector:
             ep.prev is not None and ep.rated and dt is not None and dt < HOLD_MAX_S and unrefreshed(got.expo, ep.prev)
         )
         if got.full:  # a filtered parse sees only some lines: keep the full parse's notes
-            ep.notes = got.expo.notes() + (("body capped at the size limit",) if got.capped else ())
+            ep.notes = got.expo.notes()
             ep.keep, ep.full_parse_mono_s = wanted_names(got.expo), got.mono_s
-        ep.failures, ep.reason = 0, ""
+        ep.failures, ep.reason, ep.cut = 0, "", got.cut
         if ep.held:  # the same cache again: keep the reading and the baseline (see the module docstring)
             return
         ep.reading = evaluate(got.expo, ep.prev, dt)
@@ -419,7 +428,7 @@ class QueueCollector:
             # The probe is this endpoint's first scrape: rates start from it.
             ep.prev, ep.prev_mono_s = got.expo, got.mono_s
             ep.reading = evaluate(got.expo, None, None)
-            ep.notes = got.expo.notes()
+            ep.notes, ep.cut = got.expo.notes(), got.cut
             ep.keep, ep.full_parse_mono_s = wanted_names(got.expo), got.mono_s
         self._tried = self._tried_lines(round_, found, failed)
 
@@ -469,6 +478,9 @@ class QueueCollector:
         source = f"{best.reading.profile} @ {best.shown}"
         if best.reading.also:
             source += f" (+{'+'.join(best.reading.also)})"
+        if best.cut:
+            source += f" [{best.cut}]"
+            tried.append(f"{best.url}: {best.cut}: the series past the cut are missing")
         for ep in live[1:]:
             assert ep.reading is not None
             tried.append(f"also: {ep.reading.profile} @ {ep.shown}")
