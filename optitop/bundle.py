@@ -231,7 +231,7 @@ def write_archive(path: str, bundle: Bundle) -> None:
 # -- ``optitop bundle`` ----------------------------------------------------------------------------------
 def bundle_parser() -> argparse.ArgumentParser:
     """The parser of ``optitop bundle``."""
-    from optitop.cli import _Parser, _positive_float, add_collection_args, add_target_args
+    from optitop.cli import BUNDLE_MINUTES, BUNDLE_SAMPLE_S, _Parser, add_collection_args, add_target_args, bounded
 
     parser = _Parser(
         prog="optitop bundle",
@@ -242,11 +242,15 @@ def bundle_parser() -> argparse.ArgumentParser:
     add_collection_args(parser)
     parser.add_argument("-o", "--output", required=True, metavar="PATH", help="the archive to write (.tar.gz)")
     parser.add_argument(
-        "--minutes", type=_positive_float, default=10.0, metavar="N", help="minutes of history (default 10)"
+        "--minutes",
+        type=bounded(*BUNDLE_MINUTES),
+        default=10.0,
+        metavar="N",
+        help=f"minutes of history, up to {BUNDLE_MINUTES[1]:g} (default 10)",
     )
     parser.add_argument(
         "--sample",
-        type=_positive_float,
+        type=bounded(*BUNDLE_SAMPLE_S, " s"),
         default=DEFAULT_SAMPLE_S,
         metavar="S",
         help=f"seconds to sample first, as no live session holds history (default {DEFAULT_SAMPLE_S:g})",
