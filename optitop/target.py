@@ -100,9 +100,24 @@ def pids_listening_on(port: int) -> list[int]:
         conns = psutil.net_connections(kind="tcp")
     except psutil.AccessDenied as exc:
         raise TargetError("not permitted to list sockets of other users: run as root, or use --pid") from exc
+    unowned = False
     for conn in conns:
-        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
-            pids.add(conn.pid)
+        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+            if conn.pid:
+                pids.add(conn.pid)
+            else:
+                unowned = True
+    if not pids and unowned:
+        # The kernel lists every socket, but says whose it is only for processes we may read (/proc/PID/fd).
+        if os.geteuid() != 0:
+            raise TargetError(
+                f"port {port} is listened on by a process of another user, which {current_user()} may not read:"
+                f" run optitop as that user or as root (sudo optitop --port {port}), or pass --pid"
+            )
+        raise TargetError(
+            f"port {port} is listened on by no process optitop can see (another PID namespace, e.g. a container):"
+            " run optitop inside it, or pass --pid"
+        )
     # Forked workers share the listening socket: keep the ancestor.
     top = set()
     for pid in pids:
