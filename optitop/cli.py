@@ -237,11 +237,11 @@ def options_from(args: argparse.Namespace) -> Options:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that exits 2 with a one-line message (argparse already does; kept explicit)."""
+    """argparse that exits 2 with a one-line message: the usage block argparse prints first is eight lines of
+    every option (the README promises one line per user error), so it points at --help instead."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.print_usage(sys.stderr)
-        print(f"optitop: error: {message}", file=sys.stderr)
+        print(f"optitop: error: {message} (see {self.prog} --help)", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
 
 
