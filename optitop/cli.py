@@ -125,21 +125,26 @@ def _path(text: str) -> str:
 
 
 def metrics_url(text: str) -> str:
-    """A --metrics-url: ``PORT``, ``:PORT``, ``HOST:PORT`` or an http(s) URL with a host (never file:// etc.)."""
+    """A --metrics-url: ``PORT``, ``:PORT``, ``HOST:PORT`` or an http(s) URL with a host (never file:// etc.).
+
+    The messages do not repeat the URL: it may hold a password or a token.
+    """
     from optitop.collectors.queue import normalise_url
 
     if not text.strip() or any(ord(c) < 32 or c == "\x7f" for c in text):
-        raise argparse.ArgumentTypeError(f"not a URL: {text!r}")
+        raise argparse.ArgumentTypeError("not a URL (empty, or control characters in it)")
     url = normalise_url(text)
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https"):
-        raise argparse.ArgumentTypeError(f"only http:// and https:// are scraped, not {parts.scheme}://: {text!r}")
+        raise argparse.ArgumentTypeError(f"only http:// and https:// are scraped, not {parts.scheme[:16]}://")
     try:
         port = parts.port
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"bad port in {text!r}") from exc
-    if not parts.hostname or port == 0:
-        raise argparse.ArgumentTypeError(f"no host{' or port' if port == 0 else ''} in {text!r}")
+        raise argparse.ArgumentTypeError("not a port in the URL (1-65535)") from exc
+    if not parts.hostname:
+        raise argparse.ArgumentTypeError("no host in the URL")
+    if port == 0:
+        raise argparse.ArgumentTypeError("port 0 in the URL (1-65535)")
     return text
 
 
@@ -241,7 +246,9 @@ class _Parser(argparse.ArgumentParser):
     every option (the README promises one line per user error), so it points at --help instead."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        print(f"optitop: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        # argparse quotes some values with repr() but not "unrecognized arguments": escape what is not printable
+        shown = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in message)
+        print(f"optitop: error: {shown} (see {self.prog} --help)", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
 
 

@@ -121,6 +121,14 @@ def test_bad_value_is_one_line_and_exit_2(sub, option, value, guard, capsys):
     assert "\x1b" not in err, "the bad value reached the terminal raw"
 
 
+@pytest.mark.parametrize("sub", ["", "doctor", "record", "replay", "compare", "export", "bundle", "demo"])
+def test_an_unknown_argument_with_escapes_is_shown_escaped(sub, capsys):
+    required = {**REQUIRED, "compare": ["a", "b"]}.get(sub, [])
+    code, err = _run_main([*([sub] if sub else []), *required, "--bogus\x1b]0;PWN\x07\x1b[2J"], capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and err.startswith("optitop"), err
+    assert "\x1b" not in err and "\x07" not in err and "PWN" in err, err
+
+
 def test_every_option_is_in_the_table():
     covered = {(sub, opt) for sub, opt, _values, _guard in ROWS} | ELSEWHERE
     missing = []
