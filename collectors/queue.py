@@ -214,6 +214,11 @@ def _judge_fetch(got: FetchResult, keep: frozenset[str] | None) -> _Scrape:
     return _Scrape(got.url, expo, "", arrived, got.cut, keep is None)
 
 
+def _server_fault(reason: str) -> bool:
+    """A fetch that reached something broken (HTTP 5xx, a timeout), not a port without a metrics page."""
+    return reason.startswith("HTTP 5") or "timed out" in reason
+
+
 def _probe(hosts: list[str], port: int, paths: tuple[str, ...], timeout_s: float, max_bytes: int) -> _Scrape:
     """Try each loopback host and path of one port; the first that answers exposition text wins."""
     last: _Scrape | None = None
@@ -262,6 +267,12 @@ class QueueCollector:
         self._last_discovery_mono_s: float | None = None
         self._tried: tuple[str, ...] = ()
         self._prev_mono_s: float | None = None
+        #: Why the source is failing though sample() returned (every endpoint errs or times out), else "".
+        #: The session shows the source as failing with this reason and still keeps the sample (its
+        #: ``tried`` lines say what was asked and what came back).
+        self.problem = ""
+        #: Ports whose probe got a server fault (HTTP 5xx, a timeout): something is there and broken.
+        self._probe_faults: list[str] = []
 
     def close(self) -> None:
         """Stop the fetch threads without waiting for a hung endpoint (its socket timeout ends it)."""
@@ -413,6 +424,7 @@ class QueueCollector:
         self._discovery = None
         failed: list[str] = []
         found: list[str] = []
+        self._probe_faults = []
         for port, fut in sorted(round_.probes.items()):
             try:
                 got = fut.result()
@@ -421,6 +433,8 @@ class QueueCollector:
                 continue
             if got.expo is None:
                 failed.append(f"{port}: {got.reason}")
+                if _server_fault(got.reason):
+                    self._probe_faults.append(f"{got.url}: {got.reason}")
                 continue
             ep = Endpoint(got.url, explicit=False)
             found.append(ep.shown)
@@ -438,18 +452,36 @@ class QueueCollector:
             if round_.denied
             else []
         )
+        # With --metrics-url given, "pass --metrics-url" would send the user after what they did: discovery is
+        # then only what it found, and the given URL's own failure is what the pane leads with (_build).
+        hint = "" if any(ep.explicit for ep in self.endpoints.values()) else "; pass --metrics-url"
         if found:
             head = f"found {', '.join(found)}"
         elif round_.ports:
             ports = ", ".join(str(p) for p in round_.ports)
-            head = f"ports {ports} probed: no Prometheus text; pass --metrics-url"
+            head = f"ports {ports} probed: no Prometheus text{hint}"
         elif round_.denied:
-            head = f"cannot read pid {self.pid}'s sockets (run as its user or root), or pass --metrics-url"
+            head = f"cannot read pid {self.pid}'s sockets (run as its user or root)"
+            head += ", or pass --metrics-url" if hint else ""
         else:
-            head = f"pid {self.pid} and its children listen on no loopback TCP port; pass --metrics-url"
+            head = f"pid {self.pid} and its children listen on no loopback TCP port{hint}"
         return (head, *failed, *round_.notes, *denied)
 
     # -- the sample --------------------------------------------------------------------------------------
+    def _failing(self, others: list[Endpoint]) -> str:
+        """Why no endpoint answers, when they fail rather than not existing: each failing URL and its reason.
+
+        An endpoint that errs or times out (given, or found and then broken), or a probed port that answers
+        HTTP 5xx or hangs, is a source that is failing, not one with nothing to read: the header must not show
+        it live. "" when nothing failed yet (first answers pending, or no endpoint at all: the pane says so).
+        """
+        failing = [f"{ep.url}: {ep.reason}" for ep in others if ep.failures and ep.reason]
+        failing += [] if self.endpoints else self._probe_faults
+        if not failing:
+            return ""
+        more = f" (+{len(failing) - 2} more)" if len(failing) > 2 else ""
+        return "no endpoint answers: " + "; ".join(failing[:2]) + more
+
     def _rank(self, ep: Endpoint) -> tuple[int, int, int]:
         reading = ep.reading
         assert reading is not None
@@ -463,11 +495,18 @@ class QueueCollector:
         live = [ep for ep in self.endpoints.values() if ep.reading is not None and ep.failures == 0]
         others = [ep for ep in self.endpoints.values() if ep not in live]
         tried = list(self._tried)
-        for ep in others:
+        # The URLs the user gave lead: what is wrong with them is the answer to "why no queue metrics".
+        given = [] if live else [ep for ep in others if ep.explicit]
+        for ep in sorted(others, key=lambda ep: not ep.explicit):
             state = ep.reason or ("waiting for the first answer" if ep.pending is not None else "no answer yet")
-            tried.append(f"{ep.shown}: {state}")
+            line = f"{ep.shown}: {state}"
+            if ep in given:
+                tried.insert(given.index(ep), line)
+            else:
+                tried.append(line)
         if self._discovery is not None:
             tried.insert(0, f"probing port(s) {', '.join(str(p) for p in self._discovery.ports)}")
+        self.problem = "" if live else self._failing(others)
         if not live:
             if not tried:
                 tried.append("no endpoint yet")

@@ -210,7 +210,7 @@ def write_archive(path: str | SafeFile, bundle: Bundle, *, force: bool = False) 
 # -- ``optitop bundle`` ----------------------------------------------------------------------------------
 def bundle_parser() -> argparse.ArgumentParser:
     """The parser of ``optitop bundle``."""
-    from optitop.cli import _Parser, _positive_float, add_collection_args, add_target_args
+    from optitop.cli import BUNDLE_MINUTES, BUNDLE_SAMPLE_S, _Parser, add_collection_args, add_target_args, bounded
 
     parser = _Parser(
         prog="optitop bundle",
@@ -224,11 +224,15 @@ def bundle_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--force", action="store_true", help="replace PATH if it is an existing regular file")
     parser.add_argument(
-        "--minutes", type=_positive_float, default=10.0, metavar="N", help="minutes of history (default 10)"
+        "--minutes",
+        type=bounded(*BUNDLE_MINUTES),
+        default=10.0,
+        metavar="N",
+        help=f"minutes of history, up to {BUNDLE_MINUTES[1]:g} (default 10)",
     )
     parser.add_argument(
         "--sample",
-        type=_positive_float,
+        type=bounded(*BUNDLE_SAMPLE_S, " s"),
         default=DEFAULT_SAMPLE_S,
         metavar="S",
         help=f"seconds to sample first, as no live session holds history (default {DEFAULT_SAMPLE_S:g})",

@@ -653,14 +653,20 @@ class Replayer:
 # -- ``optitop replay`` ----------------------------------------------------------------------------------
 def replay_parser() -> argparse.ArgumentParser:
     """The parser of ``optitop replay``."""
-    from optitop.cli import _Parser, _positive_float
+    from optitop.cli import REPLAY_SPEED, _Parser, bounded
 
     parser = _Parser(
         prog="optitop replay",
         description="Replay a recording in the live screen: space pauses, . steps, left/right seek 10 s.",
     )
     parser.add_argument("path", help="a file written by `optitop record` (or the r key)")
-    parser.add_argument("--speed", type=_positive_float, default=1.0, metavar="X", help="playback speed (default 1)")
+    parser.add_argument(
+        "--speed",
+        type=bounded(*REPLAY_SPEED),
+        default=1.0,
+        metavar="X",
+        help=f"playback speed, {REPLAY_SPEED[0]:g}-{REPLAY_SPEED[1]:g} (default 1)",
+    )
     parser.add_argument("--mono", action="store_true", help="no colour (NO_COLOR is respected too)")
     return parser
 
