@@ -31,6 +31,7 @@ from optitop import __version__
 from optitop.config import Options
 from optitop.record import write_snapshot
 from optitop.redact import redact_arg_list, redact_text
+from optitop.safetext import printable_lines
 from optitop.serialize import SCHEMA_VERSION, report, to_jsonable
 from optitop.store import Store
 from optitop.types import Diagnosis, Window
@@ -81,8 +82,8 @@ class Bundle:
     members: dict[str, bytes] = field(default_factory=dict)
 
     def add_text(self, name: str, text: str) -> None:
-        """Add a redacted text member."""
-        self.members[name] = redact_lines(text).encode()
+        """Add a redacted text member, its control characters escaped (thread and file names from py-spy)."""
+        self.members[name] = printable_lines(redact_lines(text)).encode()
 
     def add_json(self, name: str, obj: Any) -> None:
         """Add a redacted JSON member."""

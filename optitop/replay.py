@@ -641,12 +641,16 @@ def scan(path: str, visit: Callable[[Event], None] | None = None, progress: Prog
     try:
         size = max(1, os.fstat(fd).st_size)
         told = progress if progress is None else (lambda done: progress(min(1.0, done / size)))
-        rec = _read(path, fd, visit, told)
+        rec = _read(path, fd, visit if visit is not None else _keep_nothing, told)
     except BaseException:
         os.close(fd)
         raise
     rec.fd = fd
     return rec
+
+
+def _keep_nothing(_event: Event) -> None:
+    """What ``scan`` does with an event nobody asked to see."""
 
 
 def _read(
