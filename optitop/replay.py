@@ -76,6 +76,11 @@ class ConversionError(ValueError):
 # -- JSON -> dataclasses ---------------------------------------------------------------------------------
 _HINTS: dict[type, dict[str, Any]] = {}
 
+Convert = Callable[[Any], Any]
+#: One converter per type, built once: reading a recording is mostly this (a 500 MB file is millions of
+#: values), so the type hints are walked once per type, not once per value.
+_CONVERTERS: dict[Any, Convert] = {}
+
 
 def _hints(cls: type) -> dict[str, Any]:
     got = _HINTS.get(cls)
@@ -91,103 +96,196 @@ def from_jsonable(cls: Any, data: Any) -> Any:
     tuples, ``list``/``frozenset``/``dict[str, X]``, ``Optional``/unions, enums and plain scalars. Unknown
     keys are ignored (a newer file may carry more fields); a missing key takes the field's default, and is
     an error only for fields without one. NaN written as null comes back as NaN for a non-optional float.
+    Every string comes back printable (control characters escaped): it was read from a file.
 
     Raises:
         ConversionError: the data does not fit the type.
     """
+    return _converter(cls)(data)
+
+
+def _converter(cls: Any) -> Convert:
+    try:
+        got = _CONVERTERS.get(cls)
+    except TypeError:  # an unhashable annotation: built each time
+        return _build(cls)
+    if got is None:
+        got = _CONVERTERS[cls] = _build(cls)
+    return got
+
+
+def _identity(data: Any) -> Any:
+    return data
+
+
+def _build(cls: Any) -> Convert:
     if cls is Any or cls is object:
-        return data
+        return _identity
     if dataclasses.is_dataclass(cls) and isinstance(cls, type):
-        return _dataclass_from(cls, data)
+        return _dataclass_converter(cls)
     origin = typing.get_origin(cls)
     if origin is typing.Union or (hasattr(types, "UnionType") and origin is types.UnionType):
-        return _union_from(typing.get_args(cls), data)
+        return _union_converter(typing.get_args(cls))
     if origin in (tuple, list, frozenset, set):
-        return _sequence_from(origin, typing.get_args(cls), data)
+        return _sequence_converter(origin, typing.get_args(cls))
     if origin is dict:
-        if not isinstance(data, dict):
-            raise ConversionError(f"expected an object, got {type(data).__name__}")
         _, value_type = typing.get_args(cls) or (str, Any)
-        return {printable(str(k)): from_jsonable(value_type, v) for k, v in data.items()}
+        value_of = _converter(value_type)
+
+        def mapping(data: Any) -> Any:
+            if not isinstance(data, dict):
+                raise ConversionError(f"expected an object, got {type(data).__name__}")
+            return {printable(str(k)): value_of(v) for k, v in data.items()}
+
+        return mapping
     if origin is typing.Literal:
-        if data not in typing.get_args(cls):
-            raise ConversionError(f"{data!r} is not one of {typing.get_args(cls)}")
-        return data
+        allowed = typing.get_args(cls)
+
+        def literal(data: Any) -> Any:
+            if data not in allowed:
+                raise ConversionError(f"{data!r} is not one of {allowed}")
+            return data
+
+        return literal
     if isinstance(cls, type):
-        return _scalar_from(cls, data)
-    return data  # an annotation we do not model: keep the value as it is
+        return _scalar_converter(cls)
+    return _identity  # an annotation we do not model: keep the value as it is
 
 
-def _dataclass_from(cls: type, data: Any) -> Any:
-    if not isinstance(data, dict):
-        raise ConversionError(f"{cls.__name__}: expected an object, got {type(data).__name__}")
-    hints = _hints(cls)
-    kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if not f.init:
-            continue
-        if f.name in data:
+def _dataclass_converter(cls: type) -> Convert:
+    name = cls.__name__
+    # (field, converter, required), resolved on first use: a dataclass may refer to itself
+    specs: list[tuple[str, Convert, bool]] | None = None
+
+    def convert(data: Any) -> Any:
+        nonlocal specs
+        if specs is None:
+            hints = _hints(cls)
+            specs = [
+                (
+                    f.name,
+                    _converter(hints.get(f.name, Any)),
+                    f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
+                )
+                for f in dataclasses.fields(cls)
+                if f.init
+            ]
+        if not isinstance(data, dict):
+            raise ConversionError(f"{name}: expected an object, got {type(data).__name__}")
+        kwargs: dict[str, Any] = {}
+        for field_name, field_of, required in specs:
+            if field_name in data:
+                try:
+                    kwargs[field_name] = field_of(data[field_name])
+                except ConversionError as exc:
+                    raise ConversionError(f"{name}.{field_name}: {exc}") from None
+            elif required:
+                raise ConversionError(f"{name}: missing field {field_name!r}")
+        return cls(**kwargs)
+
+    return convert
+
+
+def _union_converter(args: tuple[Any, ...]) -> Convert:
+    optional = type(None) in args
+    choices = [_converter(arg) for arg in args if arg is not type(None)]
+
+    def convert(data: Any) -> Any:
+        if data is None and optional:
+            return None
+        errors = []
+        for choice in choices:
             try:
-                kwargs[f.name] = from_jsonable(hints.get(f.name, Any), data[f.name])
+                return choice(data)
             except ConversionError as exc:
-                raise ConversionError(f"{cls.__name__}.{f.name}: {exc}") from None
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConversionError(f"{cls.__name__}: missing field {f.name!r}")
-    return cls(**kwargs)
+                errors.append(str(exc))
+        raise ConversionError("; ".join(errors) or f"unexpected {data!r}")
+
+    return convert
 
 
-def _union_from(args: tuple[Any, ...], data: Any) -> Any:
-    if data is None and type(None) in args:
-        return None
-    errors = []
-    for arg in args:
-        if arg is type(None):
-            continue
-        try:
-            return from_jsonable(arg, data)
-        except ConversionError as exc:
-            errors.append(str(exc))
-    raise ConversionError("; ".join(errors) or f"unexpected {data!r}")
-
-
-def _sequence_from(origin: Any, args: tuple[Any, ...], data: Any) -> Any:
-    if not isinstance(data, list):
-        raise ConversionError(f"expected a list, got {type(data).__name__}")
+def _sequence_converter(origin: Any, args: tuple[Any, ...]) -> Convert:
     if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
-        if len(args) != len(data):
-            raise ConversionError(f"expected {len(args)} items, got {len(data)}")
-        return tuple(from_jsonable(a, v) for a, v in zip(args, data, strict=True))
-    item = args[0] if args else Any
-    items = [from_jsonable(item, v) for v in data]
-    return origin(items)
+        items = [_converter(a) for a in args]
+
+        def fixed(data: Any) -> Any:
+            if not isinstance(data, list):
+                raise ConversionError(f"expected a list, got {type(data).__name__}")
+            if len(items) != len(data):
+                raise ConversionError(f"expected {len(items)} items, got {len(data)}")
+            return tuple(item(v) for item, v in zip(items, data, strict=True))
+
+        return fixed
+    item = _converter(args[0] if args else Any)
+
+    def sequence(data: Any) -> Any:
+        if not isinstance(data, list):
+            raise ConversionError(f"expected a list, got {type(data).__name__}")
+        return origin([item(v) for v in data])
+
+    return sequence
 
 
-def _scalar_from(cls: type, data: Any) -> Any:
+def _mismatch(cls: type, data: Any) -> ConversionError:
+    return ConversionError(f"expected {cls.__name__}, got {type(data).__name__} {data!r:.40}")
+
+
+def _scalar_converter(cls: type) -> Convert:
     if issubclass(cls, enum.Enum):
-        try:
-            return cls(data)
-        except ValueError as exc:
-            raise ConversionError(str(exc)) from None
+
+        def member(data: Any) -> Any:
+            try:
+                return cls(data)
+            except ValueError as exc:
+                raise ConversionError(str(exc)) from None
+
+        return member
     if cls is bool:
-        if isinstance(data, bool):
+
+        def boolean(data: Any) -> Any:
+            if isinstance(data, bool):
+                return data
+            raise _mismatch(cls, data)
+
+        return boolean
+    if cls is float:
+
+        def real(data: Any) -> Any:
+            if type(data) is float:
+                return data
+            if data is None:
+                return math.nan  # to_jsonable wrote NaN/inf as null
+            if isinstance(data, (int, float)) and not isinstance(data, bool):
+                return float(data)
+            raise _mismatch(cls, data)
+
+        return real
+    if cls is int:
+
+        def integer(data: Any) -> Any:
+            if isinstance(data, int) and not isinstance(data, bool):
+                return data
+            if isinstance(data, float) and data.is_integer():
+                return int(data)
+            raise _mismatch(cls, data)
+
+        return integer
+    if cls is str:
+
+        def text(data: Any) -> Any:
+            if isinstance(data, str):
+                # Everything read from a file is shown escaped: a thread name, a reason, a host in a recording.
+                return data if data.isprintable() else printable(data)
+            raise _mismatch(cls, data)
+
+        return text
+
+    def other(data: Any) -> Any:
+        if isinstance(data, cls):
             return data
-    elif cls is float:
-        if data is None:
-            return math.nan  # to_jsonable wrote NaN/inf as null
-        if isinstance(data, (int, float)) and not isinstance(data, bool):
-            return float(data)
-    elif cls is int:
-        if isinstance(data, int) and not isinstance(data, bool):
-            return data
-        if isinstance(data, float) and data.is_integer():
-            return int(data)
-    elif cls is str:
-        if isinstance(data, str):
-            # Everything read from a file is shown escaped: a thread name, a reason, a host in a recording.
-            return data if data.isprintable() else printable(data)
-    elif isinstance(data, cls):
-        return data
-    raise ConversionError(f"expected {cls.__name__}, got {type(data).__name__} {data!r:.40}")
+        raise _mismatch(cls, data)
+
+    return other
 
 
 # -- series -> sample class ------------------------------------------------------------------------------
