@@ -19,12 +19,14 @@ import importlib
 import json
 import math
 import os
+import re
 import stat
 import sys
 import time
 import types
 import typing
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, TextIO
@@ -447,6 +449,21 @@ def iter_lines(chunks: Iterable[bytes], cursor: _Cursor) -> Iterator[tuple[int, 
         cursor.stopped_line = number + 1
 
 
+#: The start of a sample line as the recorder writes it: its series and time without parsing the rest.
+_SAMPLE_HEAD = re.compile(
+    rb'\{"type":"sample","series":"([A-Za-z0-9_.-]{1,64})","mono_s":(-?[0-9]{1,20}(?:\.[0-9]{1,20})?(?:[eE][-+]?[0-9]{1,3})?),"data":'
+)
+
+
+def convert_unread(event: Event) -> Sample | None:
+    """The sample of an "unread" event (None when its line no longer converts: the file changed)."""
+    try:
+        got = _line_event(event.value)
+    except _BadLineError:
+        return None
+    return got.value if got is not None and got.kind == "sample" else None
+
+
 # -- one line -> one event -------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Event:
@@ -633,14 +650,20 @@ class Recording:
         value = self.header.get("options", {}).get("interval_s")
         return float(value) if isinstance(value, (int, float)) and value > 0 else 1.0
 
-    def iter_events(self) -> Iterator[Event]:
-        """The replayed events in time order: from memory, or read again from the file in bounded memory."""
+    def iter_events(self, unread_before_s: float = -math.inf) -> Iterator[Event]:
+        """The replayed events in time order: from memory, or read again from the file in bounded memory.
+
+        Samples of a streamed recording older than ``unread_before_s`` come as kind "unread" with the raw line
+        as value (see ``convert_unread``): a backward seek reads the file again from its start, and most of
+        what it passes on the way is dropped by the store's history anyway; finding a line's time is a tenth
+        of the cost of rebuilding its sample.
+        """
         if self.fd is None:
             return iter(self.events)
         lateness = min(self.extent.lateness_s, REORDER_MAX_S)
-        return _in_time_order(self._read_again(self.fd), lateness)
+        return _in_time_order(self._read_again(self.fd, unread_before_s), lateness)
 
-    def _read_again(self, fd: int) -> Iterator[Event]:
+    def _read_again(self, fd: int, unread_before_s: float) -> Iterator[Event]:
         cursor = _Cursor()
         try:
             for number, raw in iter_lines(_raw_chunks(fd, cursor), cursor):
@@ -648,6 +671,12 @@ class Recording:
                     continue  # the header
                 if number > self.extent.good_lines:
                     return
+                head = _SAMPLE_HEAD.match(raw) if unread_before_s > -math.inf else None
+                if head is not None and float(head[2]) < unread_before_s:
+                    series = head[1].decode()
+                    if sample_class(series) is not None:
+                        yield Event(float(head[2]), "unread", series, raw)
+                    continue
                 event = _line_event(raw)
                 if event is not None and event.kind in REPLAYED_KINDS:
                     yield event
@@ -822,6 +851,15 @@ class ReplayStore(Store):
         """A window cut at the replay position (unless told otherwise)."""
         return super().window(span_s, self.clock_mono_s if now_mono_s is None else now_mono_s)
 
+    def bound(self, name: str) -> int:
+        """How many samples of ``name`` the store keeps at most."""
+        return self._maxlen(self._intervals.get(name, 1.0))
+
+    def hold(self, held: deque[Event], event: Event) -> None:
+        """Append ``event`` to ``held`` and drop what the store would drop from a series (same rules)."""
+        held.append(event)
+        self._drop_older_than_history(held, event.mono_s)  # type: ignore[arg-type]  # events have mono_s too
+
 
 Judge = Callable[[Window, object], tuple[Diagnosis, object]]
 
@@ -861,15 +899,18 @@ class Replayer:
         self.store: ReplayStore = self._fresh_store()
         self._rewind()
 
-    def _reset(self) -> None:
+    def _reset(self, unread_before_s: float = -math.inf) -> None:
         """Back to the start: the same store object (the app holds it), emptied and seeded again."""
         self._refill(self.store)
-        self._rewind()
+        self._rewind(unread_before_s)
 
-    def _rewind(self) -> None:
+    def _rewind(self, unread_before_s: float = -math.inf) -> None:
         # A streamed recording is read again from its start: backward seeks cost a pass over the file, but
-        # memory stays what the store holds, and the store ends up exactly as a replay from the start.
-        self._events = self.recording.iter_events()
+        # memory stays what the store holds, and the store ends up exactly as a replay from the start. Samples
+        # before the seek's target stay unread lines in ring buffers sized as the store's (``_hold``): only
+        # those the store would still hold are rebuilt (``_flush``).
+        self._events = self.recording.iter_events(unread_before_s)
+        self._unread: dict[str, deque[Event]] = {}
         self._pending: Event | None = next(self._events, None)
         self._state: object = None
         self.position_mono_s = self.start_mono_s
@@ -942,8 +983,9 @@ class Replayer:
         """Jump to ``mono_s`` (backwards replays from the start into an emptied store)."""
         target = max(self.start_mono_s, min(mono_s, self.end_mono_s))
         if target < self.position_mono_s:
-            self._reset()
+            self._reset(unread_before_s=target)
         self.advance_to(target)
+        self._flush()
 
     def seek_by(self, seconds: float) -> None:
         """Jump ``seconds`` of recorded time forward (or back when negative)."""
@@ -981,7 +1023,11 @@ class Replayer:
         self.store.clock_mono_s = max(self.store.clock_mono_s, mono_s)
 
     def _apply(self, event: Event) -> None:
-        if event.kind == "sample":
+        if event.kind == "unread":
+            self._hold(event)
+        elif event.kind == "sample":
+            if self._unread:
+                self._flush()
             self.store.add(event.series, event.value)
         elif event.kind == "status":
             self.store.set_status(event.value)
@@ -990,7 +1036,25 @@ class Replayer:
         elif event.kind == "self":
             self.store.set_self_cost(event.value)
 
+    def _hold(self, event: Event) -> None:
+        """Keep an unread sample line as the store would keep its sample (the same count and time bounds)."""
+        held = self._unread.get(event.series)
+        if held is None:
+            held = self._unread[event.series] = deque(maxlen=self.store.bound(event.series))
+        self.store.hold(held, event)
+
+    def _flush(self) -> None:
+        """Rebuild the held sample lines and add them to the store, oldest first."""
+        unread, self._unread = self._unread, {}
+        for series, held in unread.items():
+            for event in held:
+                sample = convert_unread(event)
+                if sample is not None:
+                    self.store.add(series, sample)
+
     def _judge_at(self, mono_s: float) -> None:
+        if self._unread:
+            self._flush()
         window = self.store.window(self.analysis_window_s, now_mono_s=mono_s)
         diagnosis, self._state = self._judge(window, self._state)
         if diagnosis.mono_s != mono_s:

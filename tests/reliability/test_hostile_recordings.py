@@ -26,6 +26,7 @@ from conftest import wait_for
 from optitop.bundle import Bundle, stack_dump
 from optitop.collectors.process import ThreadSample
 from optitop.compare import compare_main
+from optitop.config import Options
 from optitop.record import LineWriter, Recorder, sample_line, write_snapshot
 from optitop.replay import MAX_LINE_BYTES, Replayer, load, scan
 from optitop.serialize import to_jsonable
@@ -52,10 +53,10 @@ def evil_target() -> TargetInfo:
     )
 
 
-def write_evil_recording(path: str, seconds: int = 30) -> None:
+def write_evil_recording(path: str, seconds: int = 30, history_s: float = 600.0) -> None:
     """A real recording (the Recorder writes it) whose host, user, target and a status reason hold escapes."""
     store = Store(evil_target())
-    recorder = Recorder(store, path)
+    recorder = Recorder(store, path, options=Options(history_s=history_s))  # the history the replay keeps
     recorder.start()
     store.set_status(SourceStatus("gpu", SourceState.UNAVAILABLE, reason=f"no GPU {EVIL}"))
     t0 = time.monotonic() - seconds - 1  # the recorder stamps status lines with the real clock: samples just before
@@ -274,22 +275,27 @@ def _store_state(replayer: Replayer) -> str:
 
 
 def _bundle_like_recording(path: str) -> None:
-    """A snapshot (as the bundle writes): each series' whole history in turn, so lines are far out of order."""
+    """A snapshot (as the bundle writes): each series' whole history in turn, so lines are far out of order.
+
+    A 12 s history: seeks land where the store has dropped older samples; the system series stops early
+    (the store keeps its last two samples however old).
+    """
     store = Store(evil_target(), history_s=120)
     for i in range(100):
         store.add("process", samplefactory.process_sample(WALL0 + i, T0 + i, 1.0))
-        store.add("system", samplefactory.system_sample(WALL0 + i + 0.1, T0 + i + 0.1))
+        if i < 30:
+            store.add("system", samplefactory.system_sample(WALL0 + i + 0.1, T0 + i + 0.1))
         if i == 40:
             store.set_status(SourceStatus("gpu", SourceState.ERROR, reason="lost"))
         store.add_diagnosis(Diagnosis("compute", 0.8, ts_s=WALL0 + i, mono_s=T0 + i))
-    write_snapshot(store, path)
+    write_snapshot(store, path, Options(history_s=12.0))
 
 
 @pytest.mark.parametrize("kind", ["live", "snapshot"])
 def test_a_streamed_replay_feeds_the_store_exactly_as_a_loaded_one(tmp_path, kind):
     path = str(tmp_path / "run.jsonl.gz")
     if kind == "live":
-        write_evil_recording(path, seconds=40)
+        write_evil_recording(path, seconds=40, history_s=12.0)
     else:
         _bundle_like_recording(path)
     loaded, streamed = load(path), scan(path)
@@ -298,7 +304,7 @@ def test_a_streamed_replay_feeds_the_store_exactly_as_a_loaded_one(tmp_path, kin
         assert (streamed.start_mono_s, streamed.end_mono_s) == (loaded.start_mono_s, loaded.end_mono_s)
         assert list(streamed.iter_events()) == loaded.events
         a, b = Replayer(loaded, analyzer=_count_judge), Replayer(streamed, analyzer=_count_judge)
-        for seek in (15.0, 33.0, 8.0, 60.0, 2.0, 1e9):  # forward, forward, back, forward, back, the end
+        for seek in (15.0, 33.0, 8.0, 60.0, 2.0, 1e9, 38.0, 25.0):  # forward and back, the end, back again
             a.seek(loaded.start_mono_s + seek)
             b.seek(streamed.start_mono_s + seek)
             assert _store_state(a) == _store_state(b), seek
