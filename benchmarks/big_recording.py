@@ -63,6 +63,7 @@ def record_seed(path: str, seconds: float = 8.0) -> None:
                 "0.5",
             ],
             check=True,
+            cwd="/",
         )
     finally:
         child.kill()
@@ -99,9 +100,7 @@ def make(seed: str, out: str, size_mb: float) -> int:
         sink.write(json.dumps(head, separators=(",", ":")).encode() + b"\n")
         k = 0
         while written < limit:
-            chunk = b"".join(
-                json.dumps(_shift(o, k * period), separators=(",", ":")).encode() + b"\n" for o in body
-            )
+            chunk = b"".join(json.dumps(_shift(o, k * period), separators=(",", ":")).encode() + b"\n" for o in body)
             sink.write(chunk)
             written += len(chunk)
             count += len(body)
@@ -133,6 +132,7 @@ def measure_compare(path: str) -> tuple[float, float]:
         [sys.executable, "-m", "optitop", "compare", path, path, "--json"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        cwd="/",  # not the checkout: its optitop/ folder would shadow the installed package
     )
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.monotonic() - t0
@@ -151,7 +151,8 @@ def measure_replay(path: str, timeout_s: float = 600.0) -> tuple[float, float]:
         env = {**os.environ, "TMUX_TMPDIR": tmp}
         tmux = ["tmux", "-f", "/dev/null"]
         t0 = time.monotonic()
-        subprocess.run([*tmux, "new-session", "-d", "-s", session, "-x", "120", "-y", "40", command], env=env, check=True)
+        size = ["-x", "120", "-y", "40"]
+        subprocess.run([*tmux, "new-session", "-d", "-s", session, *size, command], env=env, check=True, cwd="/")
         try:
             pid = int(subprocess.check_output([*tmux, "list-panes", "-t", session, "-F", "#{pane_pid}"], env=env))
             hwm = 0
@@ -168,6 +169,20 @@ def measure_replay(path: str, timeout_s: float = 600.0) -> tuple[float, float]:
             subprocess.run([*tmux, "kill-server"], env=env, check=False)
 
 
+def measure_seek(path: str) -> tuple[float, float]:
+    """(seconds to open at the start, seconds for a 10 s backward seek from the end), in this process."""
+    from optitop import replay
+
+    t0 = time.monotonic()
+    rec = replay.scan(path) if hasattr(replay, "scan") else replay.load(path)
+    replayer = replay.Replayer(rec)
+    opened = time.monotonic() - t0
+    replayer.seek(rec.end_mono_s)
+    t0 = time.monotonic()
+    replayer.seek(rec.end_mono_s - 10)
+    return opened, time.monotonic() - t0
+
+
 def main() -> int:
     """``make`` or ``measure``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -179,6 +194,7 @@ def main() -> int:
     ms = sub.add_parser("measure", help="time and peak RSS of compare and replay on a recording")
     ms.add_argument("path")
     ms.add_argument("--skip-replay", action="store_true")
+    ms.add_argument("--seek", action="store_true", help="also time a backward seek (in this process)")
     args = parser.parse_args()
     if args.cmd == "make":
         seed = args.seed
@@ -197,6 +213,9 @@ def main() -> int:
     if not args.skip_replay:
         seconds, rss = measure_replay(args.path)
         print(f"replay {args.path}: {seconds:.1f} s to the first frame, peak RSS {rss:.0f} MiB by then")
+    if args.seek:
+        opened, back = measure_seek(args.path)
+        print(f"replayer: {opened:.1f} s to open, {back:.1f} s for a 10 s seek back from the end")
     return 0
 
 

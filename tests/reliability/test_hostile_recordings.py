@@ -28,7 +28,7 @@ from optitop.collectors.process import ThreadSample
 from optitop.compare import compare_main
 from optitop.config import Options
 from optitop.record import LineWriter, Recorder, sample_line, write_snapshot
-from optitop.replay import MAX_LINE_BYTES, Replayer, load, scan
+from optitop.replay import MAX_LINE_BYTES, ProgressLine, Replayer, load, quiet_keys, scan
 from optitop.serialize import to_jsonable
 from optitop.store import Store
 from optitop.types import Diagnosis, SourceState, SourceStatus, TargetInfo
@@ -315,3 +315,25 @@ def test_a_streamed_replay_feeds_the_store_exactly_as_a_loaded_one(tmp_path, kin
 def _count_judge(window, state):
     n = (state or 0) + 1
     return Diagnosis("compute", 0.5, evidence=(f"{len(window.samples.get('process', ()))} samples", str(n))), n
+
+
+# -- a long read on a terminal --------------------------------------------------------------------------
+def test_a_long_read_shows_its_progress_on_a_terminal_and_keeps_keys_quiet(tmp_path):
+    import termios
+
+    path = str(tmp_path / "run.jsonl")
+    write_big_recording(path, 2)
+    master, slave = os.openpty()
+    with os.fdopen(slave, "w") as term:
+        progress = ProgressLine(path, stream=term, every_s=0)
+        assert progress.on
+        with quiet_keys(term):
+            assert not termios.tcgetattr(slave)[3] & termios.ECHO  # a key pressed now is not drawn
+            scan(path, progress=progress).close()
+            progress.done()
+        assert termios.tcgetattr(slave)[3] & termios.ECHO  # the terminal is as it was
+        shown = os.read(master, 1 << 16).decode()
+    os.close(master)
+    assert "reading" in shown and "100%" in shown and shown.endswith("\r")
+    with open(os.devnull, "w") as not_a_terminal:
+        assert not ProgressLine(path, stream=not_a_terminal).on  # nothing written where nobody watches
