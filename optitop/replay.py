@@ -6,6 +6,15 @@ with another ``schema_version`` is refused with a clear error rather than misrea
 
 The analyzer re-runs on the replayed data, so a newer analyzer can re-judge an old recording; the verdicts
 stored in the file are kept aside (``Recording.diagnoses``) for ``compare``.
+
+Memory does not grow with the file: ``scan`` reads it once (validating every line, measuring its times and
+how far out of order lines were written) and keeps no events; the replay then reads the file again as it
+plays, putting lines back in time order with a heap that holds only what may still be overtaken. A backward
+seek reads from the start again (gzip allows nothing else without keeping decompressor states), rebuilding
+only the samples the store would still hold. ``load`` keeps everything in memory, for tests and small files.
+Everything a file says is untrusted: only regular files are read, a line may not exceed MAX_LINE_BYTES, and
+every string comes back printable (control characters escaped), so a crafted host or reason is shown, never
+obeyed by the terminal.
 """
 
 from __future__ import annotations
@@ -449,19 +458,22 @@ def iter_lines(chunks: Iterable[bytes], cursor: _Cursor) -> Iterator[tuple[int, 
         cursor.stopped_line = number + 1
 
 
-#: The start of a sample line as the recorder writes it: its series and time without parsing the rest.
-_SAMPLE_HEAD = re.compile(
-    rb'\{"type":"sample","series":"([A-Za-z0-9_.-]{1,64})","mono_s":(-?[0-9]{1,20}(?:\.[0-9]{1,20})?(?:[eE][-+]?[0-9]{1,3})?),"data":'
+#: The start of an event line as the recorder writes it: its type, series and time, without parsing the rest.
+_LINE_HEAD = re.compile(
+    rb'\{"type":"(sample|status|target|self|diagnosis)",(?:"series":"([A-Za-z0-9_.-]{1,64})",)?'
+    rb'"mono_s":(-?[0-9]{1,20}(?:\.[0-9]{1,20})?(?:[eE][-+]?[0-9]{1,3})?),"data":'
 )
+#: Unread lines (``Recording.iter_events``): a sample's line, or a status/target/self line (the latest wins).
+UNREAD_SAMPLE, UNREAD_STATE = "unread", "unread_state"
 
 
-def convert_unread(event: Event) -> Sample | None:
-    """The sample of an "unread" event (None when its line no longer converts: the file changed)."""
+def read_unread(event: Event) -> Event | None:
+    """The event of an unread line (None when it no longer converts: the file changed since it was checked)."""
     try:
         got = _line_event(event.value)
     except _BadLineError:
         return None
-    return got.value if got is not None and got.kind == "sample" else None
+    return got if got is not None and got.kind in REPLAYED_KINDS else None
 
 
 # -- one line -> one event -------------------------------------------------------------------------------
@@ -653,10 +665,10 @@ class Recording:
     def iter_events(self, unread_before_s: float = -math.inf) -> Iterator[Event]:
         """The replayed events in time order: from memory, or read again from the file in bounded memory.
 
-        Samples of a streamed recording older than ``unread_before_s`` come as kind "unread" with the raw line
-        as value (see ``convert_unread``): a backward seek reads the file again from its start, and most of
-        what it passes on the way is dropped by the store's history anyway; finding a line's time is a tenth
-        of the cost of rebuilding its sample.
+        Lines of a streamed recording older than ``unread_before_s`` come unconverted, as kind UNREAD_SAMPLE
+        or UNREAD_STATE with the raw line as value (see ``read_unread``): a backward seek reads the file again
+        from its start, and most of what it passes on the way is dropped by the store's history or replaced by
+        a later status anyway; finding a line's time costs a tenth of rebuilding its sample.
         """
         if self.fd is None:
             return iter(self.events)
@@ -671,12 +683,17 @@ class Recording:
                     continue  # the header
                 if number > self.extent.good_lines:
                     return
-                head = _SAMPLE_HEAD.match(raw) if unread_before_s > -math.inf else None
-                if head is not None and float(head[2]) < unread_before_s:
-                    series = head[1].decode()
-                    if sample_class(series) is not None:
-                        yield Event(float(head[2]), "unread", series, raw)
-                    continue
+                head = _LINE_HEAD.match(raw)
+                if head is not None:
+                    kind, series, mono = head[1], (head[2] or b"").decode(), float(head[3])
+                    if kind == b"diagnosis":
+                        continue  # the replay judges again
+                    if mono < unread_before_s:
+                        if kind != b"sample":
+                            yield Event(mono, UNREAD_STATE, f"{kind.decode()}:{series}", raw)
+                        elif sample_class(series) is not None:
+                            yield Event(mono, UNREAD_SAMPLE, series, raw)
+                        continue
                 event = _line_event(raw)
                 if event is not None and event.kind in REPLAYED_KINDS:
                     yield event
@@ -911,6 +928,7 @@ class Replayer:
         # those the store would still hold are rebuilt (``_flush``).
         self._events = self.recording.iter_events(unread_before_s)
         self._unread: dict[str, deque[Event]] = {}
+        self._unread_state: dict[str, Event] = {}
         self._pending: Event | None = next(self._events, None)
         self._state: object = None
         self.position_mono_s = self.start_mono_s
@@ -985,7 +1003,8 @@ class Replayer:
         if target < self.position_mono_s:
             self._reset(unread_before_s=target)
         self.advance_to(target)
-        self._flush()
+        if self._unread or self._unread_state:
+            self._flush()
 
     def seek_by(self, seconds: float) -> None:
         """Jump ``seconds`` of recorded time forward (or back when negative)."""
@@ -1023,11 +1042,15 @@ class Replayer:
         self.store.clock_mono_s = max(self.store.clock_mono_s, mono_s)
 
     def _apply(self, event: Event) -> None:
-        if event.kind == "unread":
+        if event.kind == UNREAD_SAMPLE:
             self._hold(event)
-        elif event.kind == "sample":
-            if self._unread:
-                self._flush()
+            return
+        if event.kind == UNREAD_STATE:
+            self._unread_state[event.series] = event  # only the latest status (target, cost) counts
+            return
+        if self._unread or self._unread_state:
+            self._flush()
+        if event.kind == "sample":
             self.store.add(event.series, event.value)
         elif event.kind == "status":
             self.store.set_status(event.value)
@@ -1044,16 +1067,21 @@ class Replayer:
         self.store.hold(held, event)
 
     def _flush(self) -> None:
-        """Rebuild the held sample lines and add them to the store, oldest first."""
+        """Rebuild the held lines: samples into the store oldest first, then the latest of each status."""
         unread, self._unread = self._unread, {}
-        for series, held in unread.items():
+        states, self._unread_state = self._unread_state, {}
+        for held in unread.values():
             for event in held:
-                sample = convert_unread(event)
-                if sample is not None:
-                    self.store.add(series, sample)
+                got = read_unread(event)
+                if got is not None:
+                    self._apply(got)
+        for event in states.values():
+            got = read_unread(event)
+            if got is not None:
+                self._apply(got)
 
     def _judge_at(self, mono_s: float) -> None:
-        if self._unread:
+        if self._unread or self._unread_state:
             self._flush()
         window = self.store.window(self.analysis_window_s, now_mono_s=mono_s)
         diagnosis, self._state = self._judge(window, self._state)

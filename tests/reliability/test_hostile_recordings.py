@@ -9,6 +9,7 @@ event, and a single endless "line" stops the reading instead of filling memory.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -27,11 +28,11 @@ from optitop.bundle import Bundle, stack_dump
 from optitop.collectors.process import ThreadSample
 from optitop.compare import compare_main
 from optitop.config import Options
-from optitop.record import LineWriter, Recorder, sample_line, write_snapshot
+from optitop.record import LineWriter, Recorder, header, sample_line, write_snapshot
 from optitop.replay import MAX_LINE_BYTES, ProgressLine, Replayer, load, quiet_keys, scan
 from optitop.serialize import to_jsonable
 from optitop.store import Store
-from optitop.types import Diagnosis, SourceState, SourceStatus, TargetInfo
+from optitop.types import Diagnosis, SelfCost, SourceState, SourceStatus, TargetInfo
 
 OPTITOP = str(Path(sys.executable).parent / "optitop")
 TMUX = shutil.which("tmux")
@@ -201,8 +202,6 @@ def write_big_recording(path: str, megabytes: int) -> int:
     """A recording of ``megabytes`` MiB in the Recorder's line format: process samples with a 20 KB field."""
     store = Store(TargetInfo(4242, "python", "python serve.py", "me", WALL0 - 60, "box"))
     writer = LineWriter(path)
-    from optitop.record import header
-
     writer.write(header(store, None, ("process",)))
     padding = "x" * 20_000  # a big line: what a py-spy sample of many threads looks like in bytes
     i = 0
@@ -291,20 +290,42 @@ def _bundle_like_recording(path: str) -> None:
     write_snapshot(store, path, Options(history_s=12.0))
 
 
-@pytest.mark.parametrize("kind", ["live", "snapshot"])
+def _interleaved_recording(path: str) -> None:
+    """Status, target and cost lines among the samples, a little out of order, as a sweep writes them."""
+    store = Store(evil_target(), history_s=12.0)
+    writer = LineWriter(path)
+    writer.write(header(store, Options(history_s=12.0), ("process",)))
+    for i in range(60):
+        writer.write(sample_line("process", samplefactory.process_sample(WALL0 + i, T0 + i + 0.5, 1.0)))
+        if i % 7 == 3:  # stamped after the sample that follows it in time
+            state = SourceState.OK if i % 2 else SourceState.ERROR
+            status = to_jsonable(SourceStatus("gpu", state, reason=f"turn {i}"))
+            writer.write({"type": "status", "series": "gpu", "mono_s": T0 + i + 0.7, "data": status})
+            cost = to_jsonable(SelfCost(float(i), 1000 + i))
+            writer.write({"type": "self", "mono_s": T0 + i + 0.7, "data": cost})
+        writer.write(sample_line("system", samplefactory.system_sample(WALL0 + i, T0 + i + 0.6, 1.0)))
+        if i == 45:
+            target = to_jsonable(dataclasses.replace(evil_target(), exited=True, exit_reason="gone"))
+            writer.write({"type": "target", "mono_s": T0 + i + 0.8, "data": target})
+    writer.close()
+
+
+@pytest.mark.parametrize("kind", ["live", "snapshot", "interleaved"])
 def test_a_streamed_replay_feeds_the_store_exactly_as_a_loaded_one(tmp_path, kind):
     path = str(tmp_path / "run.jsonl.gz")
     if kind == "live":
         write_evil_recording(path, seconds=40, history_s=12.0)
-    else:
+    elif kind == "snapshot":
         _bundle_like_recording(path)
+    else:
+        _interleaved_recording(path)
     loaded, streamed = load(path), scan(path)
     try:
         assert streamed.streamed and not streamed.events  # nothing held
         assert (streamed.start_mono_s, streamed.end_mono_s) == (loaded.start_mono_s, loaded.end_mono_s)
         assert list(streamed.iter_events()) == loaded.events
         a, b = Replayer(loaded, analyzer=_count_judge), Replayer(streamed, analyzer=_count_judge)
-        for seek in (15.0, 33.0, 8.0, 60.0, 2.0, 1e9, 38.0, 25.0):  # forward and back, the end, back again
+        for seek in (15.0, 33.0, 8.0, 60.0, 2.0, 1e9, 38.0, 25.0, 50.0, 47.0):  # forward and back, the end
             a.seek(loaded.start_mono_s + seek)
             b.seek(streamed.start_mono_s + seek)
             assert _store_state(a) == _store_state(b), seek
