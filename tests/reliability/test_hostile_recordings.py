@@ -301,6 +301,8 @@ def _interleaved_recording(path: str) -> None:
             state = SourceState.OK if i % 2 else SourceState.ERROR
             status = to_jsonable(SourceStatus("gpu", state, reason=f"turn {i}"))
             writer.write({"type": "status", "series": "gpu", "mono_s": T0 + i + 0.7, "data": status})
+            again = to_jsonable(SourceStatus("gpu", SourceState.OK, reason=f"turn {i} again"))
+            writer.write({"type": "status", "series": "gpu", "mono_s": T0 + i + 0.75, "data": again})
             cost = to_jsonable(SelfCost(float(i), 1000 + i))
             writer.write({"type": "self", "mono_s": T0 + i + 0.7, "data": cost})
         writer.write(sample_line("system", samplefactory.system_sample(WALL0 + i, T0 + i + 0.6, 1.0)))
