@@ -10,6 +10,7 @@ event, and a single endless "line" stops the reading instead of filling memory.
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import json
 import os
 import shutil
@@ -360,3 +361,20 @@ def test_a_long_read_shows_its_progress_on_a_terminal_and_keeps_keys_quiet(tmp_p
     assert "reading" in shown and "100%" in shown and shown.endswith("\r")
     with open(os.devnull, "w") as not_a_terminal:
         assert not ProgressLine(path, stream=not_a_terminal).on  # nothing written where nobody watches
+
+
+def test_a_gzip_bomb_stops_at_the_line_cap_in_bounded_memory(tmp_path):
+    path = tmp_path / "bomb.jsonl.gz"
+    write_evil_recording(str(tmp_path / "seed.jsonl"), seconds=2)
+    head = (tmp_path / "seed.jsonl").read_bytes().split(b"\n")[0] + b"\n"
+    zeros = b"0" * (1 << 20)
+    with gzip.open(path, "wb", compresslevel=9) as fh:  # ~200 KB on disk, a 256 MiB line once inflated
+        fh.write(head)
+        for _ in range(256):
+            fh.write(zeros)
+    rec = load(str(path))
+    assert rec.stopped_at is not None and "line 2 is longer than 16 MiB" in rec.stopped_at[1]
+    code, bomb_mib, err = run_measured([OPTITOP, "replay", str(path)], 60)
+    _, baseline_mib, _ = run_measured([OPTITOP, "replay", "/dev/null"], 60)
+    assert code == 2 and "longer than 16 MiB" in err, err
+    assert bomb_mib < baseline_mib + 48, (bomb_mib, baseline_mib)  # the cap and one piece, never the line
