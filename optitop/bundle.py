@@ -33,6 +33,7 @@ from optitop.config import Options
 from optitop.record import write_snapshot
 from optitop.redact import redact_json, redact_text
 from optitop.safefile import SafeFile
+from optitop.safetext import printable_lines
 from optitop.serialize import SCHEMA_VERSION, report, to_jsonable
 from optitop.store import Store
 from optitop.types import Diagnosis, Window
@@ -52,8 +53,8 @@ class Bundle:
     members: dict[str, bytes] = field(default_factory=dict)
 
     def add_text(self, name: str, text: str) -> None:
-        """Add a redacted text member."""
-        self.members[name] = redact_text(text).encode()
+        """Add a redacted text member, its control characters escaped (thread and file names from py-spy)."""
+        self.members[name] = printable_lines(redact_text(text)).encode()
 
     def add_json(self, name: str, obj: Any) -> None:
         """Add a redacted JSON member."""
