@@ -22,7 +22,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 test-deps:
 	@command -v prometheus >/dev/null || [ "$$(id -u)" != 0 ] || \
 		(apt-get update -qq && apt-get install -y -qq prometheus >/dev/null) || \
-		echo "could not install prometheus: the exporter's end-to-end test will skip"
+		echo "could not install prometheus: the Prometheus tests (exporter, rules, dashboard) will skip"
 
 setup: $(VENV)/.installed
 	# strict editable installs link the files that existed at install time: link new modules too.

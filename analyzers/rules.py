@@ -80,6 +80,8 @@ SIGNAL_LABELS: dict[str, str] = {
     "gpu_legacy_mem_pct": "GPU memory-controller activity % (legacy NVML)",
     "gpu_pcie_link_pct": "PCIe traffic % of the link",
     "gpu_pcie_bytes_per_s": "PCIe bytes/s (busier direction)",
+    "gpu_pcie_both_bytes_per_s": "PCIe bytes/s (both directions together)",
+    "gpu_pcie_duty": "share of samples with PCIe traffic (copy duty)",
     "gpu_power_pct": "GPU power % of its limit",
     "requests_waiting": "requests waiting",
     "requests_running": "requests running",
@@ -483,6 +485,12 @@ RULES: tuple[Rule, ...] = (
        "PCIe {v:B}/s while the GPU is {gpu_busy_pct:.0f} % busy", "mem_pcie", "measured",
        MEASURED_PCIE + " (2 GB/s: pageable copies staged by one CPU thread run far below pinned speed)",
        when=(("gpu_busy_pct", "<", 30),)),
+    _r("mem.pcie_stream", "memory_io", "gpu", ("gpu_pcie_both_bytes_per_s", ">=", 1e9), 0.6,
+       "PCIe {v:B}/s (both directions) in {gpu_pcie_duty:.0%} of samples while the GPU is {gpu_busy_pct:.0f} % "
+       "busy: a steady copy stream", "mem_pcie", "ours",
+       "pageable copies staged by one CPU thread move 1-3 GB/s (below the pinned-copy rules' 10 % of a link), "
+       "and the staging thread is pegged: the copy duty, not the thread, is the limit",
+       when=(("gpu_pcie_duty", ">=", 0.6), ("gpu_busy_pct", "<", 30))),
     _r("mem.kv", "memory_io", "any", ("kv_cache_pct", ">=", 90), 0.7,
        "KV cache {v:.0f} % full with {preemptions_per_min:.1f} preemptions/min", "mem_kv", "vendor",
        "vLLM optimization guide; research table: KV >= 0.9 and preemptions > ~1/min",
@@ -516,8 +524,9 @@ RULES: tuple[Rule, ...] = (
        when=(("gpu_sm_pct", "<", 5), ("gpu_pcie_link_pct", "<", 5, True))),
     _r("host.thread_gpu", "host_cpu", "gpu", ("top_thread_cpu_pct", ">=", 85), 0.5,
        "a thread is pegged at {v:.0f} % of a core while the GPU is {gpu_busy_pct:.0f} % busy", "host_gil",
-       "vendor", "research table: SM < 0.5 and a thread >= 90 % of a core (85: loaded-machine margin)",
-       when=(("gpu_busy_pct", "<", 50),)),
+       "vendor", "research table: SM < 0.5 and a thread >= 90 % of a core (85: loaded-machine margin); "
+       "not while PCIe streams >= 1 GB/s (the pegged thread is staging pageable copies)",
+       when=(("gpu_busy_pct", "<", 50), ("gpu_pcie_both_bytes_per_s", "<", 1e9, True))),
     _r("host.gil_held", "host_cpu", "any", ("py_gil_pct", ">=", 70), 0.55,
        "the GIL is held {v:.0f} % of the time", "host_gil", "vendor",
        "research table: GIL >= 80 % (70: py-spy samples miss short releases); a busy GPU excuses it",

@@ -37,6 +37,12 @@ class Signals:
         minor_faults_per_cpu_s: minor faults per second of the target's CPU time (fresh pages touched per
             unit of work: streaming tensors reads ~10x more than math, even on a contended host).
         gpu_busy_pct: SM activity on GPM devices, legacy utilisation elsewhere (the busiest target GPU).
+        gpu_pcie_both_bytes_per_s: PCIe bytes/s in both directions together (a pageable copy stream moves
+            1-3 GB/s, far below the 10 % of a Gen5 link the pinned-copy rule needs).
+        gpu_pcie_duty: the share of the window's samples with PCIe traffic at or above PCIE_ACTIVE_BYTES_PER_S
+            (a steady copy stream is near 1; one burst is not a transfer-bound server).
+        gpu_throttle: the clock-event reasons that limit throughput (power, thermal, board); idle, sync
+            boost and application clocks are left out.
         requests_in_system: waiting + running.
         batch_fill_pct: the running batch as a share of the server's maximum.
         py_top_gil_share: how much of the busiest Python thread's activity held the GIL (interpreter-bound
@@ -93,6 +99,8 @@ class Signals:
     gpu_legacy_util_pct: float | None = None
     gpu_legacy_mem_pct: float | None = None
     gpu_pcie_bytes_per_s: float | None = None
+    gpu_pcie_both_bytes_per_s: float | None = None
+    gpu_pcie_duty: float | None = None
     gpu_pcie_link_pct: float | None = None
     gpu_mem_used_pct: float | None = None
     gpu_power_pct: float | None = None
@@ -232,6 +240,12 @@ def _process(samples: Sequence[Any]) -> dict[str, Any]:
     return out
 
 
+#: Clock-event reasons that limit throughput (power, thermal, board); idle, sync boost and app clocks do not.
+LIMITING_THROTTLE = frozenset({"power cap", "HW slowdown", "SW thermal", "HW thermal", "HW power brake", "board limit"})
+#: PCIe traffic (both directions) from which a sample counts towards the copy duty.
+PCIE_ACTIVE_BYTES_PER_S = 0.5e9
+
+
 def _is_legacy(device: Any) -> bool:
     return str(getattr(device, "util_source", "") or "") == "legacy"
 
@@ -343,6 +357,13 @@ def _gpu(samples: Sequence[Any]) -> dict[str, Any]:
     def pcie_bytes(devs: Sequence[Any]) -> float | None:
         return _max_known(_max_known((_num(d, "pcie_rx_bytes_per_s"), _num(d, "pcie_tx_bytes_per_s"))) for d in devs)
 
+    def pcie_both(devs: Sequence[Any]) -> float | None:
+        return _max_known(_sum_known((_num(d, "pcie_rx_bytes_per_s"), _num(d, "pcie_tx_bytes_per_s"))) for d in devs)
+
+    both = [pcie_both(devs) for devs in per_sample]
+    known_both = [b for b in both if b is not None]
+    duty = sum(b >= PCIE_ACTIVE_BYTES_PER_S for b in known_both) / len(known_both) if known_both else None
+
     def pcie_link(devs: Sequence[Any]) -> float | None:
         return _max_known(
             _ratio_pct(
@@ -360,7 +381,9 @@ def _gpu(samples: Sequence[Any]) -> dict[str, Any]:
 
     last = per_sample[-1]
     sources = Counter(str(getattr(d, "util_source", "") or "") for d in last)
-    throttle = sorted({str(r) for d in last for r in (getattr(d, "throttle_reasons", None) or ())})
+    throttle = sorted(
+        {str(r) for d in last for r in (getattr(d, "throttle_reasons", None) or ()) if str(r) in LIMITING_THROTTLE}
+    )
     return {
         "gpu_devices": len(last),
         "gpu_used_by_target": used,
@@ -376,6 +399,8 @@ def _gpu(samples: Sequence[Any]) -> dict[str, Any]:
         "gpu_legacy_util_pct": legacy("legacy_gpu_util_pct"),
         "gpu_legacy_mem_pct": legacy("legacy_mem_util_pct"),
         "gpu_pcie_bytes_per_s": mean(pcie_bytes(devs) for devs in per_sample),
+        "gpu_pcie_both_bytes_per_s": mean(both),
+        "gpu_pcie_duty": duty,
         "gpu_pcie_link_pct": mean(pcie_link(devs) for devs in per_sample),
         "gpu_mem_used_pct": mean(mem_used(devs) for devs in per_sample),
         "gpu_power_pct": mean(power(devs) for devs in per_sample),

@@ -1,6 +1,6 @@
 """Check the GPU collector on a real NVIDIA GPU: run known torch workloads one after another and print what it read.
 
-    python benchmarks/gpu_check.py [--seconds 5] [--interval 0.5] [--json out.json]
+    python benchmarks/gpu_check.py [--seconds 5] [--interval 0.5] [--ratio 1.5] [--json out.json] [--sim]
 
 Each workload runs in its own child process (the collector's target, so attribution is checked too):
 a bf16 matmul loop, a device-to-device copy loop, pinned host<->device copies in both directions at once,
@@ -8,7 +8,12 @@ tiny kernels with ``.item()`` each step (launch/host-bound), and an idle process
 The readings must separate them as ARCHITECTURE.md's measured facts do (tensor high for the matmul, DRAM
 bandwidth high for the copy, PCIe high with SM idle for the transfers, graphics busy with SM ~0 for the
 tiny kernels); the script prints a table, then one PASS/FAIL line per expectation, and exits 1 on a FAIL.
-Each worker also reports the rate it achieved itself, to compare with NVML's numbers.
+Each worker also reports the rate it achieved itself, and the checks are two-sided: NVML's DRAM GB/s, PCIe GB/s
+each way and tensor % must lie within ``--ratio`` (either way) of what the worker measured, not just above a floor.
+
+``--sim`` rehearses the script without a GPU: the simulated libnvidia-ml (tests/collectors/nvml_sim.py) stands in
+under the real bindings, and the workers are CPU processes that report what an H200 achieved on the same workload
+(so the rehearsal checks units, conversions and plumbing, not the hardware).
 
 Needs torch with CUDA and nvidia-ml-py; not textual/py-spy/plotext. Exits 2 with a message when there is no GPU.
 """
@@ -29,6 +34,30 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKLOADS = ("matmul", "d2d_copy", "pinned_h2d_d2h", "tiny_item", "idle")
+SIM_LIBRARY = ROOT / "tests" / "collectors" / "nvml_sim.py"
+#: Dense bf16 tensor-core peak by chip (NVIDIA's datasheets, SXM parts): tensor % ~ achieved / peak.
+PEAK_BF16_DENSE_FLOPS = {"H100": 989.4e12, "H200": 989.4e12, "B200": 2250e12}
+MIB = 1024 * 1024
+#: What the --sim workers say they achieved: an H200 on the same workloads, matching the simulator's readings.
+SIM_ACHIEVED: dict[str, dict[str, float]] = {
+    "matmul": {"flops": 0.75 * 989.4e12, "steps": 40.0},
+    "d2d_copy": {"bytes_dram": 0.9 * 6144 * 3201e6 * 2 / 8, "steps": 200.0},
+    "pinned_h2d_d2h": {"bytes_h2d": 17000 * MIB, "bytes_d2h": 17000 * MIB, "steps": 20.0},
+    "tiny_item": {"steps": 300.0},
+    "idle": {"steps": 20.0},
+}
+SIM_WORKER = r"""
+import json, signal, sys, time
+done = False
+def stop(*_):
+    global done
+    done = True
+signal.signal(signal.SIGTERM, stop)
+print(json.dumps({"ready": True, "uuid": ""}), flush=True)
+while not done:
+    time.sleep(0.05)
+print(sys.argv[2], flush=True)
+"""
 
 WORKER = r"""
 import json, signal, sys, time
@@ -149,8 +178,10 @@ def no_gpu_reason() -> str | None:
     return None
 
 
-def start_worker(mode: str) -> tuple[subprocess.Popen[str], dict[str, Any]]:
-    proc = subprocess.Popen([sys.executable, "-c", WORKER, mode], stdout=subprocess.PIPE, text=True)
+def start_worker(mode: str, sim: bool = False) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    argv = [sys.executable, "-c", SIM_WORKER, mode, json.dumps(SIM_ACHIEVED[mode])] if sim else None
+    argv = argv or [sys.executable, "-c", WORKER, mode]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line:
@@ -171,10 +202,12 @@ def stop_worker(proc: subprocess.Popen[str]) -> dict[str, float]:
     return json.loads(lines[-1]) if lines else {}
 
 
-def run_one(collector_cls: Any, mode: str, seconds: float, interval: float) -> dict[str, Any]:
+def run_one(collector_cls: Any, mode: str, seconds: float, interval: float, sim: bool = False) -> dict[str, Any]:
     from optitop.config import CollectorContext, Options
 
-    proc, hello = start_worker(mode)
+    if sim:
+        os.environ["OPTITOP_NVML_SIM_SCENARIO"] = mode  # read when the collector installs the simulator
+    proc, hello = start_worker(mode, sim)
     try:
         collector = collector_cls(CollectorContext(pid=proc.pid, options=Options(interval_s=interval)))
         samples = []
@@ -265,6 +298,56 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     print("throttle reasons seen: " + "; ".join(f"{r['workload']}: {r['throttle']}" for r in rows))
 
 
+def within(measured: float | None, achieved: float | None, ratio: float) -> bool:
+    """Two-sided: ``measured`` lies within ``ratio`` of ``achieved`` either way (False when either is unknown)."""
+    if measured is None or not achieved or measured != measured:
+        return False
+    return 1 / ratio <= measured / achieved <= ratio
+
+
+def peak_flops(device: str) -> float | None:
+    """The dense bf16 peak of the chip named in a row's device label, when known."""
+    return next((v for k, v in PEAK_BF16_DENSE_FLOPS.items() if k in device), None)
+
+
+def ratio_checks(rows: list[dict[str, Any]], ratio: float) -> list[tuple[bool, str]]:
+    """Each reading against what the worker achieved itself, within ``ratio`` either way."""
+    by = {r["workload"]: r for r in rows}
+    out: list[tuple[bool, str]] = []
+
+    def got(mode: str, key: str) -> float | None:
+        v = by.get(mode, {}).get("achieved", {}).get(key)
+        return None if v is None else float(v)
+
+    def read(mode: str, key: str) -> float | None:
+        v = by.get(mode, {}).get(key)
+        return None if v is None else float(v)
+
+    def line(label: str, measured: float | None, achieved: float | None, scale: float, unit: str) -> str:
+        m = "–" if measured is None else f"{measured / scale:.1f}"
+        a = "–" if achieved is None else f"{achieved / scale:.1f}"
+        return f"{label}: NVML {m} vs worker {a} {unit} (within {ratio:g}x either way)"
+
+    if "d2d_copy" in by:
+        m, a = read("d2d_copy", "dram_bytes_per_s"), got("d2d_copy", "bytes_dram")
+        out.append((within(m, a, ratio), line("d2d copy DRAM", m, a, 1e9, "GB/s")))
+    if "pinned_h2d_d2h" in by:
+        for key, ach in (("pcie_rx_bytes_per_s", "bytes_h2d"), ("pcie_tx_bytes_per_s", "bytes_d2h")):
+            m, a = read("pinned_h2d_d2h", key), got("pinned_h2d_d2h", ach)
+            label = "pinned PCIe rx (H2D)" if ach == "bytes_h2d" else "pinned PCIe tx (D2H)"
+            out.append((within(m, a, ratio), line(label, m, a, 1e9, "GB/s")))
+    if "matmul" in by:
+        peak = peak_flops(str(by["matmul"].get("device", "")))
+        flops = got("matmul", "flops")
+        expect = None if peak is None or flops is None else 100 * flops / peak
+        m = read("matmul", "tensor_util_pct")
+        if expect is not None:
+            out.append((within(m, expect, ratio), line("matmul tensor %", m, expect, 1, "% (achieved/peak)")))
+        sm = read("matmul", "sm_util_pct")
+        out.append((sm is not None and 50 <= sm <= 100.5, f"matmul: SM {sm if sm is not None else '–'} % in 50..100"))
+    return out
+
+
 def checks(rows: list[dict[str, Any]]) -> list[tuple[bool, str]]:
     """The separations ARCHITECTURE.md measured, as pass/fail lines (only GPM rows can separate the classes)."""
     by = {r["workload"]: r for r in rows}
@@ -317,8 +400,12 @@ def main() -> int:
     parser.add_argument("--interval", type=float, default=0.5, help="seconds between collector ticks")
     parser.add_argument("--only", choices=WORKLOADS, action="append", help="run only these workloads")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    parser.add_argument("--ratio", type=float, default=1.5, help="two-sided tolerance against the workers' rates")
+    parser.add_argument("--sim", action="store_true", help="rehearse on the simulated NVML with CPU workers")
     args = parser.parse_args()
-    reason = no_gpu_reason()
+    if args.sim:
+        os.environ.setdefault("OPTITOP_NVML_SIM", str(SIM_LIBRARY))
+    reason = None if args.sim else no_gpu_reason()
     if reason:
         print(f"gpu_check: no GPU to check on this machine: {reason}. Run it on a machine with an NVIDIA GPU.")
         return 2
@@ -326,15 +413,16 @@ def main() -> int:
     rows = []
     for mode in args.only or WORKLOADS:
         print(f"running {mode} for {args.seconds:g} s …", flush=True)
-        rows.append(run_one(collector_cls, mode, args.seconds, args.interval))
+        rows.append(run_one(collector_cls, mode, args.seconds, args.interval, args.sim))
     print()
     print_table(rows)
     print()
-    results = checks(rows) if not args.only else []
+    results = (checks(rows) if not args.only else []) + ratio_checks(rows, args.ratio)
     for ok, line in results:
         print(("PASS  " if ok else "FAIL  ") + line)
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2, default=str))
+        doc = {"rows": rows, "checks": [{"ok": ok, "check": line} for ok, line in results], "sim": args.sim}
+        args.json.write_text(json.dumps(doc, indent=2, default=str))
     return 0 if all(ok for ok, _ in results) else 1
 
 

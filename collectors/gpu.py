@@ -11,13 +11,23 @@ Rules kept here, each learned from another monitor's bug (research/monitors.md):
 - GPM keeps the previous sample and diffs it against this tick's: ``sample()`` never sleeps;
 - the legacy PCIe throughput call blocks ~20 ms, so it runs at most every ``legacy_pcie_every_s``;
 - NVML reports host pids: inside a container's PID namespace they cannot be matched, and the sample says so;
-- under MIG there is no per-process utilisation: "unsupported under MIG", never zeros.
+- under MIG there is no per-process utilisation: "not available on MIG", never zeros; GPM reads the target's
+  GPU instance (``nvmlGpmMigSampleGet`` with the instance id from the v3 process info), not the whole GPU;
+- GPM sampling that keeps failing (no permission, counters held by Nsight Compute or DCGM profiling) falls back
+  to the legacy readings, labelled "legacy" with the reason, and is retried now and then;
+- only the bindings' own errors are expected from a call, and ``NVMLLibraryMismatchError`` (a plain Exception
+  the unversioned process calls raise on drivers without the v3 call) is one of them.
+
+``OPTITOP_NVML_SIM`` (test-only): the path of a simulated libnvidia-ml (tests/collectors/nvml_sim.py) to
+install under the real bindings; the device script's rehearsal uses it. Unset, nothing changes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,8 +41,20 @@ from optitop.types import Sample, SourceUnavailable
 MIB = 1024 * 1024
 #: How often the slow legacy PCIe throughput call (blocks ~20 ms per call) may run.
 LEGACY_PCIE_EVERY_S = 5.0
-#: GPM needs its two samples at least this far apart (NVML returns garbage below ~100 ms).
+#: GPM needs its two samples more than this far apart (NVML refuses spans of 100 ms or less).
 GPM_MIN_SPAN_S = 0.1
+#: After this many GPM failures in a row a device falls back to the legacy utilisation readings.
+GPM_FALLBACK_AFTER = 3
+#: While fallen back, GPM is tried again this often (another profiler may have let go of the counters).
+GPM_RETRY_S = 30.0
+#: What NVML's v3 process info holds in gpuInstanceId outside MIG.
+NO_GPU_INSTANCE = 0xFFFFFFFF
+#: Per-process utilisation does not exist on MIG: said instead of a number.
+MIG_PROC_UTIL = "not available on MIG"
+#: The funnel's reason for a call the driver lacks though the bindings have it (NVMLLibraryMismatchError).
+MISMATCH_REASON = "not in this driver (nvidia-ml-py is newer than the driver)"
+#: The test-only hook: the path of a simulated libnvidia-ml to install under the real bindings.
+NVML_SIM_ENV = "OPTITOP_NVML_SIM"
 #: A per-process utilisation sample older than this many seconds no longer counts as the process's share.
 PROC_UTIL_MAX_AGE_S = 5.0
 #: How often the target's process tree is rescanned for GPU attribution (new workers show up within this).
@@ -76,6 +98,19 @@ THROTTLE_WORDS: tuple[tuple[int, str], ...] = (
     (0x400, "reliability"),
 )
 
+#: Why GPM sampling failed, by NVML error class, in words with the fix.
+GPM_FAILURE_WORDS: dict[str, str] = {
+    "NVMLError_InUse": "profiling counters are held by another tool (Nsight Compute, DCGM profiling)",
+    "NVMLError_InsufficientResources": "profiling counters are held by another tool (Nsight Compute, DCGM profiling)",
+    "NVMLError_NoPermission": "no permission to read the profiling counters (run as root, or load the driver"
+    " with NVreg_RestrictProfilingToAdminUsers=0)",
+    "NVMLError_NotSupported": "GPM sampling is not supported in this configuration (MIG or vGPU?)",
+}
+PERSISTENCE_OFF = (
+    "persistence mode off: each NVML start costs ~1.5 s and clocks drop between requests"
+    " (enable it: nvidia-smi -pm 1, or run nvidia-persistenced)"
+)
+
 #: GPM metric name in pynvml (``NVML_GPM_METRIC_<name>``) -> GpuDevice field.
 GPM_FIELDS: tuple[tuple[str, str], ...] = (
     ("GRAPHICS_UTIL", "graphics_util_pct"),
@@ -106,7 +141,9 @@ class GpuDevice:
     or "legacy" (``nvmlDeviceGetUtilizationRates``: the share of time a kernel / a memory access was in
     flight, which reads 0 % under full load on some machines). ``dram_bytes_per_s`` is DRAM_BW_UTIL times the
     peak derived from bus width and max memory clock: an estimate. ``missing`` lists "what: why" for values
-    NVML would not give; ``note`` carries a device-level problem (a lost GPU).
+    NVML would not give; ``note`` carries a device-level problem (a lost GPU). ``util_note`` says why a GPM
+    device reads "legacy" (GPM sampling kept failing). ``gpu_instance_id`` names the MIG GPU instance the
+    GPM numbers are of (the target's), None for the whole GPU.
     """
 
     index: int
@@ -159,6 +196,9 @@ class GpuDevice:
     gpu_procs: int | None = None
     missing: tuple[str, ...] = ()
     note: str = ""
+    util_note: str = ""
+    persistence_mode: bool | None = None
+    gpu_instance_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,7 +296,24 @@ def _import_pynvml() -> ModuleType:
         import pynvml
     except ImportError as exc:
         raise SourceUnavailable("nvidia-ml-py is not installed: pip install nvidia-ml-py") from exc
+    sim = os.environ.get(NVML_SIM_ENV)
+    if sim:
+        _install_simulator(sim)
     return pynvml
+
+
+def _install_simulator(path: str) -> None:
+    """Test-only: load a simulated libnvidia-ml from ``path`` and install it under the real bindings."""
+    try:
+        spec = importlib.util.spec_from_file_location("optitop_nvml_sim", path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"not a Python file: {path}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+        module.install_from_env()
+    except Exception as exc:
+        raise SourceUnavailable(f"{NVML_SIM_ENV}={path}: cannot load the NVML simulator: {exc}") from exc
 
 
 def _text(value: Any) -> str:
@@ -306,22 +363,28 @@ class Nvml:
     mod: ModuleType
     refused: dict[tuple[str, int], str] = field(default_factory=dict)
     calls: int = 0
+    #: The error class name of the last failed call ("" after a success): callers that must tell
+    #: NOT_FOUND ("no samples") from NO_PERMISSION read it.
+    last_kind: str = ""
 
     def call(self, fn: str, *args: Any, dev: int = -1) -> tuple[Any, str]:
         """Call ``pynvml.<fn>(*args)``; ``dev`` keys remembered refusals per device."""
         known = self.refused.get((fn, dev))
         if known is not None:
+            self.last_kind = "remembered"
             return None, known
         func: Callable[..., Any] | None = getattr(self.mod, fn, None)
         if func is None:
             reason = "not in this nvidia-ml-py (upgrade it)"
             self.refused[(fn, dev)] = reason
+            self.last_kind = "missing"
             return None, reason
         self.calls += 1
+        mismatch: Any = getattr(self.mod, "NVMLLibraryMismatchError", None) or ()
         try:
-            return func(*args), ""
+            value = func(*args)
         except self.mod.NVMLError as exc:
-            kind = type(exc).__name__
+            kind = self.last_kind = type(exc).__name__
             if kind == "NVMLError_GpuIsLost":
                 raise GpuLost(str(exc)) from exc
             if kind in FATAL_ERRORS:
@@ -330,6 +393,13 @@ class Nvml:
                 self.refused[(fn, dev)] = STABLE_ERRORS[kind]
                 return None, STABLE_ERRORS[kind]
             return None, str(exc) or kind
+        except mismatch:
+            # The unversioned process calls on a driver without their _v3 function: a plain Exception.
+            self.last_kind = "NVMLLibraryMismatchError"
+            self.refused[(fn, dev)] = MISMATCH_REASON
+            return None, MISMATCH_REASON
+        self.last_kind = ""
+        return value, ""
 
 
 # -- per-device state ------------------------------------------------------------------------------------
@@ -350,6 +420,20 @@ class _Static:
     pcie_width_max: int | None
     power_limit_w: float | None
     nvlink_present: bool | None
+    persistence_mode: bool | None = None
+
+
+@dataclass
+class _GpmState:
+    """The GPM samples of one device (or one MIG GPU instance) kept between ticks, and its failures."""
+
+    prev: Any = None
+    prev_mono: float | None = None
+    spare: Any = None
+    failures: int = 0
+    last_error: str = ""
+    fallback: str = ""
+    fallback_mono: float | None = None
 
 
 @dataclass
@@ -358,9 +442,8 @@ class _DeviceState:
 
     handle: Any
     static: _Static
-    gpm_prev: Any = None
-    gpm_prev_mono: float | None = None
-    gpm_spare: Any = None
+    gpm_state: _GpmState = field(default_factory=_GpmState)
+    gpm_mig: dict[int, _GpmState] = field(default_factory=dict)
     pcie_legacy: tuple[float | None, float | None] = (None, None)
     pcie_legacy_mono: float | None = None
     proc_util_seen_us: int = 0
@@ -397,6 +480,8 @@ class GpuCollector:
         self._in_root_ns = in_initial_pid_namespace()
         self._tree: tuple[list[int], dict[int, int], str] = ([], {}, "")
         self._tree_mono: float | None = None
+        #: The clock ticks are timed with (tests pass a fake one to place GPM samples exactly).
+        self.clock: Callable[[], float] = time.monotonic
 
     # -- life cycle --------------------------------------------------------------------------------------
     def _load(self) -> Nvml:
@@ -452,10 +537,7 @@ class GpuCollector:
         if support is not None and not gpm:
             gpm_why = "GPM not supported on this GPU (Hopper or newer needed)"
         limit, _ = nvml.call("nvmlDeviceGetEnforcedPowerLimit", h, dev=i)
-        nvlink, nvlink_why = nvml.call("nvmlDeviceGetNvLinkState", h, 0, dev=i)
-        nvlink_present: bool | None = True if nvlink is not None else None
-        if nvlink is None and nvlink_why == STABLE_ERRORS["NVMLError_NotSupported"]:
-            nvlink_present = False
+        persistence, _ = nvml.call("nvmlDeviceGetPersistenceMode", h, dev=i)
         return _Static(
             nvml_index=i,
             uuid=_text(nvml.call("nvmlDeviceGetUUID", h, dev=i)[0] or f"index-{i}"),
@@ -469,8 +551,24 @@ class GpuCollector:
             pcie_gen_max=nvml.call("nvmlDeviceGetMaxPcieLinkGeneration", h, dev=i)[0],
             pcie_width_max=nvml.call("nvmlDeviceGetMaxPcieLinkWidth", h, dev=i)[0],
             power_limit_w=None if limit is None else limit / 1000.0,
-            nvlink_present=nvlink_present,
+            nvlink_present=self._nvlink_present(nvml, h, i),
+            persistence_mode=None if persistence is None else int(persistence) == int(m.NVML_FEATURE_ENABLED),
         )
+
+    def _nvlink_present(self, nvml: Nvml, h: Any, i: int) -> bool | None:
+        """Whether any NvLink link is active: ``nvmlDeviceGetNvLinkState`` answers 0 (inactive) or 1 per link."""
+        top = int(getattr(nvml.mod, "NVML_NVLINK_MAX_LINKS", 18))
+        seen = False
+        for link in range(top):
+            state, why = nvml.call("nvmlDeviceGetNvLinkState", h, link, dev=i)
+            if state is None:
+                if link == 0 and why == STABLE_ERRORS["NVMLError_NotSupported"]:
+                    return False
+                break  # past the last link (invalid argument) or a transient error
+            seen = True
+            if int(state) == 1:
+                return True
+        return False if seen else None
 
     def close(self) -> None:
         """Free the GPM samples and shut NVML down."""
@@ -478,7 +576,8 @@ class GpuCollector:
         if nvml is None:
             return
         for dev in self._devices:
-            for s in (dev.gpm_prev, dev.gpm_spare):
+            states = [dev.gpm_state, *dev.gpm_mig.values()]
+            for s in [x for st in states for x in (st.prev, st.spare)]:
                 if s is not None:
                     with contextlib.suppress(Exception):
                         nvml.mod.nvmlGpmSampleFree(s)
@@ -488,19 +587,28 @@ class GpuCollector:
 
     def describe(self) -> str:
         """The doctor line: devices, driver and whether GPM works on each."""
-        gpm = sum(1 for d in self._devices if d.static.gpm)
+        gpm = sum(1 for d in self._devices if d.static.gpm and not d.gpm_state.fallback)
         names = ", ".join(sorted({d.static.name for d in self._devices}))
-        return (
+        line = (
             f"NVML {self._nvml_version or '?'}, driver {self._driver or '?'}: {len(self._devices)} GPU(s) ({names});"
             f" GPM profiling metrics on {gpm} of {len(self._devices)}"
         )
+        for d in self._devices:
+            st = d.gpm_state
+            if d.static.gpm and (st.fallback or st.last_error):
+                what = "legacy utilisation instead" if st.fallback else f"legacy after {GPM_FALLBACK_AFTER} failures"
+                line += f"; GPU {d.static.nvml_index}: GPM sampling fails: {st.fallback or st.last_error} ({what})"
+        off = [str(d.static.nvml_index) for d in self._devices if d.static.persistence_mode is False]
+        if off:
+            line += f"; warning: GPU {', '.join(off)}: {PERSISTENCE_OFF}"
+        return line
 
     # -- one tick ----------------------------------------------------------------------------------------
     def sample(self) -> GpuSample:
         """Read every device once; the first tick has no GPM values (GPM needs two samples)."""
         nvml = self._load()
         ts = time.time()
-        mono = time.monotonic()
+        mono = self.clock()
         dt = None if self._prev_mono is None else mono - self._prev_mono
         self._prev_mono = mono
         pids, host_pids, attribution = self._target_tree(mono)
@@ -589,7 +697,7 @@ class GpuCollector:
             index=s.nvml_index,
             uuid=s.uuid,
             name=s.name,
-            util_source="gpm" if s.gpm else "legacy",
+            util_source="gpm" if s.gpm and not dev.gpm_state.fallback else "legacy",
             legacy_gpu_util_pct=None,
             legacy_mem_util_pct=None,
             pcie_source="",
@@ -635,9 +743,23 @@ class GpuCollector:
                 missing.append(f"{what}: {why}")
             return value
 
-        gpm = self._gpm(nvml, dev, mono, missing) if s.gpm else {}
-        if not s.gpm and s.gpm_reason:
+        procs, instances = self._procs(nvml, h, i, missing)
+        target_pids = tuple(sorted({host_pids[p] for p in (procs or {}) if p in host_pids}))
+        mig = self._mig(nvml, h, i)
+        gpm: dict[str, float | None] = {}
+        gpu_instance: int | None = None
+        state = dev.gpm_state
+        if s.gpm:
+            gpm, gpu_instance, state = self._gpm_readings(nvml, dev, mono, missing, mig, instances, host_pids)
+        elif s.gpm_reason:
             missing.append(s.gpm_reason)
+        use_gpm = s.gpm and not state.fallback
+        util_note = ""
+        if state.fallback:
+            util_note = (
+                f"GPM sampling failed {state.failures}× in a row: {state.fallback};"
+                f" showing the legacy readings (GPM retried every {GPM_RETRY_S:g} s)"
+            )
         util = get("legacy utilisation", "nvmlDeviceGetUtilizationRates")
         mem = get("memory", "nvmlDeviceGetMemoryInfo")
         power = get("power", "nvmlDeviceGetPowerUsage")
@@ -647,18 +769,15 @@ class GpuCollector:
         gen = get("PCIe generation", "nvmlDeviceGetCurrPcieLinkGeneration")
         width = get("PCIe width", "nvmlDeviceGetCurrPcieLinkWidth")
         throttle = self._throttle(nvml, h, i, missing)
-        mig = self._mig(nvml, h, i)
-        if s.gpm:
+        if use_gpm:
             pcie_rx, pcie_tx, pcie_source = gpm.get("pcie_rx_bytes_per_s"), gpm.get("pcie_tx_bytes_per_s"), "gpm"
         else:
             pcie_rx, pcie_tx, pcie_source = self._legacy_pcie(nvml, dev, mono, missing)
-        procs = self._procs(nvml, h, i, missing)
-        target_pids = tuple(sorted({host_pids[p] for p in (procs or {}) if p in host_pids}))
         target_mem: int | None = None
         if procs is not None and host_pids:
             known = [procs[p] for p in procs if p in host_pids]
             target_mem = sum(v for v in known if v is not None) if all(v is not None for v in known) else None
-        sm_share, mem_share, util_note = self._proc_util(nvml, dev, mono, mig, host_pids, target_pids)
+        sm_share, mem_share, proc_note = self._proc_util(nvml, dev, mono, mig, host_pids, target_pids)
         peak = dram_peak_bytes_per_s(s.bus_width_bits, s.mem_clock_max_mhz)
         dram_util = gpm.get("dram_bw_util_pct")
         link = pcie_link_bytes_per_s(s.pcie_gen_max or gen, s.pcie_width_max or width)
@@ -670,7 +789,7 @@ class GpuCollector:
             index=i,
             uuid=s.uuid,
             name=s.name,
-            util_source="gpm" if s.gpm else "legacy",
+            util_source="gpm" if use_gpm else "legacy",
             legacy_gpu_util_pct=None if util is None else float(util.gpu),
             legacy_mem_util_pct=None if util is None else float(util.memory),
             pcie_source=pcie_source,
@@ -696,35 +815,89 @@ class GpuCollector:
             target_sm_pct=sm_share,
             target_mem_pct=mem_share,
             target_pids=target_pids,
-            proc_util_note=util_note,
+            proc_util_note=proc_note,
             pci_bus_id=s.bus_id,
             nvlink_present=s.nvlink_present,
             gpu_procs=None if procs is None else len(procs),
             missing=tuple(missing),
+            util_note=util_note,
+            persistence_mode=s.persistence_mode,
+            gpu_instance_id=gpu_instance,
             **values,
         )
 
     # -- GPM ---------------------------------------------------------------------------------------------
-    def _gpm(self, nvml: Nvml, dev: _DeviceState, mono: float, missing: list[str]) -> dict[str, float | None]:
+    def _gpm_readings(
+        self,
+        nvml: Nvml,
+        dev: _DeviceState,
+        mono: float,
+        missing: list[str],
+        mig: bool | None,
+        instances: dict[int, int],
+        host_pids: dict[int, int],
+    ) -> tuple[dict[str, float | None], int | None, _GpmState]:
+        """GPM values of the whole GPU, or under MIG of the GPU instance the target's processes run in.
+
+        A device whose GPM sampling keeps failing is in fallback: nothing is read until a retry is due.
+        """
+        st = dev.gpm_state
+        if st.fallback and st.fallback_mono is not None and mono - st.fallback_mono < GPM_RETRY_S:
+            return {}, None, st
+        if mig:
+            ours = sorted({gi for p, gi in instances.items() if p in host_pids and gi != NO_GPU_INSTANCE})
+            if ours:
+                gi = ours[0]
+                if len(ours) > 1:
+                    missing.append(f"GPM: the target spans GPU instances {ours}; showing instance {gi}")
+                mig_state = dev.gpm_mig.setdefault(gi, _GpmState())
+                return self._gpm(nvml, dev, mig_state, mono, missing, gi), gi, mig_state
+            missing.append("GPM: MIG is on and the target runs in no GPU instance here: whole-GPU readings")
+        return self._gpm(nvml, dev, st, mono, missing, None), None, st
+
+    def _gpm_failed(self, st: _GpmState, kind: str, why: str, mono: float) -> None:
+        """Count a failed GPM sample; after GPM_FALLBACK_AFTER in a row the device reads legacy values."""
+        words = GPM_FAILURE_WORDS.get(kind) or (st.last_error if kind == "remembered" and st.last_error else why)
+        st.last_error = words
+        st.failures += 1
+        if st.failures >= GPM_FALLBACK_AFTER and not st.fallback:
+            st.fallback = words
+        if st.fallback:
+            st.fallback_mono = mono
+
+    def _gpm(
+        self, nvml: Nvml, dev: _DeviceState, st: _GpmState, mono: float, missing: list[str], gi: int | None
+    ) -> dict[str, float | None]:
         """GPM metrics between the previous tick's sample and this one's; empty on the first tick."""
         m = nvml.mod
         i = dev.static.nvml_index
-        too_soon = dev.gpm_prev_mono is not None and mono - dev.gpm_prev_mono < self.gpm_min_span_s
-        if dev.gpm_prev is not None and too_soon:
-            missing.append("GPM: samples too close together (< 0.1 s)")
+        # NVML computes no metrics over 100 ms or less: equal to the limit is too soon too.
+        too_soon = st.prev_mono is not None and mono - st.prev_mono <= self.gpm_min_span_s
+        if st.prev is not None and too_soon and not st.fallback:
+            missing.append(f"GPM: samples too close together (≤ {self.gpm_min_span_s:g} s)")
             return {}  # keep the older sample: the next tick diffs over a longer span
-        cur = dev.gpm_spare
+        cur = st.spare
         if cur is None:
             cur, why = nvml.call("nvmlGpmSampleAlloc", dev=i)
             if cur is None:
                 missing.append(f"GPM sample: {why}")
                 return {}
-        got, why = nvml.call("nvmlGpmSampleGet", dev.handle, cur, dev=i)
+        if gi is None:
+            got, why = nvml.call("nvmlGpmSampleGet", dev.handle, cur, dev=i)
+        else:
+            got, why = nvml.call("nvmlGpmMigSampleGet", dev.handle, gi, cur, dev=i)
         if got is None:
-            dev.gpm_spare = cur
-            missing.append(f"GPM sample: {why}")
+            st.spare = cur
+            self._gpm_failed(st, nvml.last_kind, why, mono)
+            missing.append(f"GPM sample: {st.last_error}")
             return {}
-        prev, dev.gpm_prev, dev.gpm_prev_mono, dev.gpm_spare = dev.gpm_prev, cur, mono, dev.gpm_prev
+        if st.fallback:  # GPM answers again: back to it (values from the next tick)
+            st.fallback, st.fallback_mono, st.failures, st.last_error = "", None, 0, ""
+            st.prev, cur = cur, st.prev
+            st.spare, st.prev_mono = cur, mono
+            missing.append("GPM: sampling works again (values from the next tick)")
+            return {}
+        prev, st.prev, st.prev_mono, st.spare = st.prev, cur, mono, st.prev
         if prev is None:
             missing.append("GPM: first sample (values from the next tick)")
             return {}
@@ -737,8 +910,10 @@ class GpuCollector:
             req.metrics[k].metricId = getattr(m, f"NVML_GPM_METRIC_{metric}")
         res, why = nvml.call("nvmlGpmMetricsGet", req, dev=i)
         if res is None:
+            self._gpm_failed(st, nvml.last_kind, why, mono)
             missing.append(f"GPM metrics: {why}")
             return {}
+        st.failures, st.last_error = 0, ""
         out: dict[str, float | None] = {}
         for k, (metric, name) in enumerate(GPM_FIELDS):
             entry = res.metrics[k]
@@ -783,12 +958,18 @@ class GpuCollector:
         source = f"legacy (20 ms window, every {self.legacy_pcie_every_s:g} s)"
         return dev.pcie_legacy[0], dev.pcie_legacy[1], source
 
-    def _procs(self, nvml: Nvml, h: Any, i: int, missing: list[str]) -> dict[int, int | None] | None:
-        """Host pid -> GPU memory bytes of every compute and graphics process (None when NVML refuses)."""
+    def _procs(
+        self, nvml: Nvml, h: Any, i: int, missing: list[str]
+    ) -> tuple[dict[int, int | None] | None, dict[int, int]]:
+        """Host pid -> GPU memory bytes of every compute and graphics process (None when NVML refuses), and
+        host pid -> the MIG GPU instance it runs in (from the v3 process info)."""
         out: dict[int, int | None] = {}
+        instances: dict[int, int] = {}
         ok = False
         for fn in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
             procs, why = nvml.call(fn, h, dev=i)
+            if procs is None and why == MISMATCH_REASON:
+                procs, why = nvml.call(fn + "_v2", h, dev=i)  # a driver older than the bindings' v3 default
             if procs is None:
                 missing.append(f"{fn[len('nvmlDeviceGet') :]}: {why}")
                 continue
@@ -796,11 +977,14 @@ class GpuCollector:
             for p in procs:
                 used = getattr(p, "usedGpuMemory", None)
                 pid = int(p.pid)
+                gi = getattr(p, "gpuInstanceId", None)
+                if gi is not None:
+                    instances.setdefault(pid, int(gi))
                 if pid in out and out[pid] is not None and used is not None:
                     out[pid] = max(int(out[pid] or 0), int(used))
                 elif pid not in out:
                     out[pid] = None if used is None else int(used)
-        return out if ok else None
+        return (out if ok else None), instances
 
     def _proc_util(
         self,
@@ -813,14 +997,14 @@ class GpuCollector:
     ) -> tuple[float | None, float | None, str]:
         """The target's SM and memory share from NVML's per-process sample buffer (newest sample per pid)."""
         if mig:
-            return None, None, "unsupported under MIG"
+            return None, None, MIG_PROC_UTIL
         i = dev.static.nvml_index
         since = dev.proc_util_seen_us or int((time.time() - 2 * self.interval_s) * 1e6)
         samples, why = nvml.call("nvmlDeviceGetProcessUtilization", dev.handle, since, dev=i)
-        if samples is None and why != STABLE_ERRORS["NVMLError_NotSupported"] and why != "not in this driver":
-            samples, why = [], ""  # NOT_FOUND: no process ran a kernel since `since`
+        if samples is None and nvml.last_kind == "NVMLError_NotFound":
+            samples, why = [], ""  # no process ran a kernel since `since`
         if samples is None:
-            return None, None, f"per-process utilisation {why}"
+            return None, None, f"per-process utilisation: {why}"
         for pid, s in newest_per_pid(list(samples)).items():
             dev.proc_util[pid] = (float(s.smUtil), float(s.memUtil), mono)
             dev.proc_util_seen_us = max(dev.proc_util_seen_us, int(s.timeStamp))

@@ -356,10 +356,64 @@ FAILURES: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 
+#: CAP_SYS_PTRACE's bit in /proc/self/status's CapEff (include/uapi/linux/capability.h).
+CAP_SYS_PTRACE_BIT = 19
+
+
+def effective_caps() -> int | None:
+    """This process's effective capability bits (None where /proc/self/status cannot tell)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("CapEff:"):
+                    return int(line.split()[1], 16)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def yama_scope() -> int | None:
+    """kernel.yama.ptrace_scope (None without Yama)."""
+    try:
+        with open("/proc/sys/kernel/yama/ptrace_scope") as fh:
+            return int(fh.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def ptrace_advice(euid: int, caps: int | None, yama_scope: int | None) -> str:
+    """What to do about a refused ptrace, from who optitop runs as and what it may do.
+
+    "Run as root" is the fix only for someone who is not root: root is refused when a capability was dropped
+    (a container without SYS_PTRACE), Yama forbids ptrace for everyone (scope 3), or something outside the
+    credentials says no (an LSM, a user namespace).
+    """
+    if euid != 0:
+        return PTRACE_FIX
+    if caps is not None and not caps >> CAP_SYS_PTRACE_BIT & 1:
+        return (
+            "py-spy needs ptrace: optitop runs as root but without CAP_SYS_PTRACE (a container: --cap-add"
+            " SYS_PTRACE; or a capability dropped by the service manager or setpriv)"
+        )
+    if yama_scope == 3:
+        return "py-spy needs ptrace: kernel.yama.ptrace_scope=3 forbids it to everyone, root too, until a reboot"
+    return (
+        "py-spy was refused ptrace though optitop runs as root with CAP_SYS_PTRACE: a security module"
+        " (AppArmor, SELinux) or the target's user namespace forbids it; see the kernel log"
+    )
+
+
+def ptrace_fix() -> str:
+    """``ptrace_advice`` for this process as it runs now."""
+    return ptrace_advice(os.geteuid(), effective_caps(), yama_scope())
+
+
 def explain_failure(messages: str, rc: int | None) -> str:
     """A one-line, actionable reason from py-spy's output."""
     for pattern, reason in FAILURES:
         if pattern.search(messages):
+            if reason == PTRACE_FIX:
+                return ptrace_fix()
             if reason == NO_NATIVE:
                 return f"{reason} ({_first_error_line(messages)})"
             if reason.startswith("py-spy does not support"):
@@ -492,16 +546,34 @@ def parse_raw(text: str) -> Counter[StackKey]:
         stack, _, count = raw.rstrip().rpartition(" ")
         if not stack or not count.isdigit() or int(count) == 0 or stack.startswith("py-spy> "):
             continue
-        parts = stack.split(";")
-        tid, name = 0, ""
-        m = _THREAD_RE.match(parts[0])
-        if m is not None:
-            tid = int(m.group("tid"), 0)
-            name = m.group("name") or ""
-            parts = parts[1:]
+        tid, name, parts = split_stack(stack)
         frames = tuple(parse_frame(p) for p in reversed(parts))
         counts[(tid, name, frames)] += int(count)
     return counts
+
+
+#: A ``;`` that starts a new frame: frames end in ``(file:line)``, so only a ``;`` right after ``)`` separates
+#: two. Function, file and thread names may hold ``;`` themselves (a plain split made ``hot;func
+#: (/a;b.py:3)`` into the frames ``hot``, ``func (/a`` and ``b.py:3)``: a bogus hot function).
+_FRAME_SEP_RE = re.compile(r"(?<=\));")
+#: The thread's name and its first (root) frame, when no ``)`` ends the name: the frame is the part after the
+#: last ``;`` that is followed by ``name (where)`` with no ``;`` in the name.
+_NAME_AND_ROOT_RE = re.compile(r"^(?P<name>.*);(?P<frame>[^;]* \([^()]*\))$")
+
+
+def split_stack(stack: str) -> tuple[int, str, list[str]]:
+    """One raw line's stack -> (tid, thread name, frame labels root first); tid 0 and "" without a header."""
+    parts = _FRAME_SEP_RE.split(stack)
+    m = _THREAD_RE.match(parts[0])
+    if m is None:
+        return 0, "", parts
+    tid, name = int(m.group("tid"), 0), m.group("name") or ""
+    # Thread names like "Thread-1 (worker)" end in ")": the separator split already cut them off their root
+    # frame. Otherwise the root frame is still on the name.
+    both = _NAME_AND_ROOT_RE.match(name)
+    if both is None:
+        return tid, name, parts[1:]
+    return tid, both.group("name"), [both.group("frame"), *parts[1:]]
 
 
 @dataclass(frozen=True, slots=True)

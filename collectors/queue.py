@@ -36,6 +36,7 @@ from optitop.collectors.profiles import Reading, evaluate, metrics_paths, profil
 from optitop.collectors.promtext import (
     FETCH_TIMEOUT_S,
     MAX_BODY_BYTES,
+    MAX_LINES,
     Exposition,
     FetchResult,
     NotExposition,
@@ -44,6 +45,7 @@ from optitop.collectors.promtext import (
 )
 from optitop.collectors.serving import ServingSample, ServingStats
 from optitop.config import CollectorContext
+from optitop.redact import redact_text
 from optitop.types import SourceUnavailable, TargetGone
 
 #: Seconds between discovery rounds while no endpoint answers.
@@ -83,7 +85,8 @@ class _Scrape:
     expo: Exposition | None
     reason: str
     mono_s: float
-    capped: bool = False
+    #: Which cap cut the page ("page cut at 4 MiB"), or "" when it was read whole.
+    cut: str = ""
     full: bool = True
     #: CPU seconds the fetch and parse took on the pool thread.
     cpu_s: float = 0.0
@@ -94,7 +97,8 @@ class Endpoint:
     """One scraped URL and the state its rates need.
 
     Attributes:
-        url: what is fetched.
+        url: what is fetched (with its credentials, if the user gave any).
+        shown: the URL as every sample, line and file shows it (password and secret parameters hidden).
         explicit: given with ``--metrics-url`` (kept when failing; preferred when several answer).
         prev: the previous good scrape, for counter and bucket deltas; prev_mono_s: when it arrived.
         pending: the fetch in flight (never two at once for one endpoint); submitted_mono_s: when it started.
@@ -103,6 +107,8 @@ class Endpoint:
         reading: the latest canonical reading; notes: what the last full parse had to drop or repair.
         keep: the metric names the profile reads (later scrapes parse only those lines).
         full_parse_mono_s: when the last full parse happened (one every REPARSE_S).
+        cut: the last answer was cut at a cap ("page cut at 4 MiB"): shown with the source, since the
+            series past the cut are missing from the reading.
         held: the last answer was identical to ``prev`` and its reading was held (a cache not yet refreshed).
         rated: ``reading`` was computed against a baseline (it has rates); only such a reading is held, so a
             server idle from the start reads 0/s at once, not unknown for HOLD_MAX_S.
@@ -110,6 +116,7 @@ class Endpoint:
 
     url: str
     explicit: bool
+    shown: str = ""
     prev: Exposition | None = None
     prev_mono_s: float | None = None
     pending: Future[_Scrape] | None = None
@@ -123,6 +130,10 @@ class Endpoint:
     full_parse_mono_s: float = 0.0
     held: bool = False
     rated: bool = False
+    cut: str = ""
+
+    def __post_init__(self) -> None:
+        self.shown = self.shown or redact_text(self.url)
 
 
 def unrefreshed(cur: Exposition, prev: Exposition) -> bool:
@@ -180,10 +191,12 @@ def _tcp_sockets(proc: psutil.Process) -> list[Any]:
     return list(method(kind="tcp"))
 
 
-def _scrape(url: str, timeout_s: float, max_bytes: int, keep: frozenset[str] | None = None) -> _Scrape:
+def _scrape(
+    url: str, timeout_s: float, max_bytes: int, keep: frozenset[str] | None = None, max_lines: int = MAX_LINES
+) -> _Scrape:
     """Fetch and parse one URL (runs on the pool); ``keep`` limits parsing to the names a profile reads."""
     cpu0 = time.thread_time()
-    got = _judge_fetch(fetch(url, timeout_s, max_bytes), keep)
+    got = _judge_fetch(fetch(url, timeout_s, max_bytes, max_lines), keep)
     got.cpu_s = time.thread_time() - cpu0
     return got
 
@@ -196,8 +209,14 @@ def _judge_fetch(got: FetchResult, keep: frozenset[str] | None) -> _Scrape:
     try:
         expo = parse_exposition(got.body, got.content_type, keep)
     except NotExposition as exc:
-        return _Scrape(got.url, None, str(exc), arrived, got.capped, keep is None)
-    return _Scrape(got.url, expo, "", arrived, got.capped, keep is None)
+        reason = f"{exc} ({got.cut})" if got.cut else str(exc)
+        return _Scrape(got.url, None, reason, arrived, got.cut, keep is None)
+    return _Scrape(got.url, expo, "", arrived, got.cut, keep is None)
+
+
+def _server_fault(reason: str) -> bool:
+    """A fetch that reached something broken (HTTP 5xx, a timeout), not a port without a metrics page."""
+    return reason.startswith("HTTP 5") or "timed out" in reason
 
 
 def _probe(hosts: list[str], port: int, paths: tuple[str, ...], timeout_s: float, max_bytes: int) -> _Scrape:
@@ -231,6 +250,7 @@ class QueueCollector:
         self.discover = ctx.options.scrape
         self.timeout_s = FETCH_TIMEOUT_S
         self.max_bytes = MAX_BODY_BYTES
+        self.max_lines = MAX_LINES
         self.rediscover_s = REDISCOVER_S
         self.endpoints: dict[str, Endpoint] = {}
         for raw in ctx.options.metrics_urls:
@@ -247,6 +267,12 @@ class QueueCollector:
         self._last_discovery_mono_s: float | None = None
         self._tried: tuple[str, ...] = ()
         self._prev_mono_s: float | None = None
+        #: Why the source is failing though sample() returned (every endpoint errs or times out), else "".
+        #: The session shows the source as failing with this reason and still keeps the sample (its
+        #: ``tried`` lines say what was asked and what came back).
+        self.problem = ""
+        #: Ports whose probe got a server fault (HTTP 5xx, a timeout): something is there and broken.
+        self._probe_faults: list[str] = []
 
     def close(self) -> None:
         """Stop the fetch threads without waiting for a hung endpoint (its socket timeout ends it)."""
@@ -254,7 +280,7 @@ class QueueCollector:
 
     def describe(self) -> str:
         """The ``doctor`` line."""
-        urls = ", ".join(self.endpoints) or "none yet"
+        urls = ", ".join(ep.shown for ep in self.endpoints.values()) or "none yet"
         mode = "discovery on" if self.discover else "discovery off"
         return f"Prometheus endpoints: {urls} ({mode}, {self.timeout_s:g} s timeout)"
 
@@ -270,7 +296,7 @@ class QueueCollector:
             if ep.pending is None:
                 fresh = ep.keep is not None and mono - ep.full_parse_mono_s < REPARSE_S
                 keep = ep.keep if fresh else None
-                ep.pending = self._pool.submit(_scrape, ep.url, self.timeout_s, self.max_bytes, keep)
+                ep.pending = self._pool.submit(_scrape, ep.url, self.timeout_s, self.max_bytes, keep, self.max_lines)
                 ep.submitted_mono_s = time.monotonic()
             if not ep.slow:  # a known-slow endpoint is harvested when it is done, never waited for
                 waited.append(ep.pending)
@@ -312,7 +338,7 @@ class QueueCollector:
         """Keep one finished scrape's reading (or its failure) on the endpoint."""
         if got.expo is None:
             ep.failures += 1
-            ep.reason = got.reason
+            ep.reason = redact_text(got.reason)  # an error may quote the URL it failed on
             if ep.failures >= FORGET_AFTER and not ep.explicit:
                 del self.endpoints[ep.url]
             return
@@ -321,9 +347,9 @@ class QueueCollector:
             ep.prev is not None and ep.rated and dt is not None and dt < HOLD_MAX_S and unrefreshed(got.expo, ep.prev)
         )
         if got.full:  # a filtered parse sees only some lines: keep the full parse's notes
-            ep.notes = got.expo.notes() + (("body capped at the size limit",) if got.capped else ())
+            ep.notes = got.expo.notes()
             ep.keep, ep.full_parse_mono_s = wanted_names(got.expo), got.mono_s
-        ep.failures, ep.reason = 0, ""
+        ep.failures, ep.reason, ep.cut = 0, "", got.cut
         if ep.held:  # the same cache again: keep the reading and the baseline (see the module docstring)
             return
         ep.reading = evaluate(got.expo, ep.prev, dt)
@@ -398,6 +424,7 @@ class QueueCollector:
         self._discovery = None
         failed: list[str] = []
         found: list[str] = []
+        self._probe_faults = []
         for port, fut in sorted(round_.probes.items()):
             try:
                 got = fut.result()
@@ -406,14 +433,16 @@ class QueueCollector:
                 continue
             if got.expo is None:
                 failed.append(f"{port}: {got.reason}")
+                if _server_fault(got.reason):
+                    self._probe_faults.append(f"{got.url}: {got.reason}")
                 continue
-            found.append(got.url)
             ep = Endpoint(got.url, explicit=False)
+            found.append(ep.shown)
             self.endpoints[got.url] = ep
             # The probe is this endpoint's first scrape: rates start from it.
             ep.prev, ep.prev_mono_s = got.expo, got.mono_s
             ep.reading = evaluate(got.expo, None, None)
-            ep.notes = got.expo.notes()
+            ep.notes, ep.cut = got.expo.notes(), got.cut
             ep.keep, ep.full_parse_mono_s = wanted_names(got.expo), got.mono_s
         self._tried = self._tried_lines(round_, found, failed)
 
@@ -423,18 +452,36 @@ class QueueCollector:
             if round_.denied
             else []
         )
+        # With --metrics-url given, "pass --metrics-url" would send the user after what they did: discovery is
+        # then only what it found, and the given URL's own failure is what the pane leads with (_build).
+        hint = "" if any(ep.explicit for ep in self.endpoints.values()) else "; pass --metrics-url"
         if found:
             head = f"found {', '.join(found)}"
         elif round_.ports:
             ports = ", ".join(str(p) for p in round_.ports)
-            head = f"ports {ports} probed: no Prometheus text; pass --metrics-url"
+            head = f"ports {ports} probed: no Prometheus text{hint}"
         elif round_.denied:
-            head = f"cannot read pid {self.pid}'s sockets (run as its user or root), or pass --metrics-url"
+            head = f"cannot read pid {self.pid}'s sockets (run as its user or root)"
+            head += ", or pass --metrics-url" if hint else ""
         else:
-            head = f"pid {self.pid} and its children listen on no loopback TCP port; pass --metrics-url"
+            head = f"pid {self.pid} and its children listen on no loopback TCP port{hint}"
         return (head, *failed, *round_.notes, *denied)
 
     # -- the sample --------------------------------------------------------------------------------------
+    def _failing(self, others: list[Endpoint]) -> str:
+        """Why no endpoint answers, when they fail rather than not existing: each failing URL and its reason.
+
+        An endpoint that errs or times out (given, or found and then broken), or a probed port that answers
+        HTTP 5xx or hangs, is a source that is failing, not one with nothing to read: the header must not show
+        it live. "" when nothing failed yet (first answers pending, or no endpoint at all: the pane says so).
+        """
+        failing = [f"{ep.url}: {ep.reason}" for ep in others if ep.failures and ep.reason]
+        failing += [] if self.endpoints else self._probe_faults
+        if not failing:
+            return ""
+        more = f" (+{len(failing) - 2} more)" if len(failing) > 2 else ""
+        return "no endpoint answers: " + "; ".join(failing[:2]) + more
+
     def _rank(self, ep: Endpoint) -> tuple[int, int, int]:
         reading = ep.reading
         assert reading is not None
@@ -448,11 +495,18 @@ class QueueCollector:
         live = [ep for ep in self.endpoints.values() if ep.reading is not None and ep.failures == 0]
         others = [ep for ep in self.endpoints.values() if ep not in live]
         tried = list(self._tried)
-        for ep in others:
+        # The URLs the user gave lead: what is wrong with them is the answer to "why no queue metrics".
+        given = [] if live else [ep for ep in others if ep.explicit]
+        for ep in sorted(others, key=lambda ep: not ep.explicit):
             state = ep.reason or ("waiting for the first answer" if ep.pending is not None else "no answer yet")
-            tried.append(f"{ep.url}: {state}")
+            line = f"{ep.shown}: {state}"
+            if ep in given:
+                tried.insert(given.index(ep), line)
+            else:
+                tried.append(line)
         if self._discovery is not None:
             tried.insert(0, f"probing port(s) {', '.join(str(p) for p in self._discovery.ports)}")
+        self.problem = "" if live else self._failing(others)
         if not live:
             if not tried:
                 tried.append("no endpoint yet")
@@ -460,16 +514,19 @@ class QueueCollector:
         live.sort(key=self._rank, reverse=True)
         best = live[0]
         assert best.reading is not None
-        source = f"{best.reading.profile} @ {best.url}"
+        source = f"{best.reading.profile} @ {best.shown}"
         if best.reading.also:
             source += f" (+{'+'.join(best.reading.also)})"
+        if best.cut:
+            source += f" [{best.cut}]"
+            tried.append(f"{best.url}: {best.cut}: the series past the cut are missing")
         for ep in live[1:]:
             assert ep.reading is not None
-            tried.append(f"also: {ep.reading.profile} @ {ep.url}")
-        tried.extend(f"{best.url}: {note}" for note in best.notes)
+            tried.append(f"also: {ep.reading.profile} @ {ep.shown}")
+        tried.extend(f"{best.shown}: {note}" for note in best.notes)
         if best.held and best.prev_mono_s is not None:
             tried.append(
-                f"{best.url}: unchanged for {mono - best.prev_mono_s:.0f} s (the endpoint refreshes slowly): "
+                f"{best.shown}: unchanged for {mono - best.prev_mono_s:.0f} s (the endpoint refreshes slowly): "
                 "rates held until it does"
             )
         return ServingSample(

@@ -47,7 +47,15 @@ class Demo:
 
 def parser() -> argparse.ArgumentParser:
     """The ``optitop demo`` arguments."""
-    p = argparse.ArgumentParser(
+    from optitop.cli import DURATION_S, _Parser, bounded
+
+    def port(text: str) -> int:
+        value = int(bounded(0, 65535)(text))
+        if str(value) != text.strip():
+            raise argparse.ArgumentTypeError(f"not a port: {text!r}")
+        return value
+
+    p = _Parser(
         prog="optitop demo",
         description="Start a bundled PyTorch inference server under a scenario's load and watch it live.",
         epilog="Scenarios: " + "; ".join(f"{s.name}: {s.summary}" for s in SCENARIOS.values()),
@@ -56,9 +64,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--serve-only", action="store_true", help="print the server's pid (then its metrics URL) and keep serving"
     )
-    p.add_argument("--duration", type=float, default=None, metavar="S", help="stop everything after S seconds")
+    p.add_argument(
+        "--duration",
+        type=bounded(*DURATION_S, " s"),
+        default=None,
+        metavar="S",
+        help=f"stop everything after S seconds (up to {DURATION_S[1]:g})",
+    )
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the model runs")
-    p.add_argument("--port", type=int, default=0, help="the server's port (default: a free one)")
+    p.add_argument("--port", type=port, default=0, help="the server's port, 0-65535 (default 0: a free one)")
     return p
 
 

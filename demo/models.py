@@ -16,6 +16,9 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
     import torch
 
+#: Set to 1, the memory_io scenario's host buffer is pinned (benchmarks/device_check.py compares both kinds).
+PINNED_ENV = "OPTITOP_DEMO_PINNED"
+
 
 class Model(Protocol):
     """What the model workers call."""
@@ -94,6 +97,8 @@ class StreamModel:
             self.scale = torch.randn(128)
         else:
             self.host = torch.randn(16 * 1024 * 1024)  # 64 MB, pageable on purpose (not pin_memory())
+            if os.environ.get(PINNED_ENV) == "1":  # the device check's pinned variant of the same scenario
+                self.host = self.host.pin_memory()
 
     @torch.inference_mode()
     def run(self, batch: list[list[int]]) -> list[float]:

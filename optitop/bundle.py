@@ -15,7 +15,6 @@ import contextlib
 import io
 import json
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -32,8 +31,9 @@ from typing import Any
 from optitop import __version__
 from optitop.config import Options
 from optitop.record import write_snapshot
-from optitop.redact import redact_arg_list, redact_text
+from optitop.redact import redact_json, redact_text
 from optitop.safefile import SafeFile
+from optitop.safetext import printable_lines
 from optitop.serialize import SCHEMA_VERSION, report, to_jsonable
 from optitop.store import Store
 from optitop.types import Diagnosis, Window
@@ -45,37 +45,6 @@ PYSPY_TIMEOUT_S = 15.0
 #: The raw scrape is cut at this many bytes (a full vLLM exposition is ~100 KB).
 MAX_SCRAPE_BYTES = 2 * 1024 * 1024
 
-_SPACES = re.compile(r"(\s+)")
-
-
-def redact_lines(text: str) -> str:
-    """Redact secrets in free text while keeping its layout: each line is redacted as an argv.
-
-    ``redact_arg_list`` catches ``--token X`` and ``KEY=secret`` (as in a cmdline py-spy prints), and
-    ``redact_text`` URLs with credentials, bearer tokens and well-known key shapes.
-    """
-    out = []
-    for line in text.splitlines(keepends=True):
-        parts = _SPACES.split(line)
-        words = [p for i, p in enumerate(parts) if i % 2 == 0]
-        redacted = redact_arg_list(words)
-        parts[0::2] = redacted
-        out.append(redact_text("".join(parts)))
-    return "".join(out)
-
-
-def redact_json(obj: Any) -> Any:
-    """Redact every string inside a JSON value (lists of strings are redacted as an argv)."""
-    if isinstance(obj, str):
-        return redact_text(obj)
-    if isinstance(obj, list):
-        if obj and all(isinstance(x, str) for x in obj):
-            return [redact_text(x) for x in redact_arg_list(obj)]
-        return [redact_json(x) for x in obj]
-    if isinstance(obj, dict):
-        return {k: redact_json(v) for k, v in obj.items()}
-    return obj
-
 
 @dataclass(slots=True)
 class Bundle:
@@ -84,8 +53,8 @@ class Bundle:
     members: dict[str, bytes] = field(default_factory=dict)
 
     def add_text(self, name: str, text: str) -> None:
-        """Add a redacted text member."""
-        self.members[name] = redact_lines(text).encode()
+        """Add a redacted text member, its control characters escaped (thread and file names from py-spy)."""
+        self.members[name] = printable_lines(redact_text(text)).encode()
 
     def add_json(self, name: str, obj: Any) -> None:
         """Add a redacted JSON member."""
@@ -242,7 +211,7 @@ def write_archive(path: str | SafeFile, bundle: Bundle, *, force: bool = False) 
 # -- ``optitop bundle`` ----------------------------------------------------------------------------------
 def bundle_parser() -> argparse.ArgumentParser:
     """The parser of ``optitop bundle``."""
-    from optitop.cli import _Parser, _positive_float, add_collection_args, add_target_args
+    from optitop.cli import BUNDLE_MINUTES, BUNDLE_SAMPLE_S, _Parser, add_collection_args, add_target_args, bounded
 
     parser = _Parser(
         prog="optitop bundle",
@@ -256,11 +225,15 @@ def bundle_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--force", action="store_true", help="replace PATH if it is an existing regular file")
     parser.add_argument(
-        "--minutes", type=_positive_float, default=10.0, metavar="N", help="minutes of history (default 10)"
+        "--minutes",
+        type=bounded(*BUNDLE_MINUTES),
+        default=10.0,
+        metavar="N",
+        help=f"minutes of history, up to {BUNDLE_MINUTES[1]:g} (default 10)",
     )
     parser.add_argument(
         "--sample",
-        type=_positive_float,
+        type=bounded(*BUNDLE_SAMPLE_S, " s"),
         default=DEFAULT_SAMPLE_S,
         metavar="S",
         help=f"seconds to sample first, as no live session holds history (default {DEFAULT_SAMPLE_S:g})",

@@ -13,16 +13,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from optitop.replay import Recording, RecordingError, Replayer, load
+from optitop.replay import Event, Recording, RecordingError, Replayer, read_with_progress
+from optitop.safetext import printable
 from optitop.serialize import SCHEMA_VERSION
-from optitop.types import CATEGORIES, Diagnosis, Sample
+from optitop.types import CATEGORIES, Sample
 
 #: Relative difference under which two values count as the same.
 SAME_WITHIN = 0.02
@@ -140,58 +140,127 @@ ROWS: tuple[RowSpec, ...] = (
     RowSpec("PCIe bandwidth (rx+tx)", "gpu", _gpu_sum(_pcie), "B/s", NEUTRAL),
     RowSpec("GPU memory used (peak)", "gpu", _gpu_sum(lambda d: d.mem_used_bytes), "B", LOWER, peak=True),
 )
+_ROWS_OF = {group: tuple(s for s in ROWS if s.series == group) for group in ("serving", "process", "system", "gpu")}
 
 
 # -- one run --------------------------------------------------------------------------------------------
-def serving_samples(rec: Recording) -> list[Sample]:
-    """The serving series to read: the Prometheus one when it has data, else the log one."""
-    for series in ("queue", "logs"):
-        samples = [s for s in rec.samples(series) if getattr(s, "source", "")]
-        if samples:
-            return samples
-    return []
+@dataclass(slots=True)
+class _Sums:
+    """A running mean and peak of one row's finite values."""
+
+    total: float = 0
+    count: int = 0
+    peak: float = -math.inf
+
+    def add(self, value: float) -> None:
+        self.total += value
+        self.count += 1
+        self.peak = max(self.peak, value)
 
 
-def _samples_for(rec: Recording, series: str) -> list[Sample]:
-    return serving_samples(rec) if series == "serving" else rec.samples(series)
+#: The series each group of rows reads ("serving" reads "queue", else "logs").
+_GROUP_OF = {"queue": "serving", "logs": "serving", "process": "process", "system": "system", "gpu": "gpu"}
 
 
-def value_of(rec: Recording, spec: RowSpec) -> float | None:
+class RunStats:
+    """What a comparison needs from one run, summed event by event: the run's events are never all held.
+
+    Fed in one pass (``add``), in file order while the file is read, or in time order from a loaded
+    recording: the means do not depend on the order, and the GPU models are those of the earliest sample.
+    """
+
+    def __init__(self) -> None:
+        """Nothing seen yet."""
+        self._sums: dict[tuple[str, str], _Sums] = {}
+        self._serving_with_data: set[str] = set()
+        self.verdict_counts: Counter[str] = Counter()
+        self.gpus: list[str] = []
+        self._gpus_key = (math.inf, math.inf)
+        self._seen = 0
+
+    def add(self, event: Event) -> None:
+        """Take one event (a sample or a recorded verdict; others are ignored)."""
+        self._seen += 1
+        if event.kind == "diagnosis":
+            self.verdict_counts[event.value.category] += 1
+            return
+        group = _GROUP_OF.get(event.series)
+        if event.kind != "sample" or group is None:
+            return
+        sample = event.value
+        if group == "serving":
+            if not getattr(sample, "source", ""):
+                return
+            self._serving_with_data.add(event.series)
+        for spec in _ROWS_OF[group]:
+            value = spec.extract(sample)
+            if value is not None and math.isfinite(value):
+                self._sums.setdefault((event.series, spec.label), _Sums()).add(value)
+        devices = getattr(sample, "devices", ()) if group == "gpu" else ()
+        if devices and (event.mono_s, self._seen) < self._gpus_key:
+            self._gpus_key = (event.mono_s, self._seen)
+            self.gpus = sorted(d.name for d in devices)
+
+    def value(self, spec: RowSpec) -> float | None:
+        """The run's mean (or peak) of one row; None when no sample had it."""
+        series = spec.series
+        if series == "serving":  # the Prometheus series when it has data, else the log one
+            series = "queue" if "queue" in self._serving_with_data else "logs"
+        sums = self._sums.get((series, spec.label))
+        if sums is None or not sums.count:
+            return None
+        return sums.peak if spec.peak else sums.total / sums.count
+
+
+@dataclass(slots=True)
+class Run:
+    """One side of a comparison: the recording (its header and extent) and its sums."""
+
+    rec: Recording
+    stats: RunStats
+
+
+def run_of(rec: Recording | Run) -> Run:
+    """A loaded recording summed (a Run stays as it is)."""
+    if isinstance(rec, Run):
+        return rec
+    stats = RunStats()
+    events: Iterable[Event] = rec.iter_events()
+    for event in events:
+        stats.add(event)
+    for diagnosis in rec.diagnoses:
+        stats.add(Event(diagnosis.mono_s, "diagnosis", "", diagnosis))
+    return Run(rec, stats)
+
+
+def read_run(path: str) -> Run:
+    """Read one recording in a single streamed pass, summing as it goes (memory does not grow with the file)."""
+    stats = RunStats()
+    return Run(read_with_progress(path, stats.add), stats)
+
+
+def value_of(run: Run, spec: RowSpec) -> float | None:
     """The run's mean (or peak) of one row; None when no sample had it."""
-    values = [v for v in (spec.extract(s) for s in _samples_for(rec, spec.series)) if v is not None]
-    values = [v for v in values if math.isfinite(v)]
-    if not values:
-        return None
-    return max(values) if spec.peak else sum(values) / len(values)
+    return run.stats.value(spec)
 
 
-def verdicts(rec: Recording) -> list[Diagnosis]:
-    """The recorded verdicts; re-judged from the samples when the file has none."""
-    if rec.diagnoses:
-        return rec.diagnoses
-    replayer = Replayer(rec)
-    replayer.run_to_end()
-    return list(replayer.store.window().diagnoses)
+def verdict_shares(run: Run) -> dict[str, float]:
+    """Per class, the % of verdicts (one per interval, so the share of time) that named it.
 
-
-def verdict_shares(rec: Recording) -> dict[str, float]:
-    """Per class, the % of verdicts (one per interval, so the share of time) that named it."""
-    counts = Counter(d.category for d in verdicts(rec))
+    The recorded verdicts; re-judged from the samples (another pass) when the file has none.
+    """
+    counts = run.stats.verdict_counts
+    if not counts:
+        replayer = Replayer(run.rec)
+        replayer.run_to_end()
+        counts = Counter(d.category for d in replayer.store.window().diagnoses)
     total = sum(counts.values())
     return {c: 100.0 * n / total for c, n in counts.items()} if total else {}
 
 
-def gpu_models(rec: Recording) -> list[str]:
-    """The GPU models of the run (sorted, one entry per device)."""
-    for sample in rec.samples("gpu"):
-        devices = getattr(sample, "devices", ())
-        if devices:
-            return sorted(d.name for d in devices)
-    return []
-
-
-def describe_run(rec: Recording) -> dict[str, Any]:
+def describe_run(run: Run) -> dict[str, Any]:
     """Who, where, how long: the columns' headings."""
+    rec = run.rec
     return {
         "file": rec.path,
         "host": rec.header.get("host", ""),
@@ -199,7 +268,7 @@ def describe_run(rec: Recording) -> dict[str, Any]:
         "pid": rec.target.pid,
         "started_at": rec.wall_time(rec.start_mono_s),
         "duration_s": rec.end_mono_s - rec.start_mono_s,
-        "gpus": gpu_models(rec),
+        "gpus": run.stats.gpus,
         "problems": rec.problems(),
     }
 
@@ -225,25 +294,26 @@ def make_row(label: str, unit: str, before: float | None, after: float | None, d
     return Row(label, unit, before, after, delta, pct, better_side(before, after, direction))
 
 
-def compare(before: Recording, after: Recording) -> tuple[list[Row], list[str]]:
+def compare(before: Recording | Run, after: Recording | Run) -> tuple[list[Row], list[str]]:
     """The rows (metrics, then the share of time in each verdict) and the fairness warnings."""
-    rows = [make_row(s.label, s.unit, value_of(before, s), value_of(after, s), s.better) for s in ROWS]
-    shares_b, shares_a = verdict_shares(before), verdict_shares(after)
+    b, a = run_of(before), run_of(after)
+    rows = [make_row(s.label, s.unit, value_of(b, s), value_of(a, s), s.better) for s in ROWS]
+    shares_b, shares_a = verdict_shares(b), verdict_shares(a)
     for category in CATEGORIES:
         if category in shares_b or category in shares_a:
-            b = shares_b.get(category, 0.0) if shares_b else None
-            a = shares_a.get(category, 0.0) if shares_a else None
-            rows.append(make_row(f"time judged {category}", "%", b, a, NEUTRAL))
-    return rows, fairness_warnings(before, after)
+            sb = shares_b.get(category, 0.0) if shares_b else None
+            sa = shares_a.get(category, 0.0) if shares_a else None
+            rows.append(make_row(f"time judged {category}", "%", sb, sa, NEUTRAL))
+    return rows, fairness_warnings(b, a)
 
 
-def fairness_warnings(before: Recording, after: Recording) -> list[str]:
+def fairness_warnings(before: Run, after: Run) -> list[str]:
     """Why the two runs may not be comparable (empty when nothing stands out)."""
     out = []
-    host_b, host_a = before.header.get("host"), after.header.get("host")
+    host_b, host_a = before.rec.header.get("host"), after.rec.header.get("host")
     if host_b != host_a:
         out.append(f"different hosts: {host_b} vs {host_a} (other CPUs, drivers, neighbours)")
-    gpus_b, gpus_a = gpu_models(before), gpu_models(after)
+    gpus_b, gpus_a = before.stats.gpus, after.stats.gpus
     if gpus_b != gpus_a:
         show_b = ", ".join(gpus_b) or "no GPU"
         show_a = ", ".join(gpus_a) or "no GPU"
@@ -255,11 +325,11 @@ def fairness_warnings(before: Recording, after: Recording) -> list[str]:
             f"very different load: {rate_b:.3g} vs {rate_a:.3g} requests/s — latency and utilisation depend on "
             "load; drive both runs with the same fixed-rate load"
         )
-    for name, rec in (("before", before), ("after", after)):
-        length = rec.end_mono_s - rec.start_mono_s
+    for name, run in (("before", before), ("after", after)):
+        length = run.rec.end_mono_s - run.rec.start_mono_s
         if length < SHORT_RUN_S:
             out.append(f"the {name} run is only {length:.0f} s long: its means are noisy")
-        out.extend(f"{name}: {p}" for p in rec.problems())
+        out.extend(f"{name}: {p}" for p in run.rec.problems())
     return out
 
 
@@ -293,11 +363,11 @@ def fmt_delta(row: Row) -> str:
     return text
 
 
-def format_table(before: Recording, after: Recording, rows: list[Row], warnings: list[str]) -> str:
-    """The side-by-side table as text."""
+def format_table(before: Recording | Run, after: Recording | Run, rows: list[Row], warnings: list[str]) -> str:
+    """The side-by-side table as text (every line printable: a recording's host or path may hold escapes)."""
     lines = []
-    for name, rec in (("before", before), ("after", after)):
-        d = describe_run(rec)
+    for name, run in (("before", before), ("after", after)):
+        d = describe_run(run_of(run))
         gpus = ", ".join(d["gpus"]) or "no GPU"
         lines.append(f"{name:<6}  {d['file']}  {d['host']}  pid {d['pid']}  {d['duration_s']:.0f} s  {gpus}")
     lines.append("")
@@ -313,15 +383,15 @@ def format_table(before: Recording, after: Recording, rows: list[Row], warnings:
         lines.append("")
         lines.append("the comparison may be unfair:")
         lines.extend(f"  ! {w}" for w in warnings)
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)
 
 
-def to_json(before: Recording, after: Recording, rows: list[Row], warnings: list[str]) -> dict[str, Any]:
-    """The comparison as a JSON document."""
+def to_json(before: Recording | Run, after: Recording | Run, rows: list[Row], warnings: list[str]) -> dict[str, Any]:
+    """The comparison as a JSON document (JSON escapes control characters itself)."""
     return {
         "schema_version": SCHEMA_VERSION,
-        "before": describe_run(before),
-        "after": describe_run(after),
+        "before": describe_run(run_of(before)),
+        "after": describe_run(run_of(after)),
         "rows": [
             {
                 "metric": r.metric,
@@ -359,20 +429,21 @@ def compare_main(argv: Sequence[str]) -> int:
     from optitop.cli import EXIT_OK, EXIT_USAGE
 
     args = compare_parser().parse_args(argv)
-    recs = []
-    for path in (args.before, args.after):
-        if not os.path.exists(path):
-            print(f"optitop: no such file: {path}", file=sys.stderr)
-            return EXIT_USAGE
-        try:
-            recs.append(load(path))
-        except RecordingError as exc:
-            print(f"optitop: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-    before, after = recs
-    rows, warnings = compare(before, after)
-    if args.json:
-        print(json.dumps(to_json(before, after, rows, warnings), indent=2))
-    else:
-        print(format_table(before, after, rows, warnings))
-    return EXIT_OK
+    runs: list[Run] = []
+    try:
+        for path in (args.before, args.after):
+            try:
+                runs.append(read_run(path))
+            except RecordingError as exc:
+                print(f"optitop: {printable(str(exc))}", file=sys.stderr)
+                return EXIT_USAGE
+        before, after = runs
+        rows, warnings = compare(before, after)
+        if args.json:
+            print(json.dumps(to_json(before, after, rows, warnings), indent=2))
+        else:
+            print(format_table(before, after, rows, warnings))
+        return EXIT_OK
+    finally:
+        for run in runs:
+            run.rec.close()

@@ -26,10 +26,15 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import CollectorRegistry
 
+from optitop.httpserve import Handler, MetricsServer, PageCache, Request, response
+from optitop.redact import redact_text
 from optitop.store import Store
 from optitop.types import CATEGORIES, SourceState, Window
+from optitop.webconfig import BasicAuth, WebConfig, load_web_config
 
 PREFIX = "optitop"
+#: The classic text format (0.0.4): what every Prometheus version reads.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 #: A latest sample older than this many intervals (and at least STALE_MIN_S) is not exported.
 STALE_INTERVALS = 5.0
 STALE_MIN_S = 15.0
@@ -264,7 +269,7 @@ class StoreCollector:
         families.add(
             "target_info",
             1.0,
-            {"pid": str(t.pid), "name": t.name, "host": t.host},
+            {"pid": str(t.pid), "name": redact_text(t.name), "host": t.host},  # a name can be an argv word
             "The watched process (constant 1; its labels say which)",
         )
         families.add("target_exited", 1.0 if t.exited else 0.0, help_text="1 once the watched process has exited")
@@ -277,12 +282,41 @@ def make_registry(store: Store, interval_s: float = 1.0) -> CollectorRegistry:
     return registry
 
 
-def serve(store: Store, host: str, port: int, interval_s: float = 1.0) -> tuple[Any, threading.Thread]:
-    """Serve ``store`` on http://host:port/metrics from a daemon thread; returns (server, thread)."""
-    from prometheus_client import start_http_server
+def metrics_handler(cache: PageCache, auth: BasicAuth | None = None) -> Handler:
+    """Answers GET/HEAD of any path but /favicon.ico with the cached page, behind basic auth when asked."""
 
-    server, thread = start_http_server(port, addr=host, registry=make_registry(store, interval_s))
-    return server, thread
+    def handle(request: Request) -> tuple[bytes, bytes]:
+        if request.method not in ("GET", "HEAD"):
+            return response(405, b"GET or HEAD\n", extra="Allow: GET, HEAD\r\n"), b"GET or HEAD\n"
+        if auth is not None and not auth.allows(request.headers.get("authorization")):
+            extra = 'WWW-Authenticate: Basic realm="optitop", charset="UTF-8"\r\n'
+            return response(401, b"unauthorized\n", extra=extra), b"unauthorized\n"
+        if request.target.split("?", 1)[0] == "/favicon.ico":
+            return response(404, b"not found\n"), b"not found\n"
+        page = cache.get()
+        head = response(200, page, CONTENT_TYPE)
+        return head, (page if request.method == "GET" else b"")
+
+    return handle
+
+
+def serve(
+    store: Store, host: str, port: int, interval_s: float = 1.0, web: WebConfig | None = None
+) -> tuple[MetricsServer, threading.Thread]:
+    """Serve ``store`` on http(s)://host:port/metrics from a daemon thread; returns (server, thread).
+
+    The page is rendered at most once per ``interval_s`` (the store changes no faster) and every scrape in
+    between is answered from that render; ``web`` adds TLS and basic auth (see optitop.webconfig).
+    """
+    from prometheus_client.exposition import generate_latest
+
+    registry = make_registry(store, interval_s)
+    cache = PageCache(lambda: generate_latest(registry), max_age_s=interval_s)
+    web = web or WebConfig()
+    auth = BasicAuth(web.users) if web.users else None
+    slow = (lambda request: auth.costly(request.headers.get("authorization"))) if auth is not None else None
+    server = MetricsServer(host, port, metrics_handler(cache, auth), web.ssl_context, slow)
+    return server, server.start()
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -317,6 +351,11 @@ def export_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="where to serve /metrics (default 127.0.0.1:9400; :9400 listens on every interface)",
     )
+    parser.add_argument(
+        "--web-config",
+        metavar="FILE",
+        help="TLS and basic auth in Prometheus's web-config format (needs the 'web' extra; see docs/prometheus.md)",
+    )
     return parser
 
 
@@ -329,19 +368,24 @@ def export_main(argv: Sequence[str]) -> int:
     args = export_parser().parse_args(argv)
     try:
         host, port = parse_listen(args.listen)
+        web = load_web_config(args.web_config) if args.web_config else WebConfig()
         pid = resolve(args.pid, args.port, args.name)
         session = make_session(pid, options_from(args))
-    except (ValueError, TargetError, UsageError) as exc:
+    except (ValueError, TargetError, UsageError) as exc:  # WebConfigError is a ValueError
         print(f"optitop: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        server, _thread = serve(session.store, host, port, session.options.interval_s)
+        server, _thread = serve(session.store, host, port, session.options.interval_s, web)
     except OSError as exc:
         print(f"optitop: cannot listen on {args.listen}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE
     bound = server.server_address[1]
     shown = f"[{host}]" if ":" in host else host
-    print(f"optitop: serving pid {pid} on http://{shown}:{bound}/metrics", file=sys.stderr, flush=True)
+    scheme = "https" if web.ssl_context is not None else "http"
+    auth = f", basic auth for {len(web.users)} user(s)" if web.users else ""
+    print(f"optitop: serving pid {pid} on {scheme}://{shown}:{bound}/metrics{auth}", file=sys.stderr, flush=True)
+    if web.users and web.ssl_context is None:
+        print("optitop: basic auth without TLS sends passwords in clear text", file=sys.stderr, flush=True)
     return _run_until_stopped(session, server)
 
 

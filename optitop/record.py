@@ -368,7 +368,7 @@ def default_record_path(pid: int, directory: str = ".", suffix: str = ".jsonl.gz
 # -- ``optitop record`` ----------------------------------------------------------------------------------
 def record_parser() -> argparse.ArgumentParser:
     """The parser of ``optitop record``."""
-    from optitop.cli import _Parser, _positive_float, add_collection_args, add_target_args
+    from optitop.cli import DURATION_S, _Parser, add_collection_args, add_target_args, bounded
 
     parser = _Parser(
         prog="optitop record",
@@ -386,10 +386,10 @@ def record_parser() -> argparse.ArgumentParser:
     parser.add_argument("--force", action="store_true", help="replace PATH if it is an existing regular file")
     parser.add_argument(
         "--duration",
-        type=_positive_float,
+        type=bounded(*DURATION_S, " s"),
         default=None,
         metavar="S",
-        help="seconds to record (default: until the target exits or SIGINT/SIGTERM)",
+        help=f"seconds to record, up to {DURATION_S[1]:g} (default: until the target exits or SIGINT/SIGTERM)",
     )
     return parser
 

@@ -107,7 +107,14 @@ class CollectorRunner:
                     failures = 0
                     if sample is not None:
                         self._store.add(self.name, sample)
-                    self._set_status(SourceStatus(self.name, SourceState.OK, "", self.last_latency_s, end, failures=0))
+                    # A collector that answered but whose source fails (every endpoint errs) says so in
+                    # ``problem``: the sample is kept (it says what was tried), the status is not live.
+                    problem = getattr(self.collector, "problem", "")
+                    if problem:
+                        self._set_status(SourceStatus(self.name, SourceState.ERROR, problem, self.last_latency_s))
+                    else:
+                        status = SourceStatus(self.name, SourceState.OK, "", self.last_latency_s, end, failures=0)
+                        self._set_status(status)
                 finally:
                     self.in_call_since = None
                 interval = self.collector.interval_s

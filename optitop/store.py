@@ -12,6 +12,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 
+from optitop.redact import redact_text
 from optitop.types import Diagnosis, Sample, SelfCost, SourceState, SourceStatus, TargetInfo, Window
 
 Listener = Callable[[str], None]
@@ -76,7 +77,13 @@ class Store:
             series.popleft()
 
     def set_status(self, status: SourceStatus) -> None:
-        """Record a collector's latest status."""
+        """Record a collector's latest status (its reason redacted: an error may quote a URL or a secret argument).
+
+        Every status passes here (live runners, collectors that could not be built, a replayed recording), so
+        no screen, JSON, recording or exporter sees a reason that was not redacted.
+        """
+        if status.reason:
+            status = replace(status, reason=redact_text(status.reason))
         with self._lock:
             changed = self._statuses.get(status.name) != status
             self._statuses[status.name] = status

@@ -100,9 +100,24 @@ def pids_listening_on(port: int) -> list[int]:
         conns = psutil.net_connections(kind="tcp")
     except psutil.AccessDenied as exc:
         raise TargetError("not permitted to list sockets of other users: run as root, or use --pid") from exc
+    unowned = False
     for conn in conns:
-        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
-            pids.add(conn.pid)
+        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+            if conn.pid:
+                pids.add(conn.pid)
+            else:
+                unowned = True
+    if not pids and unowned:
+        # The kernel lists every socket, but says whose it is only for processes we may read (/proc/PID/fd).
+        if os.geteuid() != 0:
+            raise TargetError(
+                f"port {port} is listened on by a process of another user, which {current_user()} may not read:"
+                f" run optitop as that user or as root (sudo optitop --port {port}), or pass --pid"
+            )
+        raise TargetError(
+            f"port {port} is listened on by no process optitop can see (another PID namespace, e.g. a container):"
+            " run optitop inside it, or pass --pid"
+        )
     # Forked workers share the listening socket: keep the ancestor.
     top = set()
     for pid in pids:
@@ -141,12 +156,42 @@ def pids_matching(pattern: str) -> list[int]:
     return top
 
 
+#: ``PF_KTHREAD`` in the flags field of /proc/PID/stat (include/linux/sched.h): a kernel thread.
+PF_KTHREAD = 0x00200000
+
+
+def is_kernel_thread(pid: int) -> bool:
+    """True when ``pid`` is a kernel thread (kthreadd, kworkers): no user space, nothing optitop can watch."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return False
+    # The name (field 2) is in parentheses and may hold spaces or ')': the fields after the last ')' are safe.
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    try:
+        return bool(int(fields[6]) & PF_KTHREAD)  # field 9 of the whole line: flags
+    except (IndexError, ValueError):
+        return False
+
+
+def check_pid(pid: int) -> int:
+    """``pid`` when it is a user-space process that exists; TargetError saying why not otherwise."""
+    try:
+        exists = psutil.pid_exists(pid)
+    except (OverflowError, ValueError):  # past a C int: no such pid can exist
+        exists = False
+    if not exists:
+        raise TargetError(f"no process with pid {pid}")
+    if is_kernel_thread(pid):
+        raise TargetError(f"pid {pid} is a kernel thread: it has no user space (no Python, no sockets) to watch")
+    return pid
+
+
 def resolve(pid: int | None, port: int | None, name: str | None) -> int:
     """One pid from exactly one of --pid/--port/--name; TargetError listing the matches when ambiguous."""
     if pid is not None:
-        if not psutil.pid_exists(pid):
-            raise TargetError(f"no process with pid {pid}")
-        return pid
+        return check_pid(pid)
     if port is not None:
         pids = pids_listening_on(port)
         what = f"listening on port {port}"

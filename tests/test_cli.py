@@ -28,15 +28,31 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], needle: str)
 
 
 def test_missing_pid_is_one_line_and_exit_2():
+    import psutil
+
+    from optitop.cli import pid_max
+
+    free = next(pid for pid in range(pid_max() - 1, 1, -1) if not psutil.pid_exists(pid))
+    result = run("--pid", str(free))
+    assert_one_line_error(result, f"optitop: no process with pid {free}")
+
+
+def test_pid_past_pid_max_is_a_usage_error():
     result = run("--pid", "999999999")
-    assert_one_line_error(result, "optitop: no process with pid 999999999")
+    assert_one_line_error(result, "not a pid: '999999999'")
+
+
+def test_kernel_thread_is_refused_at_resolve():
+    """pid 2 (kthreadd) was shown as "target exited": it has no user space to watch, and the error says so."""
+    result = run("--pid", "2", "--once")
+    assert_one_line_error(result, "optitop: pid 2 is a kernel thread")
 
 
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
         (["--pid", "abc"], "not a pid"),
-        (["--interval", "-1", "--pid", "1"], "must be > 0"),
+        (["--interval", "-1", "--pid", "1"], "must be 0.05-3600 s"),
         (["--bogus"], "unrecognized arguments"),
         (["--pid", "1", "--port", "80"], "not allowed with"),
         (["--json", "--pid", "1"], "--json goes with --once"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import sys
@@ -97,6 +98,8 @@ class OptitopApp(App[int]):
     TITLE = "optitop"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "quit"),
+        # Ctrl-Z as in any terminal program (raw mode turns it into a key): suspend, and `fg` brings it back.
+        Binding("ctrl+z", "suspend_process", "suspend", show=False),
         Binding("p,space", "toggle_pause", "pause"),
         Binding("question_mark", "help", "help", key_display="?"),
         Binding("r", "toggle_record", "record"),
@@ -197,11 +200,21 @@ class OptitopApp(App[int]):
         self.set_timer(0.3, self._mount_chart)
         if self._watch_tty:
             self.set_interval(2.0, self._check_tty)
+        # Back from Ctrl-Z (SIGTSTP, then SIGCONT on fg): the driver is back in application mode on a cleared
+        # alternate screen, while the compositor thinks every cell is still drawn. Lay out and paint it all.
+        self.app_resume_signal.subscribe(self, self._on_resume)
         loop = asyncio.get_running_loop()
-        handlers = ((signal.SIGTERM, self._graceful_exit), (signal.SIGHUP, lambda: self.hard_exit(129)))
+        handlers = (
+            (signal.SIGTERM, functools.partial(self._graceful_exit, 143, self.SIGTERM_GRACE_S)),
+            (signal.SIGHUP, functools.partial(self._graceful_exit, 129, self.SIGHUP_GRACE_S, status=129)),
+        )
         for sig, handler in handlers:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread (tests)
                 loop.add_signal_handler(sig, handler)
+
+    def _on_resume(self, _app: object) -> None:
+        self.refresh(layout=True)
+        self._render_window()
 
     def _launch_session(self) -> None:
         threading.Thread(target=self._build_session, name="optitop-start", daemon=True).start()
@@ -220,12 +233,25 @@ class OptitopApp(App[int]):
             session.start()
             self.session = session
 
-    def _graceful_exit(self) -> None:
-        """SIGTERM: exit normally, but never hang doing it (a wedged terminal write must not keep us alive)."""
-        watchdog = threading.Timer(5.0, self.hard_exit, args=(143,))
+    #: Seconds a signalled exit may take before hard_exit() cuts it short.
+    SIGTERM_GRACE_S: ClassVar[float] = 5.0
+    #: SIGHUP: the link may be gone for good, so less. A pty whose SSH link dropped fails writes at once (EIO),
+    #: so the normal exit is quick; a terminal that stopped reading is what the cut is for.
+    SIGHUP_GRACE_S: ClassVar[float] = 2.0
+
+    def _graceful_exit(self, code: int, grace_s: float, status: int = 0) -> None:
+        """SIGTERM, SIGHUP: exit normally (the recording gets its end line, the terminal leaves raw mode, the
+        alternate screen and mouse reporting, the cursor shows again), but never hang doing it: a wedged
+        terminal write must not keep us alive. SIGHUP used to _exit at once and left a still-open terminal
+        (tmux, a `kill -HUP`, a terminal emulator closing its tab slowly) raw, mouse-reporting, cursor hidden.
+
+        ``status`` is the exit status (SIGTERM: 0, a requested stop; SIGHUP: 129, as before); ``code`` the one
+        hard_exit() uses when the grace runs out.
+        """
+        watchdog = threading.Timer(grace_s, self.hard_exit, args=(code,))
         watchdog.daemon = True
         watchdog.start()
-        self.exit(143)
+        self.exit(code, return_code=status)
 
     def hard_exit(self, code: int) -> None:
         """The terminal is gone: stop what we started, close the recording, and leave without touching the TTY.
@@ -253,10 +279,14 @@ class OptitopApp(App[int]):
     def _mount_chart(self) -> None:
         if self._chart is not None or self.size.height < self.COMPACT_BELOW_ROWS:
             return
+        boxes = self.query("#cpu-box")
+        if not boxes:  # another screen (the picker, help) is on top: mount once the main screen is back
+            self.set_timer(0.3, self._mount_chart)
+            return
         from optitop.tui.panes.chart import HistoryChart
 
         self._chart = HistoryChart("target CPU % (of one core)", id="cpu-chart")
-        self.query_one("#cpu-box").mount(self._chart, before=0)
+        boxes.first().mount(self._chart, before=0)
         self._update_chart(self.store.window())
 
     # -- data ------------------------------------------------------------------------------------------
@@ -488,6 +518,36 @@ class OptitopApp(App[int]):
             out.discard()  # a no-op once committed; removes the file when gather failed
         note = f" ({skipped[0].filename} {skipped[0].strerror})" if skipped else ""
         self.call_from_thread(self.notify, f"wrote {out.path}{note}")
+
+    def deliver_screenshot(
+        self, filename: str | None = None, path: str | None = None, time_format: str | None = None
+    ) -> str | None:
+        """The command palette's Screenshot, written as every optitop output is: a new file, never through a link.
+
+        Textual's own saves to ~/Downloads with a plain ``open()``, which follows a link planted there: as root
+        (HOME kept under sudo) that wrote through it. Here the SVG goes to the current directory (or ``path``)
+        under a free name (``-2``… when taken), created new and renamed into place when complete.
+        """
+        from optitop.safefile import create_numbered
+
+        name = os.path.basename(filename or f"optitop-screen-{time.strftime('%Y%m%d-%H%M%S')}.svg")
+        wanted = os.path.join(path or ".", name if name.endswith(".svg") else f"{name}.svg")
+        try:
+            out, skipped = create_numbered(wanted, ".svg")
+        except OSError as exc:
+            self.notify(f"cannot save the screenshot to {wanted}: {exc.strerror or exc}", severity="error")
+            return None
+        try:
+            out.file.write(self.export_screenshot().encode())
+            out.commit()
+        except OSError as exc:
+            self.notify(f"cannot save the screenshot to {out.path}: {exc.strerror or exc}", severity="error")
+            return None
+        finally:
+            out.discard()  # a no-op once committed
+        note = f" ({skipped[0].filename} {skipped[0].strerror})" if skipped else ""
+        self.notify(f"screenshot saved to {out.path}{note}")
+        return None
 
     def action_native_sample(self) -> None:
         """Ask the stacks collector for a 1 s native burst (it pauses the target; ~2 s for torch)."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+from optitop.safetext import printable
+
 BLOCKS = " ▁▂▃▄▅▆▇█"
 
 
@@ -94,15 +96,6 @@ def spark(values: list[float | None], width: int, top: float = 100.0) -> str:
         level = max(0, min(8, round(8 * v / top))) if top > 0 else 0
         out.append(BLOCKS[level])
     return "".join(out).rjust(width)
-
-
-#: C0 controls, DEL and the C1 controls (U+0080..U+009F: U+009B is a one-byte CSI on 8-bit terminals).
-_CONTROL = {c: f"\\x{c:02x}" for c in (*range(32), *range(0x7F, 0xA0))} | {10: "\\n", 13: "\\r", 9: " "}
-
-
-def printable(text: str) -> str:
-    """Control characters (ANSI escapes, \\r, newlines) made visible, so target text can never repaint the screen."""
-    return text.translate(_CONTROL)
 
 
 def clip(text: str, width: int) -> str:

@@ -27,17 +27,21 @@ MAX_WAIT_S = 1.0
 
 
 class _WakingEvent(threading.Event):
-    """An Event whose ``set()`` also writes a byte to a pipe, so a thread in ``select()`` sees it at once."""
+    """An Event whose ``set()`` also writes a byte to a pipe, so a thread in ``select()`` sees it at once.
+
+    ``wake_fd`` is the pipe's write end in force (-1 while the driver is suspended and the pipe is closed).
+    """
 
     def __init__(self, wake_fd: int) -> None:
         super().__init__()
-        self._wake_fd = wake_fd
+        self.wake_fd = wake_fd
 
     def set(self) -> None:
         """Set the flag and wake the input loop."""
         super().set()
-        with contextlib.suppress(OSError):
-            os.write(self._wake_fd, b"x")
+        if self.wake_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.write(self.wake_fd, b"x")
 
 
 def _parser_wait_s(parser: Any, now_s: float) -> float:
@@ -84,18 +88,40 @@ def _build() -> type | None:
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
+            self._wake_r = self._wake_w = -1
+            # Without Textual's exit flag to replace, the loop still ends: it looks at the flag every MAX_WAIT_S.
+            if isinstance(getattr(self, "exit_event", None), threading.Event):
+                self.exit_event = _WakingEvent(-1)
+            self._open_wake_pipe()
+
+        def _open_wake_pipe(self) -> None:
+            """A fresh wake-up pipe, unless one is open (close() closes it: Ctrl-Z suspends through close())."""
+            if self._wake_r >= 0:
+                return
             self._wake_r, self._wake_w = os.pipe()
             os.set_blocking(self._wake_r, False)
             os.set_blocking(self._wake_w, False)
-            # Without Textual's exit flag to replace, the loop still ends: it looks at the flag every MAX_WAIT_S.
-            if isinstance(getattr(self, "exit_event", None), threading.Event):
-                self.exit_event = _WakingEvent(self._wake_w)
+            if isinstance(self.exit_event, _WakingEvent):
+                self.exit_event.wake_fd = self._wake_w
+
+        def start_application_mode(self) -> None:
+            """Textual's start; on a resume after SIGTSTP (which closed the driver) the input loop needs a new pipe.
+
+            Textual suspends with stop_application_mode() and close(), and resumes on SIGCONT with
+            start_application_mode() alone: without this the loop waited on the closed pipe's number (EBADF, the
+            input thread died and the app with it).
+            """
+            self._open_wake_pipe()
+            super().start_application_mode()
 
         def close(self) -> None:
             super().close()
+            if isinstance(self.exit_event, _WakingEvent):
+                self.exit_event.wake_fd = -1
             for fd in (self._wake_r, self._wake_w):
                 with contextlib.suppress(OSError):
                     os.close(fd)
+            self._wake_r = self._wake_w = -1
 
         def run_input_thread(self) -> None:
             """Textual's loop (read, feed the parser, tick it), waiting for input instead of polling."""

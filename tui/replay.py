@@ -16,6 +16,7 @@ from textual.binding import Binding, BindingType
 
 from optitop.config import Options
 from optitop.replay import Recording, Replayer
+from optitop.safetext import printable
 from optitop.tui.app import OptitopApp
 from optitop.tui.format import clip, fmt_clock, fmt_duration
 from optitop.tui.panes.base import Pane
@@ -65,7 +66,7 @@ class ReplayApp(OptitopApp):
         """Replay with ``replayer`` (its store is what the panes render)."""
         super().__init__(replayer.store, options)
         self.replayer = replayer
-        self.label = label or os.path.basename(replayer.recording.path)
+        self.label = printable(label or os.path.basename(replayer.recording.path))  # a file name may hold ESC
         self.title = f"optitop replay {self.label}"
 
     def compose(self) -> ComposeResult:

@@ -94,7 +94,7 @@ def test_gpu_reads_only_the_targets_device():
         pcie_rx_bytes_per_s=17e9,
         pcie_tx_bytes_per_s=16e9,
         pcie_link_bytes_per_s=63e9,
-        throttle_reasons=("sw_power_cap",),
+        throttle_reasons=("power cap", "idle"),
     )
     samples = tuple(
         FakeGpuSample(1.0 + i, float(i), 1.0, devices=(busy, ours), target_gpu_indices=(1,)) for i in range(3)
@@ -106,7 +106,7 @@ def test_gpu_reads_only_the_targets_device():
     assert s.gpu_busy_pct == pytest.approx(10)
     assert s.gpu_pcie_bytes_per_s == pytest.approx(17e9)  # the busier direction
     assert s.gpu_pcie_link_pct == pytest.approx(100 * 17 / 63)
-    assert s.gpu_throttle == ("sw_power_cap",)
+    assert s.gpu_throttle == ("power cap",)  # the collector's words; idle does not limit
     assert s.gpu_util_source == "gpm"
     assert s.gpu_legacy_util_pct is None  # legacy numbers are not trusted on GPM devices
 

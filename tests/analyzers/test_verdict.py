@@ -336,9 +336,9 @@ def test_fixes_follow_the_evidence_within_a_class():
 
 def test_throttled_gpu_gets_the_throttle_fix_first():
     d = analyze(window(proc(cpu=100), gpu(sm_util_pct=85, tensor_util_pct=70, dram_bw_util_pct=20,
-                                          throttle_reasons=("hw_power_brake",), power_w=699.0)))  # fmt: skip
+                                          throttle_reasons=("HW power brake",), power_w=699.0)))  # fmt: skip
     assert d.category == "compute"
-    assert "power" in d.fixes[0] and any("throttled: hw_power_brake" in e for e in d.evidence)
+    assert "power" in d.fixes[0] and any("throttled: HW power brake" in e for e in d.evidence)
 
 
 # -- purity ------------------------------------------------------------------------------------------------

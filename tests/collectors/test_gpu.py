@@ -1,12 +1,14 @@
-"""The GPU collector against a fake pynvml (CI has no GPU) and real target processes.
+"""The GPU collector over the real nvidia-ml-py with a simulated libnvidia-ml (CI has no GPU), and real targets.
 
-Only the NVML API surface is faked (gpu_fakes.py); the target trees, /proc, NSpid and PID namespaces are
-real. One test uses the real nvidia-ml-py on a machine without an NVIDIA driver.
+Only the C library is simulated (nvml_sim.py): the bindings' wrappers, structs, byref out-parameters, two-call
+patterns and error classes are the real ones. The target trees, /proc, NSpid and PID namespaces are real.
+One test uses the real nvidia-ml-py on a machine without an NVIDIA driver.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -17,12 +19,26 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pynvml
 import pytest
-from gpu_fakes import H100_COPY, H100_MATMUL, H100_PCIE, H100_TINY, a100_legacy, calls, h100, make_fake
+from nvml_sim import (
+    H100_COPY,
+    H100_MATMUL,
+    H100_PAGEABLE,
+    H100_PCIE,
+    H100_TINY,
+    a100_legacy,
+    calls,
+    h100,
+    make_fake,
+    uninstall,
+)
 
 from optitop.collectors.gpu import (
+    GPM_FALLBACK_AFTER,
+    GPM_RETRY_S,
     HOST_DRAM_BW_NOT_COLLECTED,
     HOST_DRAM_BW_UNAVAILABLE,
     GpuCollector,
@@ -298,7 +314,7 @@ def test_mig_says_unsupported_never_zero(target: subprocess.Popen[bytes]) -> Non
     fake = make_fake([a100_legacy(mig=True, compute_procs=[(child, None)])])
     dev = two(collector(fake, pid=target.pid)).devices[0]
     assert dev.mig_mode is True
-    assert dev.proc_util_note == "unsupported under MIG"
+    assert dev.proc_util_note == "not available on MIG"
     assert dev.target_sm_pct is None and dev.target_mem_pct is None
     assert dev.target_pids == (child,)
     assert dev.target_mem_bytes is None  # NVML gave no per-process memory under MIG: unknown, not 0
@@ -352,7 +368,7 @@ RUN_INSIDE = textwrap.dedent(
     """
     import json, os, sys, time
     sys.path.insert(0, sys.argv[1])
-    from gpu_fakes import h100, make_fake
+    from nvml_sim import h100, make_fake
     from optitop.collectors.gpu import GpuCollector
     from optitop.config import CollectorContext, Options
     host_pid = int(sys.argv[2])
@@ -410,6 +426,7 @@ def test_no_devices() -> None:
 
 
 def test_real_nvml_without_a_driver() -> None:
+    uninstall()  # no simulated library left behind by another test: the bindings look for the real one
     try:
         pynvml.nvmlInit()
     except pynvml.NVMLError_LibraryNotFound:
@@ -490,3 +507,207 @@ def test_importing_the_module_does_not_load_pynvml() -> None:
     code = "import sys, optitop.collectors.gpu; print('pynvml' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/").stdout
     assert out.strip() == "False"
+
+
+# -- issue 23: the failure modes a real GPU machine has, over the real bindings ----------------------------------
+class FakeClock:
+    """A monotonic clock the test moves by hand (the collector and the simulator read the same one)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0  # 0.1 - 0.0 is exactly 0.1 in floating point
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_gpm_sample_failures_fall_back_to_legacy_with_the_reason() -> None:
+    # Nsight Compute (or DCGM profiling) holds the counters: nvmlGpmSampleGet fails every tick.
+    gpu = h100(gpm_values=H100_MATMUL, util_gpu=97, util_mem=35, errors={"nvmlGpmSampleGet": pynvml.NVML_ERROR_IN_USE})
+    fake = make_fake([gpu])
+    c = collector(fake)
+    c.clock = clock = FakeClock()
+    first = c.sample().devices[0]
+    assert first.util_source == "gpm" and first.util_note == ""  # one failure is not yet a pattern
+    for _ in range(GPM_FALLBACK_AFTER - 1):
+        clock.now += 1.0
+        dev = c.sample().devices[0]
+    assert dev.util_source == "legacy"
+    assert dev.legacy_gpu_util_pct == 97.0 and dev.sm_util_pct is None
+    assert "profiling counters are held by another tool (Nsight Compute, DCGM profiling)" in dev.util_note
+    assert dev.pcie_source.startswith("legacy")
+    assert "held by another tool" in c.describe() and "GPM profiling metrics on 0 of 1" in c.describe()
+    tries = calls(fake, "nvmlGpmSampleGet")
+    clock.now += 1.0
+    c.sample()
+    assert calls(fake, "nvmlGpmSampleGet") == tries  # fallen back: not asked every tick
+    del gpu.errors["nvmlGpmSampleGet"]  # the profiler exits
+    clock.now += GPM_RETRY_S
+    assert c.sample().devices[0].util_source == "gpm"
+    clock.now += 1.0
+    back = c.sample().devices[0]
+    assert back.util_source == "gpm" and back.sm_util_pct == 78.0 and back.util_note == ""
+
+
+def test_gpm_fallback_feeds_the_analyzer_legacy_busy() -> None:
+    # The issue's case: legacy utilisation 97 % under a matmul, GPM refused. It read "none 0.12" before.
+    sys.path.insert(0, str(ROOT / "tests" / "analyzers"))
+    from analyzer_fakes import proc, window
+
+    from optitop.analyzers.signals import extract
+
+    gpu = h100(util_gpu=97, util_mem=35, errors={"nvmlGpmSampleGet": pynvml.NVML_ERROR_NO_PERMISSION})
+    c = collector(make_fake([gpu]))
+    samples = [c.sample() for _ in range(6)]
+    w = window(proc(cpu=100))
+    w = dataclasses.replace(w, samples={**w.samples, "gpu": tuple(samples[GPM_FALLBACK_AFTER:])})
+    s = extract(w)
+    assert s.gpu_util_source == "legacy"
+    assert s.gpu_busy_pct == pytest.approx(97.0) and s.gpu_legacy_util_pct == pytest.approx(97.0)
+    assert "no permission" in samples[-1].devices[0].util_note
+
+
+def test_mig_reads_the_targets_gpu_instance(target: subprocess.Popen[bytes]) -> None:
+    child = target.child_pid  # type: ignore[attr-defined]
+    gpu = h100(
+        mig=True,
+        gpm_values=H100_COPY,  # the whole GPU: someone else's copy loop
+        mig_instances={1: {"SM_UTIL": 3.0}, 2: H100_MATMUL},
+        compute_procs=[(child, 10 * 1024**3, 2), (999_999_999, 1024**3, 1)],
+    )
+    fake = make_fake([gpu])
+    dev = two(collector(fake, pid=target.pid)).devices[0]
+    assert dev.gpu_instance_id == 2
+    assert dev.sm_util_pct == 78.0 and dev.tensor_util_pct == 75.0  # instance 2's numbers, not the GPU's
+    assert calls(fake, "nvmlGpmMigSampleGet") == 2 and calls(fake, "nvmlGpmSampleGet") == 0
+    assert dev.proc_util_note == "not available on MIG" and dev.target_sm_pct is None  # never 0 %
+    assert dev.target_pids == (child,)
+
+
+def test_a_driver_without_the_v3_process_calls(target: subprocess.Popen[bytes]) -> None:
+    child = target.child_pid  # type: ignore[attr-defined]
+    missing = {"nvmlDeviceGetComputeRunningProcesses_v3", "nvmlDeviceGetGraphicsRunningProcesses_v3"}
+    fake = make_fake([h100(compute_procs=[(child, 3 * 1024**3)])], missing=missing)
+    c = collector(fake, pid=target.pid)
+    s = two(c)  # the real bindings raise NVMLLibraryMismatchError, a plain Exception, here
+    dev = s.devices[0]
+    assert dev.target_pids == (child,) and dev.target_mem_bytes == 3 * 1024**3  # through the _v2 calls
+    with pytest.raises(pynvml.NVMLLibraryMismatchError):
+        pynvml.nvmlDeviceGetComputeRunningProcesses(fake.nvmlDeviceGetHandleByIndex(0))
+
+
+def test_nvlink_state_zero_is_inactive() -> None:
+    inactive = two(collector(make_fake([h100(nvlink_states=(0,) * 18)]))).devices[0]
+    assert inactive.nvlink_present is False
+    one_up = two(collector(make_fake([h100(nvlink_states=(0, 0, 1) + (0,) * 15)]))).devices[0]
+    assert one_up.nvlink_present is True
+    assert two(collector(make_fake([h100()]))).devices[0].nvlink_present is False  # not supported
+
+
+def test_only_power_and_thermal_reasons_earn_the_throttle_fix() -> None:
+    sys.path.insert(0, str(ROOT / "tests" / "analyzers"))
+    from analyzer_fakes import proc, window
+
+    from optitop.analyzers.verdict import analyze
+
+    def verdict(mask: int) -> Any:
+        gpu = h100(gpm_values=H100_MATMUL, throttle_mask=mask, power_mw=400_000, compute_procs=[(os.getpid(), 1 << 30)])
+        c = collector(make_fake([gpu]))
+        w = window(proc(cpu=100))
+        return analyze(dataclasses.replace(w, samples={**w.samples, "gpu": tuple(c.sample() for _ in range(4))}))
+
+    benign = pynvml.nvmlClocksEventReasonGpuIdle | pynvml.nvmlClocksEventReasonSyncBoost | 0x2  # app clocks
+    d = verdict(benign)
+    assert d.category == "compute"
+    assert not any("power and cooling" in f for f in d.fixes) and not any("throttled" in e for e in d.evidence)
+    d = verdict(pynvml.nvmlClocksEventReasonSwPowerCap | pynvml.nvmlClocksEventReasonSyncBoost)
+    assert "power and cooling" in d.fixes[0] and any("throttled: power cap" in e for e in d.evidence)
+
+
+def test_gpm_span_of_exactly_100_ms_is_too_short() -> None:
+    fake = make_fake([h100(gpm_values=H100_MATMUL)])
+    fake.sim.gpm_min_span_s = 0.1  # as NVML: no metrics over 100 ms or less
+    c = collector(fake)
+    c.gpm_min_span_s = 0.1
+    c.clock = fake.sim.clock = clock = FakeClock()
+    c.sample()
+    clock.now += 0.1
+    dev = c.sample().devices[0]
+    assert any("too close" in m for m in dev.missing)
+    assert not any("NVML error" in m for m in dev.missing)  # never asked NVML for a span it refuses
+    clock.now += 0.05
+    assert c.sample().devices[0].sm_util_pct == 78.0  # diffed against the kept older sample: 150 ms
+
+
+def test_per_process_utilisation_without_permission_is_said(target: subprocess.Popen[bytes]) -> None:
+    child = target.child_pid  # type: ignore[attr-defined]
+    gpu = h100(
+        compute_procs=[(child, 1024**3)],
+        errors={"nvmlDeviceGetProcessUtilization": pynvml.NVML_ERROR_NO_PERMISSION},
+    )
+    dev = two(collector(make_fake([gpu]), pid=target.pid)).devices[0]
+    assert dev.target_sm_pct is None
+    assert "permission" in dev.proc_util_note and "no per-process sample" not in dev.proc_util_note
+
+
+def test_persistence_mode_off_is_warned() -> None:
+    c = collector(make_fake([h100(persistence=False)]))
+    dev = two(c).devices[0]
+    assert dev.persistence_mode is False
+    assert "persistence mode off" in c.describe() and "nvidia-smi -pm 1" in c.describe()
+    on = collector(make_fake([h100()]))
+    assert two(on).devices[0].persistence_mode is True and "persistence" not in on.describe()
+
+
+def test_the_simulator_hook_is_ignored_unless_set(tmp_path: Path) -> None:
+    code = (
+        "from optitop.collectors.gpu import GpuCollector\n"
+        "from optitop.config import CollectorContext, Options\n"
+        "import os\n"
+        "c = GpuCollector(CollectorContext(os.getpid(), Options()))\n"
+        "try:\n"
+        "    print(c.sample().devices[0].name)\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPTITOP_NVML_SIM")}
+    plain = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd="/", check=True)
+    env["OPTITOP_NVML_SIM"] = str(HERE / "nvml_sim.py")
+    sim = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd="/", check=True)
+    assert sim.stdout.strip() == "NVIDIA H200"
+    assert plain.stdout.strip() != "NVIDIA H200"
+
+
+def test_pageable_copy_stream_reads_memory_io_not_host_cpu() -> None:
+    # ~1.8 GB/s host->device from pageable memory, the staging thread pegged: PCIe is the limit, not Python.
+    sys.path.insert(0, str(ROOT / "tests" / "analyzers"))
+    from analyzer_fakes import proc, system, window
+
+    from optitop.analyzers.verdict import analyze
+
+    gpu = h100(gpm_values=H100_PAGEABLE, compute_procs=[(os.getpid(), 1 << 30)])
+    c = collector(make_fake([gpu]))
+    samples = tuple(c.sample() for _ in range(7))[1:]
+    assert 1.7e9 < samples[-1].devices[0].pcie_rx_bytes_per_s < 1.9e9  # 1720 MiB/s through the real structs
+    w = window(proc(cpu=100, threads=(("python", 98.0), ("pin", 2.0))), system(busy=55))
+    d = analyze(dataclasses.replace(w, samples={**w.samples, "gpu": samples}))
+    assert d.category == "memory_io", (d.category, d.evidence)
+    assert "steady copy stream" in d.evidence[0]
+    assert not any("pegged" in e for e in d.evidence)
+
+
+def test_doctor_says_persistence_off_and_why_gpm_fails(start_target) -> None:
+    # `optitop doctor` as a user runs it, the simulated library loaded through the product's test-only hook.
+    target = start_target("ready()\ntime.sleep(60)\n")
+    env = {
+        **os.environ,
+        "OPTITOP_NVML_SIM": str(HERE / "nvml_sim.py"),
+        "OPTITOP_NVML_SIM_PERSISTENCE": "0",
+        "OPTITOP_NVML_SIM_GPM_ERROR": "IN_USE",
+    }
+    optitop = str(Path(sys.executable).parent / "optitop")
+    args = [optitop, "doctor", "--pid", str(target.pid), "--json", "--interval", "0.2"]
+    done = subprocess.run(args, capture_output=True, text=True, env=env, cwd="/", timeout=120, check=False)
+    gpu = json.loads(done.stdout)["sources"]["gpu"]
+    assert gpu["ok"] is True, gpu
+    assert "persistence mode off" in gpu["detail"] and "nvidia-smi -pm 1" in gpu["detail"]
+    assert "profiling counters are held by another tool (Nsight Compute, DCGM profiling)" in gpu["detail"]

@@ -34,6 +34,7 @@ from optitop.collectors.pystacks import (
     explain_failure,
     find_pyspy,
     parse_raw,
+    ptrace_fix,
 )
 from optitop.collectors.stackclass import Frame
 from optitop.config import CollectorContext, Options
@@ -652,9 +653,9 @@ def test_parse_raw_keeps_names_literal_and_frames_leaf_first():
         (
             "Error: Failed to get process executable name. Check that the process is running.\n\nCaused by:\n"
             "    0: Permission denied (os error 13)\n",
-            PTRACE_FIX,
+            ptrace_fix(),
         ),
-        ("Error: Operation not permitted (os error 1)\n", PTRACE_FIX),
+        ("Error: Operation not permitted (os error 1)\n", ptrace_fix()),
         ("Error: Unsupported version of Python: 3.15.0\n", "py-spy does not support this Python (Unsupported"),
         ("thread 'main' panicked at src/x.rs:1:2:\nboom\n", "py-spy failed (exit 101): thread 'main' panicked"),
     ],

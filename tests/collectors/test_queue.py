@@ -386,9 +386,64 @@ def test_huge_body_is_capped_and_what_was_read_is_used(http):
     c = collector(urls=(srv.url(),), scrape=False)
     c.max_bytes = 128 * 1024
     s = sample_until(c, lambda s: s.profile)
-    assert f"{srv.url()}: body capped at the size limit" in s.tried
+    assert s.source.endswith("[page cut at 128 KiB]")
+    assert f"{srv.url()}: page cut at 128 KiB: the series past the cut are missing" in s.tried
     # Only the models within the first 128 KiB were read (each line ~45 bytes): far fewer than 40 000.
     assert s.stats.requests_running is not None and 1000 < s.stats.requests_running < 4000
+
+
+def test_fetch_stops_at_the_line_cap(http):
+    srv = http()
+    srv.serve("/metrics", "".join(f'many_series{{i="{i}"}} 1\n' for i in range(30_000)))
+    got = fetch(srv.url(), max_lines=20_000)
+    assert got.ok and got.capped and got.cut == "page cut at 20000 lines"
+    assert (got.body or "").count("\n") == 20_000 and (got.body or "").endswith('many_series{i="19999"} 1\n')
+    whole = fetch(srv.url(), max_lines=30_000)  # exactly at the cap: read whole, not cut
+    assert whole.ok and not whole.capped and whole.cut == ""
+
+
+#: Runs the queue collector in its own process: samples until the source says the page was cut (or 30 s
+#: pass) and prints the peak RSS over the RSS before the first scrape, in MiB.
+COLLECT_AND_MEASURE = """
+import os, sys, time
+from optitop.collectors.queue import QueueCollector
+from optitop.config import CollectorContext, Options
+def peak_kib():  # VmHWM: ru_maxrss would start at the forking parent's peak (it survives exec)
+    return int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
+options = Options(metrics_urls=(sys.argv[1],), scrape=False)
+c = QueueCollector(CollectorContext(pid=os.getpid(), options=options))
+base = peak_kib()
+start = time.monotonic()
+while time.monotonic() - start < 30:
+    s = c.sample()
+    if "page cut" in s.source:
+        break
+    time.sleep(0.1)
+took = time.monotonic() - start
+c.sample()  # one more scrape of the same page: the peak includes a filtered reparse
+grown = (peak_kib() - base) / 1024
+print(f"{grown:.0f} {took:.2f} {s.source}")
+c.close()
+"""
+
+
+@pytest.mark.parametrize("page", ["endless", "100k series"])
+def test_a_hostile_page_costs_bounded_memory_and_says_it_was_cut(http, page):
+    srv = http()
+    if page == "endless":
+        srv.behave("/metrics", "endless")
+    else:
+        srv.serve("/metrics", "".join(f'vllm:num_requests_running{{model_name="m{i}"}} 1\n' for i in range(100_000)))
+    done = subprocess.run(
+        [sys.executable, "-c", COLLECT_AND_MEASURE, srv.url()], capture_output=True, text=True, timeout=90, cwd="/"
+    )
+    assert done.returncode == 0, done.stderr
+    grown_mib, took_s, source = done.stdout.split(" ", 2)
+    print(f"{page}: answered in {took_s} s, peak RSS +{grown_mib} MiB over the idle collector: {source.strip()}")
+    assert "[page cut at 20000 lines]" in source  # the pane's source line says the page was cut
+    assert float(took_s) < 20
+    # Before the caps: an endless page grew the process by ~250 MiB (and never answered), 100k series by ~167.
+    assert float(grown_mib) < 80
 
 
 @pytest.mark.parametrize(

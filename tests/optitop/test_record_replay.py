@@ -419,8 +419,8 @@ def test_optitop_record_cli_records_a_real_target(start_target, tmp_path):
 
 
 def test_optitop_record_cli_errors_are_one_line(tmp_path):
-    got = optitop("record", "--pid", "999999999", "-o", str(tmp_path / "x.jsonl"))
-    assert got.returncode == 2 and got.stderr.strip().count("\n") == 0 and "no process" in got.stderr
+    got = optitop("record", "--pid", "999999999", "-o", str(tmp_path / "x.jsonl"))  # past pid_max: a usage error
+    assert got.returncode == 2 and got.stderr.strip().count("\n") == 0 and "not a pid" in got.stderr
     got = optitop("record", "--pid", str(os.getpid()), "-o", str(tmp_path / "missing" / "x.jsonl"), "--duration", "1")
     assert got.returncode == 2 and "cannot write" in got.stderr and "Traceback" not in got.stderr
 

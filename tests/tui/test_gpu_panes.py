@@ -12,12 +12,13 @@ import time
 from pathlib import Path
 
 import psutil
+import pynvml
 import pytest
 from conftest import wait_for
 from textual.app import App, ComposeResult
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "collectors"))
-from gpu_fakes import H100_COPY, H100_MATMUL, H100_PCIE, a100_legacy, h100, make_fake  # noqa: E402
+from nvml_sim import H100_COPY, H100_MATMUL, H100_PCIE, a100_legacy, h100, make_fake  # noqa: E402
 
 from optitop.collectors.gpu import HOST_DRAM_BW_UNAVAILABLE, GpuCollector  # noqa: E402
 from optitop.collectors.process import ProcessCollector  # noqa: E402
@@ -124,7 +125,7 @@ def test_lost_gpu_and_mig_are_said() -> None:
     store.add("gpu", c.sample())
     text = "\n".join(render(GpuPane, store.window()))
     assert "GPU lost" in text and "reset" in text
-    assert "MIG" in text and "unsupported under MIG" in text
+    assert "MIG" in text and "not available on MIG" in text
 
 
 def test_attribution_note_is_shown(start_target) -> None:
@@ -295,3 +296,24 @@ async def test_a_pane_keeps_its_background_until_the_theme_changes() -> None:
         after = gpu.background_colors
         assert after == DOMNode.background_colors.fget(gpu)  # type: ignore[attr-defined]
         assert after != before
+
+
+def test_gpm_fallback_and_persistence_off_are_warned_in_the_block() -> None:
+    from optitop.collectors.gpu import GPM_FALLBACK_AFTER
+
+    gpu = h100(util_gpu=97, persistence=False, errors={"nvmlGpmSampleGet": pynvml.NVML_ERROR_IN_USE})
+    store, _ = gpu_store([gpu], ticks=GPM_FALLBACK_AFTER)
+    text = "\n".join(render(GpuPane, store.window()))
+    assert "[legacy]" in text and "97%" in text
+    assert "held by another tool (Nsight" in text.replace("\n", " ")
+    assert "persistence mode off" in text and "nvidia-smi -pm 1" in text.replace("\n", " ")
+
+
+def test_mig_block_names_the_targets_gpu_instance() -> None:
+    me = os.getpid()
+    gpu = h100(mig=True, mig_instances={3: H100_MATMUL}, compute_procs=[(me, 4 * 1024**3, 3)])
+    store, _ = gpu_store([gpu])
+    text = "\n".join(render(GpuPane, store.window()))
+    assert "NVIDIA H100 80GB HBM3 GI 3 [gpm]" in text and "MIG" in text
+    assert "78%" in text  # the instance's SM, from nvmlGpmMigSampleGet
+    assert "SM –: not available on MIG" in text

@@ -368,3 +368,22 @@ async def test_no_color_and_mono_drop_the_colours_but_keep_the_verdict(tmp_path,
         assert "72%" in text and "tensor cores active" in text  # the verdict is still there, in words
         colour = verdict_colour(app)
         assert colour is None or colour.triplet is None or colour.triplet.hex != "#d75f5f"  # type: ignore[attr-defined]
+
+
+async def test_the_palette_screenshot_never_writes_through_a_link(tmp_path, monkeypatch):
+    # Textual's own screenshot opened ~/Downloads/<name>.svg with a plain open(), following a planted link.
+    monkeypatch.chdir(tmp_path)
+    victim = tmp_path / "elsewhere" / "shadow"
+    victim.parent.mkdir()
+    victim.write_text("precious\n")
+    before = (victim.read_bytes(), victim.stat().st_ino)
+    (tmp_path / "shot.svg").symlink_to(victim)
+    app = replay_app(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for_screen(pilot, lambda t: "COMPUTE-BOUND" in t)
+        app.deliver_screenshot(filename="shot.svg")
+        note = await wait_notified(pilot, "screenshot saved to")
+    assert (victim.read_bytes(), victim.stat().st_ino) == before
+    written = tmp_path / "shot-2.svg"
+    assert str(written.name) in note and written.read_text().startswith("<svg")
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600

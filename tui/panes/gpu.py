@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 #: Above this many GPUs each one gets a single row instead of a block.
 COMPACT_ABOVE = 2
+#: The warning under a GPU whose driver runs without persistence mode.
+PERSISTENCE_OFF = "persistence mode off: clocks drop between requests, NVML starts slowly (nvidia-smi -pm 1)"
 
 
 def fmt_si_rate(bytes_per_s: float | None) -> str:
@@ -66,6 +68,16 @@ def unavailable_line(window: Window, title: str) -> str:
     if status.state is SourceState.STARTING or (status.state is SourceState.OK and not status.reason):
         return f"{title}waiting for the first sample…"
     return f"{title}unavailable: {status.reason or status.state.value}"
+
+
+def device_warnings(dev: GpuDevice) -> list[str]:
+    """What makes this device's numbers less than they should be: GPM fallen back, persistence mode off."""
+    out = []
+    if dev.util_note:
+        out.append(dev.util_note)
+    if dev.persistence_mode is False:
+        out.append(PERSISTENCE_OFF)
+    return out
 
 
 def util_history(window: Window, index: int) -> tuple[list[float | None], list[float | None]]:
@@ -163,6 +175,8 @@ class GpuPane(Pane):
 
     def _block(self, text: Text, window: Window, dev: GpuDevice, width: int) -> None:
         title = f"{dev.index} {dev.name}"
+        if dev.gpu_instance_id is not None:
+            title += f" GI {dev.gpu_instance_id}"
         text.append(clip(title, max(10, width - 34)), style="bold")
         text.append(f" [{dev.util_source}]", style=self.sty("pane--dim"))
         temp = "–" if dev.temperature_c is None else f"{dev.temperature_c:.0f}°C"
@@ -173,6 +187,8 @@ class GpuPane(Pane):
         if dev.note:
             text.append("\n" + wrap(dev.note, width), style=self.sty("pane--bad"))
             return
+        for warning in device_warnings(dev):
+            text.append("\n" + wrap(warning, width), style=self.sty("pane--warn"))
         half = max(20, (width - 1) // 2)
         rows: tuple[tuple[tuple[str, float | None], tuple[str, float | None]], ...]
         if dev.util_source == "gpm":
@@ -225,7 +241,7 @@ class GpuPane(Pane):
             pids = " pid " + ",".join(str(p) for p in dev.target_pids[:3]) + ("…" if len(dev.target_pids) > 3 else "")
             return line + pids if len(line) + len(pids) <= width else line
         if dev.mig_mode:
-            return mem + " · per-process utilisation unsupported under MIG"
+            return mem + " · per-process utilisation not available on MIG"
         return mem + " · target: none here"
 
     def _links_lines(self, dev: GpuDevice, width: int) -> list[str]:

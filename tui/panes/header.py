@@ -6,6 +6,7 @@ import time
 
 from rich.text import Text
 
+from optitop.safetext import printable
 from optitop.tui.format import clip, fmt_bytes, fmt_clock, fmt_uptime
 from optitop.tui.panes.base import Pane
 from optitop.types import SourceState, Window
@@ -38,7 +39,7 @@ class HeaderPane(Pane):
         text = Text()
         text.append("optitop ", style="bold")
         text.append(f"pid {t.pid} ", style="bold")
-        head = f"{t.username}@{t.host} up {uptime}  "
+        head = printable(f"{t.username}@{t.host} up {uptime}  ")  # a recording's host is anyone's text
         text.append(head)
         text.append(clip(t.cmdline, max(10, width - len(text.plain))), style=self.sty("pane--dim"))
         text.append("\n")
