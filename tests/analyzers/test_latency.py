@@ -12,7 +12,7 @@ from analyzer_fakes import proc, pystacks, sequence, serving, sockets, system, w
 from optitop.analyzers import analyze, judge
 from optitop.analyzers.latency import decompose, where_waiting
 from optitop.analyzers.signals import extract
-from optitop.tui.panes.verdict import runners_label
+from optitop.tui.panes.verdict import VerdictPane, runners_label
 
 QUIET = system(busy=5)
 BUSY_HOST = system(busy=100)
@@ -217,3 +217,23 @@ def test_requests_waiting_behind_a_gil_bound_thread_on_a_busy_host_are_not_sched
     d = analyze(window(*specs))
     assert d.category == "host_cpu", (d.category, d.rules)
     assert any("behind a busy thread" in line for line in d.evidence), d.evidence
+
+
+def test_competing_candidates_read_undecided_in_the_pane_not_not_judged_yet():
+    specs = (proc(cpu=5), QUIET, sockets(inbound_conns=4, upstream_conns=2),
+             serving(profile="generic", requests_running=4, request_rate_per_s=2, e2e_p50_s=2.0))  # fmt: skip
+    w = window(*specs)
+    d = analyze(w)
+    pane = VerdictPane().build(dataclasses.replace(w, diagnoses=(d,)), 100).plain
+    assert pane.startswith(" UNDECIDED ") and "NOT JUDGED YET" not in pane
+    assert "candidate network 0.25" in pane
+
+
+def test_a_held_verdict_says_held_in_the_headline():
+    state = None
+    for w in sequence(*(BATCHER,) * 3, *(MEMBOUND,)):
+        d, state = judge(w, state)
+    pane = VerdictPane().build(dataclasses.replace(w, diagnoses=(d,)), 100).plain
+    first = pane.splitlines()[0]
+    assert first.startswith(" SCHEDULING ") and " held" in first
+    assert "held (memory_io leads this window)" in pane

@@ -27,6 +27,8 @@ LABELS = {
     "none": "NO BOTTLENECK",
     "unknown": "NOT JUDGED YET",
 }
+#: How the analyzer's "unknown" begins when work flows but classes compete below their gates (analyzers/verdict.py).
+UNDECIDED_WHY = "work flows but"
 SHORT = {
     "compute": "compute",
     "memory_io": "memory i/o",
@@ -150,7 +152,10 @@ class VerdictPane(Pane):
     def _headline(self, text: Text, d: Diagnosis, history: tuple[Diagnosis, ...], width: int) -> None:
         """The class block, the confidence, and the strip of past verdicts pushed to the right."""
         colour = self.sty(f"verdict--{d.category}")
-        label = clip(f" {LABELS.get(d.category, d.category.upper())} ", width)
+        name = LABELS.get(d.category, d.category.upper())
+        if d.category == "unknown" and d.evidence and d.evidence[0].startswith(UNDECIDED_WHY):
+            name = "UNDECIDED"  # work flows, classes compete below their gates: judged, not yet settled
+        label = clip(f" {name} ", width)
         text.append(label, style=colour + Style(bold=True, reverse=True))
         if d.category != "unknown":
             # Drop the words, then the bar, before the number: the number is what matters.
