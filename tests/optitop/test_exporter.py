@@ -104,8 +104,16 @@ def test_unit_names():
 def test_export_main_usage_errors_are_one_line(capsys):
     assert export_main(["--pid", "1", "--listen", "nowhere"]) == 2
     assert "HOST:PORT" in capsys.readouterr().err
-    assert export_main(["--pid", "999999999"]) == 2
-    assert "no process with pid 999999999" in capsys.readouterr().err
+    gone = _reaped_pid()
+    assert export_main(["--pid", str(gone)]) == 2
+    assert f"no process with pid {gone}" in capsys.readouterr().err
+
+
+def _reaped_pid() -> int:
+    """The pid of a child that has exited and been reaped: valid, and (for a while) nobody's."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
 
 
 def free_port() -> int:
