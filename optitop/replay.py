@@ -1165,7 +1165,7 @@ class ProgressLine:
     def __call__(self, fraction: float) -> None:
         """Show ``fraction`` (0..1) read."""
         now = time.monotonic()
-        if not self.on or now - self._last < self.every_s:
+        if not self.on or (now - self._last < self.every_s and fraction < 1.0):  # the end is always shown
             return
         self._last = now
         text = f"\roptitop: reading {self.label} {fraction * 100:3.0f}%"

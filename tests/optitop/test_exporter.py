@@ -23,7 +23,7 @@ from dataclasses import replace
 import psutil
 import pytest
 import samplefactory
-from conftest import wait_for
+from conftest import free_port, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from optitop.collectors.serving import ServingStats
@@ -114,12 +114,6 @@ def _reaped_pid() -> int:
     child = subprocess.Popen(["true"])
     child.wait()
     return child.pid
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get_json(url: str) -> dict:
