@@ -15,7 +15,6 @@ import contextlib
 import io
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from optitop import __version__
+from optitop.collectors.pystacks import find_pyspy  # the py-spy that samples is the one that dumps
 from optitop.config import Options
 from optitop.record import write_snapshot
 from optitop.redact import redact_json, redact_text
@@ -62,15 +62,6 @@ class Bundle:
 
 
 # -- gathering -------------------------------------------------------------------------------------------
-def find_pyspy() -> str | None:
-    """py-spy on PATH, else next to this Python (a venv's bin/)."""
-    found = shutil.which("py-spy")
-    if found:
-        return found
-    beside = Path(sys.executable).parent / "py-spy"
-    return str(beside) if beside.exists() else None
-
-
 def stack_dump(pid: int) -> str:
     """A fresh ``py-spy dump`` of every thread, or why there is none."""
     pyspy = find_pyspy()

@@ -20,6 +20,7 @@ obeyed by the terminal.
 from __future__ import annotations
 
 import argparse
+import bisect
 import contextlib
 import dataclasses
 import enum
@@ -562,6 +563,13 @@ def _in_time_order(events: Iterable[Event], lateness_s: float, max_held: int = R
 
 
 # -- the recording ---------------------------------------------------------------------------------------
+#: Seconds by which the wall and monotonic clocks must move apart to count as a suspend or a clock change (NTP
+#: slews far less; a sample's two stamps are taken microseconds apart).
+CLOCK_STEP_S = 1.0
+#: Clock steps kept per recording (a crafted file cannot grow the list without bound).
+MAX_CLOCK_STEPS = 4096
+
+
 @dataclass(slots=True)
 class Extent:
     """What the reading pass learned about the events' times, so a streamed recording needs no event list.
@@ -574,6 +582,9 @@ class Extent:
         wall_minus_mono_s: wall minus monotonic clock of the first sample in time order (None: no sample).
         lateness_s: how far behind the newest time before it a replayed line came, at most.
         replayed: the number of events the replay applies.
+        clock_steps: (monotonic time, wall minus monotonic) from each sample on where the two clocks moved apart
+            by more than CLOCK_STEP_S: the machine was suspended (CLOCK_MONOTONIC stops while suspended, the
+            wall clock does not) or the wall clock was set. Wall times after a step are read with its offset.
     """
 
     good_lines: int = 1
@@ -583,6 +594,7 @@ class Extent:
     wall_minus_mono_s: float | None = None
     lateness_s: float = 0.0
     replayed: int = 0
+    clock_steps: list[tuple[float, float]] = field(default_factory=list)
     _first_sample: tuple[float, int] = (math.inf, 0)
     _newest_s: float = -math.inf
 
@@ -598,9 +610,27 @@ class Extent:
         self._newest_s = max(self._newest_s, mono)
         if event.kind == "sample":
             self.series.add(event.series)
+            offset = float(event.value.ts_s - event.value.mono_s)
             if (mono, number) < self._first_sample:
                 self._first_sample = (mono, number)
-                self.wall_minus_mono_s = float(event.value.ts_s - event.value.mono_s)
+                self.wall_minus_mono_s = offset
+            self._note_clock(mono, offset)
+
+    def _note_clock(self, mono_s: float, offset_s: float) -> None:
+        """Keep a step where this sample's wall-minus-monotonic differs from the one in force at its time."""
+        steps = self.clock_steps
+        at = bisect.bisect_right(steps, (mono_s, math.inf))
+        in_force = steps[at - 1][1] if at else None
+        moved = in_force is None or abs(offset_s - in_force) > CLOCK_STEP_S
+        if moved and len(steps) < MAX_CLOCK_STEPS:
+            steps.insert(at, (mono_s, offset_s))
+
+    def wall_minus_mono_at(self, mono_s: float) -> float | None:
+        """Wall minus monotonic clock in force at ``mono_s``: the step before it (the first sample's before that)."""
+        at = bisect.bisect_right(self.clock_steps, (mono_s, math.inf))
+        if at:
+            return self.clock_steps[at - 1][1]
+        return self.clock_steps[0][1] if self.clock_steps else self.wall_minus_mono_s
 
 
 @dataclass(slots=True)
@@ -715,9 +745,14 @@ class Recording:
         return sorted(self.extent.series)
 
     def wall_time(self, mono_s: float) -> float:
-        """The wall-clock time of a recorded monotonic time (from the first sample's pair of clocks)."""
-        if self.extent.wall_minus_mono_s is not None:
-            return self.extent.wall_minus_mono_s + mono_s
+        """The wall-clock time of a recorded monotonic time, from the samples' pairs of clocks.
+
+        Not from the first sample's pair alone: the monotonic clock stops while the machine is suspended, so
+        after a resume every wall time read from it would be early by the length of the suspend.
+        """
+        offset = self.extent.wall_minus_mono_at(mono_s)
+        if offset is not None:
+            return offset + mono_s
         created = float(self.header.get("created_at", 0.0))
         return created - float(self.header.get("created_mono_s", 0.0)) + mono_s
 
@@ -1130,7 +1165,7 @@ class ProgressLine:
     def __call__(self, fraction: float) -> None:
         """Show ``fraction`` (0..1) read."""
         now = time.monotonic()
-        if not self.on or now - self._last < self.every_s:
+        if not self.on or (now - self._last < self.every_s and fraction < 1.0):  # the end is always shown
             return
         self._last = now
         text = f"\roptitop: reading {self.label} {fraction * 100:3.0f}%"

@@ -156,6 +156,7 @@ class Session:
         self.runners = [CollectorRunner(c, store, self._stop) for c in collectors]
         self._analyzer = analyzer
         self._analyzer_state: object = None
+        self._analyzer_failures = 0
         self._housekeeper = threading.Thread(target=self._housekeep, name="optitop-housekeeping", daemon=True)
         self._me = psutil.Process(os.getpid())
         self._self_cpu: deque[tuple[float, float]] = deque()
@@ -222,9 +223,11 @@ class Session:
             self._check_target_identity()
             try:
                 diagnosis = self._judge()
-            except Exception:  # an analyzer bug must not stop collection
+            except Exception as exc:  # an analyzer bug must not stop collection, nor leave a stale verdict unsaid
                 log.debug("analyzer failed", exc_info=True)
+                self._analyzer_status(exc)
                 continue
+            self._analyzer_status(None)
             if diagnosis is None:
                 continue
             now = time.monotonic()
@@ -300,6 +303,22 @@ class Session:
             return
         name = str(procs[0].name)
         self.store.rename_target(name, str(procs[0].cmdline) or name)
+
+    #: The source name under which the analyzer's failures are shown (the header, doctor-like status lines).
+    ANALYZER_SOURCE = "analyzer"
+
+    def _analyzer_status(self, exc: Exception | None) -> None:
+        """A failing analyzer becomes a visible status (the verdict on screen is then from before it failed);
+        the status turns ok again when a judgement succeeds. Nothing is stored while it never failed."""
+        if exc is None:
+            if self._analyzer_failures:
+                self._analyzer_failures = 0
+                self.store.set_status(SourceStatus(self.ANALYZER_SOURCE, SourceState.OK))
+            return
+        self._analyzer_failures += 1
+        reason = f"the analyzer failed ({type(exc).__name__}: {exc}); the verdict shown is from before"
+        status = SourceStatus(self.ANALYZER_SOURCE, SourceState.ERROR, reason, failures=self._analyzer_failures)
+        self.store.set_status(status)
 
     def _check_stalls(self) -> None:
         now = time.monotonic()

@@ -106,6 +106,15 @@ def start_target() -> Iterator[Callable[[str], Target]]:
             target.proc.stdout.close()
 
 
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now (the kernel picks it)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def wait_for(
     predicate: Callable[[], object], timeout_s: float = 10.0, every_s: float = 0.05, what: str = "condition not met"
 ) -> object:

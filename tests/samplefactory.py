@@ -8,6 +8,7 @@ busy Python server (pid 4242) on a 2-core host with an H100.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from optitop.collectors.gpu import GpuDevice, GpuSample
@@ -63,9 +64,14 @@ def system_sample(ts_s: float, mono_s: float, dt_s: float | None = 1.0, **fields
     return SystemSample(ts_s, mono_s, dt_s, **{**values, **fields})
 
 
+def required_none(cls: type) -> dict[str, Any]:
+    """None for every field of ``cls`` without a default (a field added later with a default keeps it)."""
+    return {f.name: None for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
+
+
 def gpu_device(**fields: Any) -> GpuDevice:
     """An H100 read through GPM at 78 % SM, used by the target, power capped; every other reading unknown."""
-    values: dict[str, Any] = dict.fromkeys(GpuDevice.__dataclass_fields__)
+    values: dict[str, Any] = required_none(GpuDevice)
     values.update(
         index=0,
         uuid="GPU-1",

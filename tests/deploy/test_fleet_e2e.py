@@ -29,7 +29,7 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
-from conftest import wait_for
+from conftest import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "optitop-rules.yml"
@@ -71,14 +71,6 @@ def _pump(stream) -> queue.Queue[str]:
 
     threading.Thread(target=run, daemon=True).start()
     return lines
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get_json(url: str) -> dict:

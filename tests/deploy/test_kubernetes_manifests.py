@@ -12,7 +12,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -21,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
-from conftest import wait_for
+from conftest import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "kubernetes"
@@ -155,9 +154,3 @@ def watched_pid(port: int) -> int | None:
         return None
     found = re.search(r'optitop_target_info\{[^}]*pid="(\d+)"', text)
     return int(found.group(1)) if found else None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

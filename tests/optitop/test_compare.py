@@ -6,6 +6,7 @@ import json
 import time
 
 import pytest
+import samplefactory
 from conftest import wait_for
 
 from optitop.collectors.gpu import GpuDevice, GpuSample
@@ -22,7 +23,7 @@ N = 30
 
 
 def device(name: str, sm: float, mem_gib: float) -> GpuDevice:
-    values: dict = dict.fromkeys(GpuDevice.__dataclass_fields__)
+    values: dict = samplefactory.required_none(GpuDevice)
     values.update(
         index=0,
         uuid="GPU-1",

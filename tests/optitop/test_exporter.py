@@ -23,7 +23,7 @@ from dataclasses import replace
 import psutil
 import pytest
 import samplefactory
-from conftest import wait_for
+from conftest import free_port, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from optitop.collectors.serving import ServingStats
@@ -128,14 +128,16 @@ def test_unit_names():
 def test_export_main_usage_errors_are_one_line(capsys):
     assert export_main(["--pid", "1", "--listen", "nowhere"]) == 2
     assert "HOST:PORT" in capsys.readouterr().err
-    assert export_main(["--pid", "999999999"]) == 2
-    assert "no process with pid 999999999" in capsys.readouterr().err
+    gone = _reaped_pid()
+    assert export_main(["--pid", str(gone)]) == 2
+    assert f"no process with pid {gone}" in capsys.readouterr().err
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _reaped_pid() -> int:
+    """The pid of a child that has exited and been reaped: valid, and (for a while) nobody's."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
 
 
 def get_json(url: str) -> dict:

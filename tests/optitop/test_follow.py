@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-import socket
-
-from conftest import wait_for
+from conftest import free_port, wait_for
 
 from optitop.config import Options
 from optitop.follow import FollowingSession
 from optitop.tui.format import with_gaps
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def server(port: int) -> str:

@@ -179,6 +179,30 @@ def test_a_just_booted_machine_replays_from_the_first_sample(tmp_path, monkeypat
     assert T0 - 1.0 <= rec.start_mono_s <= T0 < rec.end_mono_s <= T0 + 5.0
 
 
+def test_wall_times_after_a_suspend_carry_the_suspend(tmp_path):
+    """CLOCK_MONOTONIC stops while the machine is suspended and the wall clock does not: a recording made across
+    a suspend has samples whose two clocks moved apart by its length, and wall times after it must say so."""
+    clock = SyntheticClock(T0)
+    store = Store(target_info(), clock=clock)
+    path = str(tmp_path / "suspended.jsonl")
+    recorder = Recorder(store, path)
+    recorder.start()
+    suspended_s = 3600.0
+    for i in range(20):
+        clock.now_s = T0 + i
+        wall = WALL0 + i + (suspended_s if i >= 10 else 0.0)  # an hour asleep between samples 9 and 10
+        store.add("process", dataclasses.replace(process_sample(i), ts_s=wall))
+    wait_for(lambda: recorder.events >= 20, timeout_s=10)
+    recorder.stop()
+    rec = load(path)
+    assert rec.wall_time(T0 + 5) == pytest.approx(WALL0 + 5)
+    assert rec.wall_time(T0 + 15) == pytest.approx(WALL0 + 15 + suspended_s)
+    replayer = Replayer(rec, analyzer=lambda window, state: (Diagnosis("idle", 0.5), state))
+    replayer.advance_to(T0 + 12)
+    assert replayer.wall_time() == pytest.approx(WALL0 + 12 + suspended_s)  # the replay bar's clock
+    assert replayer.store.window().diagnoses[-1].ts_s == pytest.approx(WALL0 + 12 + suspended_s)
+
+
 def test_replayer_feeds_the_store_in_time_order_and_rejudges(tmp_path):
     path = str(tmp_path / "run.jsonl")
     made = record(path, n=20)

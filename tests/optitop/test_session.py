@@ -233,3 +233,25 @@ def test_stack_sampling_slows_while_the_verdict_holds_and_recovers_when_it_moves
         wait_for(lambda: stacks.paces[-1] == Session.STEADY_PACE, timeout_s=10, what="slowed after the zoom")
     finally:
         session.stop()
+
+
+def test_a_failing_analyzer_is_a_visible_status_and_clears_when_it_recovers():
+    failing = threading.Event()
+    failing.set()
+
+    def analyzer(window, state):
+        if failing.is_set():
+            raise ZeroDivisionError("division by zero")
+        return judge(window, state)
+
+    store = Store(TargetInfo(1, "t", "t", "u", 0.0, "h"))
+    session = Session(store, [Counting()], Options(interval_s=0.05), analyzer=analyzer)
+    session.start()
+    try:
+        status = wait_for(lambda: store.statuses().get("analyzer"), what="the analyzer's status")
+        assert status.state is SourceState.ERROR
+        assert "ZeroDivisionError: division by zero" in status.reason and "from before" in status.reason
+        failing.clear()
+        wait_for(lambda: store.statuses()["analyzer"].state is SourceState.OK, what="ok again")
+    finally:
+        session.stop()

@@ -71,6 +71,7 @@ ROWS: list[tuple[str, str, list[str], list[str]]] = [
 #: Options whose bad values another suite covers (paths: tests/optitop/test_record_replay.py and friends).
 ELSEWHERE = {("record", "--output"), ("bundle", "--output"), ("replay", "path"), ("compare", "before")}
 ELSEWHERE |= {("compare", "after")}
+ELSEWHERE |= {("export", "--web-config")}  # eleven bad web-config files: tests/optitop/test_exporter.py
 #: What a subcommand needs besides the bad option to reach the option's check.
 REQUIRED = {"record": ["-o", "/nonexistent/x.jsonl"], "bundle": ["-o", "/nonexistent/x.tgz"], "replay": ["x"]}
 

@@ -206,7 +206,7 @@ def write_big_recording(path: str, megabytes: int) -> int:
     writer.write(header(store, None, ("process",)))
     padding = "x" * 20_000  # a big line: what a py-spy sample of many threads looks like in bytes
     i = 0
-    while os.path.getsize(path) < megabytes << 20:
+    while os.path.getsize(writer.part_path) < megabytes << 20:
         sample = samplefactory.process_sample(WALL0 + i, T0 + i, 1.0, status=padding)
         writer.write(sample_line("process", sample))
         i += 1

@@ -148,6 +148,6 @@ def test_sighup_restores_the_terminal_and_ends_the_recording(start_target, pane,
     modes = wait_for(lambda: (tmp_path / "stty.txt").exists() and (tmp_path / "stty.txt").read_text(), 10)
     assert isinstance(modes, str)
     assert {"icanon", "echo", "isig"} <= set(modes.split()), f"the terminal was left raw: {modes}"
-    rec = load(str(recording))
+    rec = load(str(recording).removesuffix(".part"))  # written as NAME.part, renamed when it stopped
     assert rec.complete, rec.problems()
     assert rec.target.pid == target.pid

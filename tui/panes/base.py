@@ -21,9 +21,7 @@ from textual.strip import Strip
 from textual.widgets import Static
 
 from optitop.tui.format import clip, printable
-from optitop.types import Window
-
-CATEGORY_NAMES = ("compute", "memory_io", "scheduling", "network", "host_cpu", "idle", "none", "unknown")
+from optitop.types import CATEGORIES, Window
 
 
 class Pane(Static):
@@ -40,7 +38,7 @@ class Pane(Static):
         "pane--warn",
         "pane--bad",
         "pane--exited",
-        *(f"verdict--{c}" for c in CATEGORY_NAMES),
+        *(f"verdict--{c}" for c in CATEGORIES),
     }
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:  # noqa: A002

@@ -115,6 +115,13 @@ class GpuPane(Pane):
             for dev in sample.devices:
                 text.append("\n")
                 self._summary_row(text, dev, width)
+            # What the blocks would take: the app gives spare rows to a pane that was cut, and a pane that only
+            # ever reports its summary rows would never be given the rows for its blocks.
+            full = Text()
+            for dev in sample.devices:
+                full.append("\n")
+                self._block(full, window, dev, width)
+            self.uncut_rows = text.plain.count("\n") - len(sample.devices) + full.plain.count("\n") + 1
         elif len(sample.devices) > COMPACT_ABOVE:
             self._compact(text, window, sample, width)
         else:
