@@ -26,7 +26,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-SCENARIOS = ("compute", "memory_io", "scheduling", "network", "host_cpu", "idle", "none")
+SCENARIOS = ("compute", "memory_io", "memory_io_stream", "scheduling", "network", "host_cpu", "idle", "none")
 CLASSES = ("compute", "memory_io", "scheduling", "network", "host_cpu", "idle", "none", "unknown")
 OPTITOP = str(Path(sys.executable).parent / "optitop")
 
@@ -101,7 +101,9 @@ def read_verdicts(path: Path) -> list[tuple[float, dict]]:
 def run_scenario(
     scenario: str, duration_s: float, warmup_s: float, interval_s: float, extra: list[str], keep: Path | None = None
 ) -> Result:
-    result = Result(scenario, expected=scenario)
+    from optitop.demo.scenarios import get
+
+    result = Result(scenario, expected=get(scenario).category)
     proc, pid, url = start_demo(scenario, extra)
     try:
         time.sleep(warmup_s)  # a benchmark, not a test: the workload needs time to reach its steady state

@@ -47,7 +47,8 @@ class Scenario:
     """One workload that induces one bottleneck class for real.
 
     Attributes:
-        name: the category the analyzer should name (``compute``, ``memory_io`` …).
+        name: the scenario's name: the category the analyzer should name (``compute``, ``memory_io`` …), or a
+            variant of one (``memory_io_stream``: ``expect`` says which).
         summary: one line for ``--help`` and the demo banner.
         model: the model kind in ``optitop.demo.models`` (``mlp``, ``stream``, ``tiny``).
         batching: the batcher's policy.
@@ -56,6 +57,7 @@ class Scenario:
         tokenise_passes: pure-Python tokeniser passes per request, run by the model worker before the model, as
             home-grown servers that pre-process inside the inference loop do (0: none).
         all_cores: let torch use every core (math- or memory-bound kernels); otherwise one thread.
+        expect: the category of a variant whose name is not one ("" when ``name`` is the category).
     """
 
     name: str
@@ -66,6 +68,12 @@ class Scenario:
     upstream_delay_s: float | None = None
     tokenise_passes: int = 0
     all_cores: bool = False
+    expect: str = ""
+
+    @property
+    def category(self) -> str:
+        """The class the analyzer should name for this scenario."""
+        return self.expect or self.name
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -89,6 +97,16 @@ SCENARIOS: dict[str, Scenario] = {
             batching=Batching(max_batch=4, max_wait_s=0.05),
             load=Load(concurrency=4, rate_per_s=None),
             all_cores=True,
+        ),
+        Scenario(
+            "memory_io_stream",
+            "the same streaming into buffers allocated once (no fresh pages: the page-fault signal stays quiet, "
+            "the op mix of the Python frames has to tell it from math)",
+            model="stream_prealloc",
+            batching=Batching(max_batch=4, max_wait_s=0.05),
+            load=Load(concurrency=4, rate_per_s=None),
+            all_cores=True,
+            expect="memory_io",
         ),
         Scenario(
             "scheduling",
