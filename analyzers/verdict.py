@@ -542,7 +542,8 @@ def missing_for(a: Assessment) -> tuple[str, ...]:
         state, reason = statuses.get(source, ("", ""))
         line = hint
         if reason and state not in ("ok", "starting"):
-            line = f"{hint.split(':')[0]}: {reason}"
+            what = hint.split(":")[0]
+            line = reason if reason.startswith(what) else f"{what}: {reason}"  # a reason may already say what
         elif state in ("ok", "starting"):
             # running, but its first sample has not arrived (py-spy's first window takes seconds): the hint's
             # remedy ("needs ptrace …") would send the user after a problem they do not have

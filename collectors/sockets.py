@@ -240,7 +240,12 @@ class SocketsCollector:
         self.pid = ctx.pid
         self._tree = TargetTree(ctx.pid)
         if _read_text(f"/proc/{ctx.pid}/net/tcp") is None:
-            raise SourceUnavailable(f"cannot read /proc/{ctx.pid}/net/tcp: run optitop as the target's user or as root")
+            fix = (
+                "refused even to root: a security module (AppArmor, SELinux) or another user namespace"
+                if os.geteuid() == 0
+                else "run optitop as the target's user or as root"
+            )
+            raise SourceUnavailable(f"cannot read /proc/{ctx.pid}/net/tcp: {fix}")
         self._prev_mono: float | None = None
         self._prev_counters: _NetCounters | None = None
         self._backlog_note = ""

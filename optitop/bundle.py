@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from optitop import __version__
-from optitop.collectors.pystacks import find_pyspy  # the py-spy that samples is the one that dumps
+from optitop.collectors.pystacks import find_pyspy, ptrace_fix  # the py-spy that samples is the one that dumps
 from optitop.config import Options
 from optitop.record import write_snapshot
 from optitop.redact import redact_json, redact_text
@@ -78,7 +78,7 @@ def stack_dump(pid: int) -> str:
     if got.returncode != 0:
         hint = ""
         if "ptrace" in got.stderr.lower() or "permission" in got.stderr.lower():
-            hint = "\n(py-spy needs ptrace: run as root or set kernel.yama.ptrace_scope=0)"
+            hint = f"\n({ptrace_fix()})"  # what this process lacks: root, CAP_SYS_PTRACE, or the Yama scope
         return f"no stack dump: py-spy exited {got.returncode}:\n{got.stderr.strip()}{hint}\n"
     return got.stdout
 

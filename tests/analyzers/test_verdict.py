@@ -182,6 +182,13 @@ def test_missing_sources_are_named_with_the_sessions_reason():
     assert not any("process" in m for m in d.missing)
 
 
+def test_a_reason_that_already_names_the_source_is_not_prefixed_twice():
+    reason = "no Python stacks: not a Python process"
+    w = window(proc(cpu=1), statuses={"pystacks": SourceStatus("pystacks", SourceState.UNAVAILABLE, reason)})
+    missing = analyze(w).missing
+    assert reason in missing and not any("no Python stacks: no Python stacks" in m for m in missing)
+
+
 def test_starting_source_is_not_blamed():
     w = window(proc(cpu=1), statuses={"pystacks": SourceStatus("pystacks", SourceState.STARTING)})
     assert "no Python stacks yet (starting)" in analyze(w).missing
