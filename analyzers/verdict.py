@@ -397,7 +397,27 @@ def evidence_for(a: Assessment, category: str) -> tuple[str, ...]:
     lat = a.signals.latency
     if lat is not None and not lat.absent and category in ("scheduling", "network", "none", *BUSY_CLASSES):
         lines.insert(min(1, len(lines)), lat.line())
-    return tuple(dict.fromkeys(lines))[:MAX_EVIDENCE]
+    return tuple(_without_repeats(lines))[:MAX_EVIDENCE]
+
+
+def _without_repeats(lines: list[str]) -> list[str]:
+    """``lines`` less duplicates and less a line that another one says in full ("3 requests waiting" beside "3
+    requests waiting while none runs"): two rules on one signal would otherwise spend two of the few rows on it.
+    The longer line takes the place of the first of the two."""
+
+    def says(longer: str, shorter: str) -> bool:  # whole words: "SM 5 %" is not said by "SM 50 %"
+        return longer == shorter or longer.startswith(shorter + " ")
+
+    out: list[str] = []
+    for line in lines:
+        if any(says(kept, line) for kept in out):
+            continue
+        shorter = next((i for i, kept in enumerate(out) if says(line, kept)), None)
+        if shorter is None:
+            out.append(line)
+        else:
+            out[shorter] = line
+    return out
 
 
 def candidate_lines(a: Assessment) -> list[str]:

@@ -470,3 +470,11 @@ def test_backend_worker_parked_while_its_frontend_queues_is_scheduling():
     fired = {h.rule.id for h in a.scores["scheduling"].fired()}
     assert "sched.parked_backend" in fired and "sched.parked" not in fired
     assert a.leader == "scheduling"
+
+
+def test_evidence_does_not_say_one_thing_twice():
+    from optitop.analyzers.verdict import _without_repeats
+
+    lines = ["8.8 requests waiting", "749 ms per request", "8.8 requests waiting while none runs", "749 ms per request"]
+    assert _without_repeats(lines) == ["8.8 requests waiting while none runs", "749 ms per request"]
+    assert _without_repeats(["SM 5", "SM 50 %"]) == ["SM 5", "SM 50 %"]  # a number is not a prefix of another
