@@ -47,7 +47,7 @@ class Demo:
 
 def parser() -> argparse.ArgumentParser:
     """The ``optitop demo`` arguments."""
-    from optitop.cli import DURATION_S, _Parser, bounded
+    from optitop.args import DURATION_S, Parser, bounded
 
     def port(text: str) -> int:
         value = int(bounded(0, 65535)(text))
@@ -55,7 +55,7 @@ def parser() -> argparse.ArgumentParser:
             raise argparse.ArgumentTypeError(f"not a port: {text!r}")
         return value
 
-    p = _Parser(
+    p = Parser(
         prog="optitop demo",
         description="Start a bundled PyTorch inference server under a scenario's load and watch it live.",
         epilog="Scenarios: " + "; ".join(f"{s.name}: {s.summary}" for s in SCENARIOS.values()),

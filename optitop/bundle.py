@@ -202,9 +202,9 @@ def write_archive(path: str | SafeFile, bundle: Bundle, *, force: bool = False) 
 # -- ``optitop bundle`` ----------------------------------------------------------------------------------
 def bundle_parser() -> argparse.ArgumentParser:
     """The parser of ``optitop bundle``."""
-    from optitop.cli import BUNDLE_MINUTES, BUNDLE_SAMPLE_S, _Parser, add_collection_args, add_target_args, bounded
+    from optitop.args import BUNDLE_MINUTES, BUNDLE_SAMPLE_S, Parser, add_collection_args, add_target_args, bounded
 
-    parser = _Parser(
+    parser = Parser(
         prog="optitop bundle",
         description="Save an incident bundle: recent metrics and verdicts, a stack dump, device state, endpoints "
         "and doctor output, secrets redacted.",
@@ -238,7 +238,7 @@ def bundle_main(argv: Sequence[str]) -> int:
     The archive's temporary file is created first: a refused or uncreatable path is bad usage (2) before
     anything is sampled; a failure while gathering or writing is a failure while running (1).
     """
-    from optitop.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError, options_from
+    from optitop.args import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError, options_from
     from optitop.runtime import make_session
     from optitop.target import TargetError, resolve
 

@@ -411,9 +411,9 @@ def to_json(before: Recording | Run, after: Recording | Run, rows: list[Row], wa
 # -- ``optitop compare`` ---------------------------------------------------------------------------------
 def compare_parser() -> argparse.ArgumentParser:
     """The parser of ``optitop compare``."""
-    from optitop.cli import _Parser
+    from optitop.args import Parser
 
-    parser = _Parser(
+    parser = Parser(
         prog="optitop compare",
         description="Two recordings side by side: throughput, latency, queue, utilisation, bandwidth, memory "
         "and verdicts, with the delta and the better side per row.",
@@ -426,7 +426,7 @@ def compare_parser() -> argparse.ArgumentParser:
 
 def compare_main(argv: Sequence[str]) -> int:
     """``optitop compare before.jsonl after.jsonl [--json]``; returns the exit code."""
-    from optitop.cli import EXIT_OK, EXIT_USAGE
+    from optitop.args import EXIT_OK, EXIT_USAGE
 
     args = compare_parser().parse_args(argv)
     runs: list[Run] = []

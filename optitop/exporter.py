@@ -337,9 +337,9 @@ def parse_listen(text: str) -> tuple[str, int]:
 # -- ``optitop export`` ----------------------------------------------------------------------------------
 def export_parser() -> argparse.ArgumentParser:
     """The parser of ``optitop export``."""
-    from optitop.cli import _Parser, add_collection_args, add_target_args
+    from optitop.args import Parser, add_collection_args, add_target_args
 
-    parser = _Parser(
+    parser = Parser(
         prog="optitop export",
         description="Serve the target's metrics and the bottleneck verdict to Prometheus (see docs/prometheus.md).",
     )
@@ -361,7 +361,7 @@ def export_parser() -> argparse.ArgumentParser:
 
 def export_main(argv: Sequence[str]) -> int:
     """``optitop export --pid PID --listen 127.0.0.1:9400``: serve until SIGTERM/SIGINT or the target exits."""
-    from optitop.cli import EXIT_USAGE, UsageError, options_from
+    from optitop.args import EXIT_USAGE, UsageError, options_from
     from optitop.runtime import make_session
     from optitop.target import TargetError, resolve
 

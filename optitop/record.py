@@ -368,9 +368,9 @@ def default_record_path(pid: int, directory: str = ".", suffix: str = ".jsonl.gz
 # -- ``optitop record`` ----------------------------------------------------------------------------------
 def record_parser() -> argparse.ArgumentParser:
     """The parser of ``optitop record``."""
-    from optitop.cli import DURATION_S, _Parser, add_collection_args, add_target_args, bounded
+    from optitop.args import DURATION_S, Parser, add_collection_args, add_target_args, bounded
 
-    parser = _Parser(
+    parser = Parser(
         prog="optitop record",
         description="Record a target's metrics and verdicts to a JSON Lines file (replay or compare it later).",
     )
@@ -400,7 +400,7 @@ def record_main(argv: Sequence[str]) -> int:
     A target or an output path that cannot be used is bad usage (2, before anything is sampled); a write that
     fails while recording is a failure while running (1).
     """
-    from optitop.cli import EXIT_USAGE, UsageError, options_from
+    from optitop.args import EXIT_USAGE, UsageError, options_from
     from optitop.target import TargetError, resolve
 
     args = record_parser().parse_args(argv)
@@ -422,7 +422,7 @@ def record_main(argv: Sequence[str]) -> int:
 
 
 def _record(pid: int, options: Options, path: str, duration_s: float | None, force: bool) -> int:
-    from optitop.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+    from optitop.args import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
     from optitop.runtime import make_session
 
     session = make_session(pid, options)

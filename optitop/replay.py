@@ -1129,9 +1129,9 @@ class Replayer:
 # -- ``optitop replay`` ----------------------------------------------------------------------------------
 def replay_parser() -> argparse.ArgumentParser:
     """The parser of ``optitop replay``."""
-    from optitop.cli import REPLAY_SPEED, _Parser, bounded
+    from optitop.args import REPLAY_SPEED, Parser, bounded
 
-    parser = _Parser(
+    parser = Parser(
         prog="optitop replay",
         description="Replay a recording in the live screen: space pauses, . steps, left/right seek 10 s.",
     )
@@ -1232,7 +1232,7 @@ def read_with_progress(path: str, visit: Callable[[Event], None] | None = None) 
 
 def replay_main(argv: Sequence[str]) -> int:
     """``optitop replay run.jsonl [--speed X]``: the TUI on recorded data; returns the exit code."""
-    from optitop.cli import EXIT_USAGE
+    from optitop.args import EXIT_USAGE
 
     args = replay_parser().parse_args(argv)
     try:

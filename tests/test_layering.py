@@ -87,3 +87,16 @@ def test_analyzers_load_no_vendor_module():
         "import sys, optitop.analyzers;print(sorted(m for m in ('psutil', 'pynvml', 'textual') if m in sys.modules))"
     )
     assert out.strip() == "[]"
+
+
+def test_nothing_imports_the_entry_point():
+    """The subcommands build their parsers from optitop.args: none reaches back into optitop.cli for a helper
+    (that made an import circle of six modules). Only ``python -m optitop`` and the demo, which runs the live
+    screen on its own server, call the entry point."""
+    allowed = {ROOT / "optitop" / "__main__.py", ROOT / "optitop" / "cli.py", ROOT / "demo" / "cli.py"}
+    bad = []
+    for folder in ("optitop", "collectors", "analyzers", "tui", "demo"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if path not in allowed and "optitop.cli" in imported_names(path):
+                bad.append(str(path.relative_to(ROOT)))
+    assert not bad, f"these import optitop.cli: {bad}"
