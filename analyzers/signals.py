@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from optitop.analyzers.latency import decompose, latency_signals
-from optitop.types import Latency, SourceState, Window
+from optitop.types import Latency, SourceState, Window, gpu_busy_pct
 
 #: A thread counts as busy at this share of one core (averaged over the window).
 BUSY_THREAD_PCT = 50.0
@@ -352,7 +352,7 @@ def _gpu(samples: Sequence[Any]) -> dict[str, Any]:
         return mean(_device_pct([d for d in devs if _is_legacy(d)], name) for devs in per_sample)
 
     def busy(devs: Sequence[Any]) -> float | None:
-        return _max_known(_num(d, "legacy_gpu_util_pct" if _is_legacy(d) else "sm_util_pct") for d in devs)
+        return _max_known(gpu_busy_pct(d) for d in devs)
 
     def pcie_bytes(devs: Sequence[Any]) -> float | None:
         return _max_known(_max_known((_num(d, "pcie_rx_bytes_per_s"), _num(d, "pcie_tx_bytes_per_s"))) for d in devs)

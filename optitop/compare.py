@@ -22,7 +22,7 @@ from typing import Any
 from optitop.replay import Event, Recording, RecordingError, Replayer, read_with_progress
 from optitop.safetext import printable
 from optitop.serialize import SCHEMA_VERSION
-from optitop.types import CATEGORIES, Sample
+from optitop.types import CATEGORIES, Sample, gpu_busy_pct
 
 #: Relative difference under which two values count as the same.
 SAME_WITHIN = 0.02
@@ -112,7 +112,7 @@ def _gpu_sum(pick: Callable[[Any], float | None]) -> Extract:
 
 
 def _sm_util(device: Any) -> float | None:
-    return device.sm_util_pct if device.sm_util_pct is not None else device.legacy_gpu_util_pct
+    return gpu_busy_pct(device)
 
 
 def _pcie(device: Any) -> float | None:

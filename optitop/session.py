@@ -27,6 +27,7 @@ from optitop.types import (
     SourceUnavailable,
     TargetGone,
     Window,
+    gpu_busy_pct,
 )
 
 log = logging.getLogger(__name__)
@@ -377,16 +378,14 @@ def name_os_thread(name: str) -> None:
 
 
 def _gpu_busy_pct(sample: object) -> float | None:
-    """The busiest of the target's GPUs (all GPUs when it uses none): SM % under GPM, else the legacy busy %."""
+    """The busiest of the target's GPUs (all GPUs when it uses none), by ``types.gpu_busy_pct``'s policy."""
     devices = getattr(sample, "devices", ())
     wanted = set(getattr(sample, "target_gpu_indices", ()) or ())
     values = []
     for dev in devices:
         if wanted and getattr(dev, "index", None) not in wanted:
             continue
-        value = getattr(dev, "sm_util_pct", None)
-        if value is None:
-            value = getattr(dev, "legacy_gpu_util_pct", None)
+        value = gpu_busy_pct(dev)
         if value is not None:
             values.append(float(value))
     return max(values) if values else None

@@ -259,3 +259,31 @@ class Window:
         """The samples of one collector from the last ``seconds`` of the window."""
         start = self.now_mono_s - seconds
         return tuple(s for s in self.samples.get(name, ()) if s.mono_s >= start)
+
+
+class GpuUtilisation(Protocol):
+    """What a GPU device sample says about how busy it is (``collectors.gpu.GpuDevice`` has these fields)."""
+
+    @property
+    def util_source(self) -> str:
+        """ "gpm" or "legacy": where the utilisation numbers came from."""
+
+    @property
+    def sm_util_pct(self) -> float | None:
+        """GPM's SM activity %."""
+
+    @property
+    def legacy_gpu_util_pct(self) -> float | None:
+        """NVML's legacy utilisation % (a kernel ran in the sample period)."""
+
+
+def gpu_busy_pct(device: GpuUtilisation) -> float | None:
+    """How busy a GPU is, by one policy for the verdict, the pane, compare, the GPU-dip dump and the exporter.
+
+    GPM's SM activity where the device reads GPM; NVML's legacy utilisation only where it does not (``util_source``
+    "legacy": no GPM, or GPM failed and fell back). Never the legacy number on a GPM device: on Hopper it read 0 %
+    during a busy matmul (ARCHITECTURE.md), so a GPM device without an SM reading is unknown, not idle.
+    """
+    if device.util_source == "legacy":
+        return device.legacy_gpu_util_pct
+    return device.sm_util_pct

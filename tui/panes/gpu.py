@@ -14,7 +14,7 @@ from rich.text import Text
 
 from optitop.tui.format import bar, clip, fmt_bytes, fmt_pct, spark
 from optitop.tui.panes.base import Pane
-from optitop.types import SourceState, Window
+from optitop.types import SourceState, Window, gpu_busy_pct
 
 if TYPE_CHECKING:
     from optitop.collectors.gpu import GpuDevice, GpuSample
@@ -86,7 +86,7 @@ def util_history(window: Window, index: int) -> tuple[list[float | None], list[f
     dram: list[float | None] = []
     for s in window.series("gpu"):
         dev = next((d for d in cast("GpuSample", s).devices if d.index == index), None)
-        sm.append(None if dev is None else (dev.sm_util_pct if dev.util_source == "gpm" else dev.legacy_gpu_util_pct))
+        sm.append(None if dev is None else gpu_busy_pct(dev))
         dram.append(None if dev is None else (dev.dram_bw_util_pct if dev.util_source == "gpm" else None))
     return sm, dram
 
