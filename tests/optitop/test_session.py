@@ -139,6 +139,8 @@ class FakeGpu(Counting):
         class Dev:
             index: int
             sm_util_pct: float
+            util_source: str = "gpm"
+            legacy_gpu_util_pct: float | None = None
 
         @dataclass(frozen=True)
         class GpuTick(Sample):
