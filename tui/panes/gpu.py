@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 #: Above this many GPUs each one gets a single row instead of a block.
 COMPACT_ABOVE = 2
+#: Seconds between recounts of the rows the full blocks would take while the pane is squeezed to summary rows.
+BLOCK_ROWS_EVERY_S = 10.0
 #: The warning under a GPU whose driver runs without persistence mode.
 PERSISTENCE_OFF = "persistence mode off: clocks drop between requests, NVML starts slowly (nvidia-smi -pm 1)"
 
@@ -94,6 +96,9 @@ def util_history(window: Window, index: int) -> tuple[list[float | None], list[f
 class GpuPane(Pane):
     """Per-GPU blocks, or one row per GPU above COMPACT_ABOVE devices."""
 
+    #: ((devices, width), when, rows): the last count of the full blocks' rows (see ``build``).
+    _block_rows: tuple[tuple[int, int], float, int] | None = None
+
     def inputs(self, window: Window) -> tuple[object, ...] | None:
         """With no sample the pane is one line from the collector's status (rebuilt when that changes); with
         one, every tick (its numbers and history move)."""
@@ -116,12 +121,18 @@ class GpuPane(Pane):
                 text.append("\n")
                 self._summary_row(text, dev, width)
             # What the blocks would take: the app gives spare rows to a pane that was cut, and a pane that only
-            # ever reports its summary rows would never be given the rows for its blocks.
-            full = Text()
-            for dev in sample.devices:
-                full.append("\n")
-                self._block(full, window, dev, width)
-            self.uncut_rows = text.plain.count("\n") - len(sample.devices) + full.plain.count("\n") + 1
+            # ever reports its summary rows would never be given the rows for its blocks. Building the blocks
+            # too doubled the pane's cost on every tick at 80x24, so their row count is taken again only when
+            # the devices or the width change, or every BLOCK_ROWS_EVERY_S (a throttle line comes and goes).
+            key = (len(sample.devices), width)
+            cached = self._block_rows
+            if cached is None or cached[0] != key or window.now_mono_s - cached[1] >= BLOCK_ROWS_EVERY_S:
+                full = Text()
+                for dev in sample.devices:
+                    full.append("\n")
+                    self._block(full, window, dev, width)
+                cached = self._block_rows = (key, window.now_mono_s, full.plain.count("\n"))
+            self.uncut_rows = text.plain.count("\n") - len(sample.devices) + cached[2] + 1
         elif len(sample.devices) > COMPACT_ABOVE:
             self._compact(text, window, sample, width)
         else:
