@@ -23,8 +23,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 SCENARIOS = ("compute", "memory_io", "memory_io_stream", "scheduling", "network", "host_cpu", "idle", "none")
 CLASSES = ("compute", "memory_io", "scheduling", "network", "host_cpu", "idle", "none", "unknown")
@@ -145,6 +147,31 @@ def judge(result: Result, verdicts: list[tuple[float, dict]]) -> None:
         if all(v["category"] == result.expected for _, v in verdicts[i:]):
             result.time_to_correct_s = verdicts[i][0] - start
             break
+
+
+def run_cases(
+    cases: list[Any], run: Callable[[Any], Result], *, label: str, noun: str, name_w: int, json_path: str | None
+) -> int:
+    """Run each case (one broken case must not hide the others' figures), then print the confusion matrix and the
+    table, and write the JSON when asked; exit 0 only when every case read right. SIGTERM stops between cases."""
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    results: list[Result] = []
+    for case in cases:
+        print(f"… {case.name}", file=sys.stderr, flush=True)
+        try:
+            results.append(run(case))
+        except KeyboardInterrupt:
+            print("interrupted: servers stopped", file=sys.stderr)
+            break
+        except Exception as exc:  # noqa: BLE001 - reported in the table
+            results.append(Result(case.name, case.expected, error=f"{type(exc).__name__}: {exc}"))
+        print(f"  {results[-1].final} ({results[-1].confidence:.2f}) {results[-1].error}", file=sys.stderr)
+    print(confusion(results, label=f"{label} \\ got", width=name_w + 2))
+    print()
+    print(table(results, noun=noun, name_w=name_w, evidence_w=110))
+    if json_path:
+        Path(json_path).write_text(json.dumps([asdict(r) for r in results], indent=2))
+    return 0 if results and all(r.correct for r in results) else 1
 
 
 def confusion(results: list[Result], label: str = "expected \\ got", width: int = 16) -> str:

@@ -32,13 +32,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accuracy import Result, confusion, judge, read_verdicts, table  # noqa: E402
+from accuracy import Result, judge, read_verdicts, run_cases  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent / "frameworks"
@@ -398,24 +398,8 @@ def main() -> int:
         return 0
     by_name = {c.name: c for c in CASES}
     chosen = [by_name[n] for n in args.cases.split(",") if n]
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    results: list[Result] = []
-    for case in chosen:
-        print(f"… {case.name}", file=sys.stderr, flush=True)
-        try:
-            results.append(run_case(case, args, args.keep))
-        except KeyboardInterrupt:
-            print("interrupted: servers stopped", file=sys.stderr)
-            break
-        except Exception as exc:  # one broken case must not hide the others' figures
-            results.append(Result(case.name, case.expected, error=f"{type(exc).__name__}: {exc}"))
-        print(f"  {results[-1].final} ({results[-1].confidence:.2f}) {results[-1].error}", file=sys.stderr)
-    print(confusion(results, label="case \\ got", width=24))
-    print()
-    print(table(results, noun="framework cases", name_w=22, evidence_w=110))
-    if args.json_path:
-        Path(args.json_path).write_text(json.dumps([asdict(r) for r in results], indent=2))
-    return 0 if results and all(r.correct for r in results) else 1
+    run = lambda case: run_case(case, args, args.keep)  # noqa: E731
+    return run_cases(chosen, run, label="case", noun="framework cases", name_w=22, json_path=args.json_path)
 
 
 if __name__ == "__main__":

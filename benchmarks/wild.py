@@ -19,16 +19,15 @@ record`` and judges the verdicts as benchmarks/accuracy.py does (share on class,
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accuracy import Result, confusion, judge, read_verdicts, table  # noqa: E402
+from accuracy import Result, judge, read_verdicts, run_cases  # noqa: E402
 from frameworks import _read_line, free_port, kill_group  # noqa: E402
 
 HERE = Path(__file__).resolve().parent / "wild"
@@ -118,21 +117,9 @@ def main() -> int:
     parser.add_argument("--json", dest="json_path", default=None, help="also write the results here")
     args = parser.parse_args()
     by_name = {c.name: c for c in CASES}
-    results: list[Result] = []
-    for name in [n for n in args.cases.split(",") if n]:
-        case = by_name[name]
-        print(f"… {case.name}", file=sys.stderr, flush=True)
-        try:
-            results.append(run_case(case, args))
-        except Exception as exc:  # one broken case must not hide the others' figures
-            results.append(Result(case.name, case.expected, error=f"{type(exc).__name__}: {exc}"))
-        print(f"  {results[-1].final} ({results[-1].confidence:.2f}) {results[-1].error}", file=sys.stderr)
-    print(confusion(results, label="case \\ got", width=22))
-    print()
-    print(table(results, noun="cases", name_w=20, evidence_w=110))
-    if args.json_path:
-        Path(args.json_path).write_text(json.dumps([asdict(r) for r in results], indent=2))
-    return 0 if results and all(r.correct for r in results) else 1
+    chosen = [by_name[n] for n in args.cases.split(",") if n]
+    run = lambda case: run_case(case, args)  # noqa: E731
+    return run_cases(chosen, run, label="case", noun="cases", name_w=20, json_path=args.json_path)
 
 
 if __name__ == "__main__":
