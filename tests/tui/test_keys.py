@@ -218,16 +218,27 @@ async def test_r_records_to_a_private_file_and_r_again_stops(start_target, tmp_p
     assert recording.samples("process")
 
 
+def shadow_file(tmp_path: Path) -> Path:
+    """A root-owned-looking file elsewhere that another user's planted links point at."""
+    victim = tmp_path / "elsewhere" / "shadow"
+    victim.parent.mkdir()
+    victim.write_text("root:$6$precious:19000:0:99999:7:::\n")
+    victim.chmod(0o640)
+    return victim
+
+
+def fingerprint(path: Path) -> tuple[bytes, int, int]:
+    """What a write through a link would change: the bytes, the mode, the inode."""
+    return path.read_bytes(), path.stat().st_mode, path.stat().st_ino
+
+
 async def test_r_never_writes_through_a_link_planted_at_its_predictable_name(start_target, tmp_path, monkeypatch):
     # Another user plants links at the names the r key will use (the host, the pid and the next seconds) and
     # at their .part names, pointing at a root-owned file: the key press must leave that file alone.
     monkeypatch.chdir(tmp_path)
     target = start_target(TARGET)
-    victim = tmp_path / "elsewhere" / "shadow"
-    victim.parent.mkdir()
-    victim.write_text("root:$6$precious:19000:0:99999:7:::\n")
-    victim.chmod(0o640)
-    before = (victim.read_bytes(), victim.stat().st_mode, victim.stat().st_ino)
+    victim = shadow_file(tmp_path)
+    before = fingerprint(victim)
     now = time.time()
     planted = []
     for second in range(60):  # the names of the next minute
@@ -246,7 +257,7 @@ async def test_r_never_writes_through_a_link_planted_at_its_predictable_name(sta
         done = await wait_notified(pilot, "recorded")
         said = messages(app)
         await pilot.press("q")
-    assert (victim.read_bytes(), victim.stat().st_mode, victim.stat().st_ino) == before
+    assert fingerprint(victim) == before
     assert all(link.is_symlink() and link.resolve() == victim for link in planted)
     written = Path(done.rsplit(" to ", 1)[1])
     assert written.name.endswith("-2.jsonl.gz")
@@ -275,11 +286,8 @@ async def test_b_writes_an_incident_bundle(start_target, tmp_path, monkeypatch):
 async def test_b_never_writes_through_a_link_planted_at_its_predictable_name(start_target, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     target = start_target(TARGET)
-    victim = tmp_path / "elsewhere" / "shadow"
-    victim.parent.mkdir()
-    victim.write_text("root:$6$precious:19000:0:99999:7:::\n")
-    victim.chmod(0o640)
-    before = (victim.read_bytes(), victim.stat().st_mode, victim.stat().st_ino)
+    victim = shadow_file(tmp_path)
+    before = fingerprint(victim)
     now = time.time()
     for second in range(90):  # the names of the next minute and a half, and their .part names
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now + second))
@@ -295,7 +303,7 @@ async def test_b_never_writes_through_a_link_planted_at_its_predictable_name(sta
         await pilot.press("b")
         note = await wait_notified(pilot, "wrote optitop-incident-", timeout_s=40)
         await pilot.press("q")
-    assert (victim.read_bytes(), victim.stat().st_mode, victim.stat().st_ino) == before
+    assert fingerprint(victim) == before
     written = tmp_path / note.removeprefix("wrote ").split(" ", 1)[0]
     assert written.name.endswith("-2.tar.gz") and "symbolic link" in note
     assert not written.is_symlink() and stat.S_IMODE(written.stat().st_mode) == 0o600
@@ -373,17 +381,15 @@ async def test_no_color_and_mono_drop_the_colours_but_keep_the_verdict(tmp_path,
 async def test_the_palette_screenshot_never_writes_through_a_link(tmp_path, monkeypatch):
     # Textual's own screenshot opened ~/Downloads/<name>.svg with a plain open(), following a planted link.
     monkeypatch.chdir(tmp_path)
-    victim = tmp_path / "elsewhere" / "shadow"
-    victim.parent.mkdir()
-    victim.write_text("precious\n")
-    before = (victim.read_bytes(), victim.stat().st_ino)
+    victim = shadow_file(tmp_path)
+    before = fingerprint(victim)
     (tmp_path / "shot.svg").symlink_to(victim)
     app = replay_app(tmp_path)
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for_screen(pilot, lambda t: "COMPUTE-BOUND" in t)
         app.deliver_screenshot(filename="shot.svg")
         note = await wait_notified(pilot, "screenshot saved to")
-    assert (victim.read_bytes(), victim.stat().st_ino) == before
+    assert fingerprint(victim) == before
     written = tmp_path / "shot-2.svg"
     assert str(written.name) in note and written.read_text().startswith("<svg")
     assert stat.S_IMODE(written.stat().st_mode) == 0o600
