@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from optitop.types import Latency
+from optitop.model import Latency
 
 #: Fewer completions per second than this and per-request figures are noise (one request in 20 s).
 MIN_RATE_PER_S = 0.05

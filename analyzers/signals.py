@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from optitop.analyzers.latency import decompose, latency_signals
-from optitop.types import Latency, SourceState, Window, gpu_busy_pct
+from optitop.model import Latency, SourceState, Window, gpu_busy_pct
 
 #: A thread counts as busy at this share of one core (averaged over the window).
 BUSY_THREAD_PCT = 50.0

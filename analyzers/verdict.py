@@ -34,7 +34,7 @@ from optitop.analyzers.rules import (
     fmt_threshold,
 )
 from optitop.analyzers.signals import SIGNAL_NAMES, Signals, extract
-from optitop.types import Diagnosis, Window
+from optitop.model import Diagnosis, Window
 
 #: Judged classes (``unknown`` is not scored; it is what too little data gives).
 SCORED: tuple[str, ...] = ("idle", "scheduling", *BUSY_CLASSES, "network")

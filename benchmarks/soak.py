@@ -31,9 +31,9 @@ from dataclasses import dataclass
 import psutil
 
 from optitop.config import Options
+from optitop.model import SourceState
 from optitop.runtime import make_session
 from optitop.session import Session
-from optitop.types import SourceState
 
 #: The target: it prints its metrics port, then serves until killed.
 TARGET = textwrap.dedent(

@@ -11,7 +11,7 @@ import importlib.util
 from dataclasses import dataclass
 
 from optitop.config import CollectorContext
-from optitop.types import Collector
+from optitop.model import Collector
 
 
 @dataclass(frozen=True, slots=True)

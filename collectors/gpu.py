@@ -36,7 +36,7 @@ from typing import Any
 
 from optitop.collectors.procfs import read_status_field
 from optitop.config import CollectorContext
-from optitop.types import Sample, SourceUnavailable
+from optitop.model import GpuDevice, GpuSample, SourceUnavailable
 
 MIB = 1024 * 1024
 #: How often the slow legacy PCIe throughput call (blocks ~20 ms per call) may run.
@@ -131,92 +131,6 @@ GPM_FIELDS: tuple[tuple[str, str], ...] = (
 )
 #: GPM metrics that NVML reports in MiB/s (converted to bytes/s).
 GPM_MIB_PER_S = {"PCIE_RX_PER_SEC", "PCIE_TX_PER_SEC", "NVLINK_TOTAL_RX_PER_SEC", "NVLINK_TOTAL_TX_PER_SEC"}
-
-
-@dataclass(frozen=True, slots=True)
-class GpuDevice:
-    """One GPU over the last tick. Utilisations are 0..100 %, None when unknown (never 0 for missing).
-
-    ``util_source`` says where the utilisation numbers came from: "gpm" (profiling counters, Hopper and newer)
-    or "legacy" (``nvmlDeviceGetUtilizationRates``: the share of time a kernel / a memory access was in
-    flight, which reads 0 % under full load on some machines). ``dram_bytes_per_s`` is DRAM_BW_UTIL times the
-    peak derived from bus width and max memory clock: an estimate. ``missing`` lists "what: why" for values
-    NVML would not give; ``note`` carries a device-level problem (a lost GPU). ``util_note`` says why a GPM
-    device reads "legacy" (GPM sampling kept failing). ``gpu_instance_id`` names the MIG GPU instance the
-    GPM numbers are of (the target's), None for the whole GPU.
-    """
-
-    index: int
-    uuid: str
-    name: str
-    util_source: str
-    sm_util_pct: float | None
-    sm_occupancy_pct: float | None
-    tensor_util_pct: float | None
-    hmma_util_pct: float | None
-    imma_util_pct: float | None
-    dfma_util_pct: float | None
-    fp16_util_pct: float | None
-    fp32_util_pct: float | None
-    fp64_util_pct: float | None
-    dram_bw_util_pct: float | None
-    graphics_util_pct: float | None
-    legacy_gpu_util_pct: float | None
-    legacy_mem_util_pct: float | None
-    pcie_rx_bytes_per_s: float | None
-    pcie_tx_bytes_per_s: float | None
-    pcie_source: str
-    nvlink_rx_bytes_per_s: float | None
-    nvlink_tx_bytes_per_s: float | None
-    dram_peak_bytes_per_s: float | None
-    dram_bytes_per_s: float | None
-    pcie_link_bytes_per_s: float | None
-    pcie_gen: int | None
-    pcie_width: int | None
-    pcie_gen_max: int | None
-    pcie_width_max: int | None
-    mem_used_bytes: int | None
-    mem_total_bytes: int | None
-    power_w: float | None
-    power_limit_w: float | None
-    temperature_c: float | None
-    sm_clock_mhz: int | None
-    sm_clock_max_mhz: int | None
-    mem_clock_mhz: int | None
-    mem_clock_max_mhz: int | None
-    throttle_reasons: tuple[str, ...]
-    mig_mode: bool | None
-    target_mem_bytes: int | None
-    target_sm_pct: float | None
-    target_mem_pct: float | None
-    target_pids: tuple[int, ...]
-    proc_util_note: str
-    pci_bus_id: str = ""
-    nvlink_present: bool | None = None
-    gpu_procs: int | None = None
-    missing: tuple[str, ...] = ()
-    note: str = ""
-    util_note: str = ""
-    persistence_mode: bool | None = None
-    gpu_instance_id: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class GpuSample(Sample):
-    """Every GPU (PCI bus order) and where the target runs on them.
-
-    ``target_gpu_indices`` lists the GPUs that run a process of the target tree; ``attribution_note`` says
-    why that may be incomplete (a PID namespace NVML's host pids cannot be matched across, the target using
-    no GPU). ``host_dram_bw_note`` is the host DRAM bandwidth line the memory pane prints.
-    """
-
-    devices: tuple[GpuDevice, ...]
-    driver_version: str
-    nvml_version: str
-    target_gpu_indices: tuple[int, ...]
-    attribution_note: str
-    host_dram_bw_note: str
-    cuda_order_note: str = ""
 
 
 # -- small pure helpers ------------------------------------------------------------------------------------

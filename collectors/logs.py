@@ -40,9 +40,8 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from optitop.collectors.logparse import LogEvent, make_stats, parse_line
-from optitop.collectors.serving import ServingSample, ServingStats
 from optitop.config import CollectorContext
-from optitop.types import SourceUnavailable
+from optitop.model import ServingSample, ServingStats, SourceUnavailable
 
 #: Where reading starts in a file found already written: this many bytes before its end.
 TAIL_BYTES = 16 * 1024

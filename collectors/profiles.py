@@ -25,7 +25,7 @@ from optitop.collectors.promtext import (
     label_match,
     quantile,
 )
-from optitop.collectors.serving import ServingStats
+from optitop.model import ServingStats
 
 #: Latency families: each fills ``<key>_p50_s`` and ``<key>_p95_s``.
 LATENCIES = ("queue_time", "ttft", "itl", "e2e")

@@ -43,10 +43,9 @@ from optitop.collectors.promtext import (
     fetch,
     parse_exposition,
 )
-from optitop.collectors.serving import ServingSample, ServingStats
 from optitop.config import CollectorContext
+from optitop.model import ServingSample, ServingStats, SourceUnavailable, TargetGone
 from optitop.redact import redact_text
-from optitop.types import SourceUnavailable, TargetGone
 
 #: Seconds between discovery rounds while no endpoint answers.
 REDISCOVER_S = 30.0

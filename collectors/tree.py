@@ -10,7 +10,7 @@ from __future__ import annotations
 import psutil
 
 from optitop.collectors.procfs import CLOCK_TICKS_PER_S, child_pids, read_stat
-from optitop.types import SourceUnavailable, TargetGone
+from optitop.model import SourceUnavailable, TargetGone
 
 #: Create times are counted in clock ticks: two readings of one process agree to well within half a tick.
 _SAME_START_S = 0.5 / CLOCK_TICKS_PER_S

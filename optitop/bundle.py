@@ -30,13 +30,13 @@ from typing import Any
 from optitop import __version__
 from optitop.collectors.pystacks import find_pyspy, ptrace_fix  # the py-spy that samples is the one that dumps
 from optitop.config import Options
+from optitop.model import Diagnosis, Window
 from optitop.record import write_snapshot
 from optitop.redact import redact_json, redact_text
 from optitop.safefile import SafeFile
 from optitop.safetext import printable_lines
 from optitop.serialize import SCHEMA_VERSION, report, to_jsonable
 from optitop.store import Store
-from optitop.types import Diagnosis, Window
 
 #: Seconds a bundle made without a live session samples the target for.
 DEFAULT_SAMPLE_S = 5.0

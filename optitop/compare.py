@@ -19,10 +19,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from optitop.model import CATEGORIES, Sample, gpu_busy_pct
 from optitop.replay import Event, Recording, RecordingError, Replayer, read_with_progress
 from optitop.safetext import printable
 from optitop.serialize import SCHEMA_VERSION
-from optitop.types import CATEGORIES, Sample, gpu_busy_pct
 
 #: Relative difference under which two values count as the same.
 SAME_WITHIN = 0.02

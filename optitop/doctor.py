@@ -15,7 +15,7 @@ from optitop.collectors.gpu import in_initial_pid_namespace
 from optitop.collectors.procfs import read_status_field
 from optitop.collectors.pystacks import CAP_SYS_PTRACE_BIT, effective_caps
 from optitop.config import CollectorContext, Options
-from optitop.types import SourceUnavailable, TargetGone
+from optitop.model import SourceUnavailable, TargetGone
 
 #: Seconds doctor waits for a source's first reading (py-spy's first 2 s window and its start-up).
 FIRST_DATA_WAIT_S = 4.0

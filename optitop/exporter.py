@@ -27,9 +27,9 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import CollectorRegistry
 
 from optitop.httpserve import Handler, MetricsServer, PageCache, Request, response
+from optitop.model import CATEGORIES, SourceState, Window
 from optitop.redact import redact_text
 from optitop.store import Store
-from optitop.types import CATEGORIES, SourceState, Window
 from optitop.webconfig import BasicAuth, WebConfig, load_web_config
 
 PREFIX = "optitop"

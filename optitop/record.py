@@ -38,10 +38,10 @@ from typing import IO, Any
 
 from optitop import __version__
 from optitop.config import Options
+from optitop.model import Diagnosis, Sample, SelfCost, SourceStatus, TargetInfo
 from optitop.safefile import SafeFile, check_destination
 from optitop.serialize import SCHEMA_VERSION, to_jsonable
 from optitop.store import Store
-from optitop.types import Diagnosis, Sample, SelfCost, SourceStatus, TargetInfo
 
 #: The value of the header line's ``type``; a file whose first line says otherwise is not a recording.
 HEADER_TYPE = "optitop-record"

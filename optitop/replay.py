@@ -25,7 +25,6 @@ import contextlib
 import dataclasses
 import enum
 import heapq
-import importlib
 import json
 import math
 import os
@@ -41,23 +40,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, TextIO
 
+from optitop.model import SAMPLE_TYPES, Diagnosis, Sample, SelfCost, SourceStatus, TargetInfo, Window
 from optitop.record import HEADER_TYPE
 from optitop.safetext import printable, printable_json
 from optitop.serialize import SCHEMA_VERSION
 from optitop.store import Store
-from optitop.types import Diagnosis, Sample, SelfCost, SourceStatus, TargetInfo, Window
-
-#: Series name -> (module under optitop.collectors, sample class). Imported lazily: some modules may be
-#: absent in this build, and replaying a file must not import NVML code it does not need.
-SAMPLE_CLASSES: dict[str, tuple[str, str]] = {
-    "process": ("process", "ProcessSample"),
-    "system": ("system", "SystemSample"),
-    "gpu": ("gpu", "GpuSample"),
-    "queue": ("serving", "ServingSample"),
-    "logs": ("serving", "ServingSample"),
-    "sockets": ("sockets", "SocketSample"),
-    "pystacks": ("pystacks", "PyStacksSample"),
-}
 
 #: Seconds a seek or step re-judges at most (the analyzer runs once per interval of recorded time).
 REJUDGE_SPAN_S = 12.0
@@ -301,52 +288,14 @@ def _scalar_converter(cls: type) -> Convert:
 
 
 # -- series -> sample class ------------------------------------------------------------------------------
-_CLASS_CACHE: dict[str, type | None] = {}
-_CLASS_WHY: dict[str, str] = {}
-
-
-def sample_class(series: str) -> type | None:
-    """The Sample subclass of one series, imported on first use; None (with ``unknown_reason``) when unknown.
-
-    Series missing from SAMPLE_CLASSES are looked up through the collector registry: the registered
-    collector's ``sample()`` return annotation names its sample class.
-    """
-    if series in _CLASS_CACHE:
-        return _CLASS_CACHE[series]
-    cls: type | None = None
-    try:
-        if series in SAMPLE_CLASSES:
-            module, name = SAMPLE_CLASSES[series]
-            cls = getattr(importlib.import_module(f"optitop.collectors.{module}"), name)
-        else:
-            cls = _class_from_registry(series)
-    except (ImportError, AttributeError) as exc:
-        _CLASS_WHY[series] = f"its collector is not in this build ({exc})"
-        cls = None
-    if cls is None and series not in _CLASS_WHY:
-        _CLASS_WHY[series] = "no collector of that name in this build"
-    _CLASS_CACHE[series] = cls
-    return cls
-
-
-def _class_from_registry(series: str) -> type | None:
-    from optitop.collectors import spec_by_name
-
-    try:
-        spec = spec_by_name(series)
-    except KeyError:
-        return None
-    collector = getattr(importlib.import_module(f"optitop.collectors.{spec.module}"), spec.class_name)
-    returned = typing.get_type_hints(collector.sample).get("return")
-    for candidate in typing.get_args(returned) or (returned,):
-        if isinstance(candidate, type) and issubclass(candidate, Sample):
-            return candidate
-    return None
+def sample_class(series: str) -> type[Sample] | None:
+    """The sample type of one series (``model.SAMPLE_TYPES``); None (see ``unknown_reason``) when unknown."""
+    return SAMPLE_TYPES.get(series)
 
 
 def unknown_reason(series: str) -> str:
     """Why a series could not be rebuilt (after sample_class returned None)."""
-    return _CLASS_WHY.get(series, "unknown series")
+    return "no series of that name in this build"
 
 
 # -- reading lines ---------------------------------------------------------------------------------------

@@ -11,11 +11,11 @@ from types import FrameType
 from optitop.analyzers import analyze, judge
 from optitop.collectors import REGISTRY, available_specs
 from optitop.config import CollectorContext, Options
+from optitop.model import Collector, SourceState, SourceStatus, SourceUnavailable
 from optitop.serialize import report
 from optitop.session import Session
 from optitop.store import Store
 from optitop.target import describe
-from optitop.types import Collector, SourceState, SourceStatus, SourceUnavailable
 
 
 def build_collectors(ctx: CollectorContext) -> tuple[list[Collector], list[SourceStatus]]:

@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from optitop import __version__
-from optitop.types import Diagnosis, Sample, SourceStatus, TargetInfo, Window
+from optitop.model import Diagnosis, Sample, SourceStatus, TargetInfo, Window
 
 #: Bumped whenever a key is renamed or removed (adding keys keeps the version).
 SCHEMA_VERSION = 1

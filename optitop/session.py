@@ -16,8 +16,7 @@ from collections.abc import Callable, Sequence
 import psutil
 
 from optitop.config import Options
-from optitop.store import Store
-from optitop.types import (
+from optitop.model import (
     Collector,
     Diagnosis,
     Sample,
@@ -29,6 +28,7 @@ from optitop.types import (
     Window,
     gpu_busy_pct,
 )
+from optitop.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 
+from optitop.model import Diagnosis, Sample, SelfCost, SourceState, SourceStatus, TargetInfo, Window
 from optitop.redact import redact_text
-from optitop.types import Diagnosis, Sample, SelfCost, SourceState, SourceStatus, TargetInfo, Window
 
 Listener = Callable[[str], None]
 Clock = Callable[[], float]

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import psutil
 
+from optitop.model import TargetInfo
 from optitop.redact import redact_cmdline
-from optitop.types import TargetInfo
 
 
 class TargetError(Exception):

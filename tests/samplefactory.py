@@ -11,10 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from optitop.collectors.gpu import GpuDevice, GpuSample
-from optitop.collectors.process import ProcessSample
-from optitop.collectors.serving import ServingSample, ServingStats
-from optitop.collectors.system import SystemSample
+from optitop.model import GpuDevice, GpuSample, ProcessSample, ServingSample, ServingStats, SystemSample
 
 PID = 4242
 

@@ -25,6 +25,7 @@ from textual.widget import Widget
 from textual.widgets import Footer, Static
 
 from optitop.config import Options
+from optitop.model import Window
 from optitop.session import Session
 from optitop.store import Store
 from optitop.tui.format import with_gaps
@@ -39,7 +40,6 @@ from optitop.tui.panes.tree import TreePane
 from optitop.tui.panes.verdict import VerdictPane
 from optitop.tui.quietinput import quiet_driver
 from optitop.tui.wire import crop_partial_updates
-from optitop.types import Window
 
 if TYPE_CHECKING:
     from collections.abc import Callable

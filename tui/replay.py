@@ -15,12 +15,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 
 from optitop.config import Options
+from optitop.model import Window
 from optitop.replay import Recording, Replayer
 from optitop.safetext import printable
 from optitop.tui.app import OptitopApp
 from optitop.tui.format import clip, fmt_clock, fmt_duration
 from optitop.tui.panes.base import Pane
-from optitop.types import Window
 
 #: Seconds between playback ticks (the position advances by wall time x speed at each).
 TICK_S = 0.1

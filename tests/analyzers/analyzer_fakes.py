@@ -11,10 +11,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from optitop.collectors.process import ProcessSample, ThreadSample
-from optitop.collectors.serving import ServingSample, ServingStats
-from optitop.collectors.system import SystemSample
-from optitop.types import Diagnosis, Sample, SourceState, SourceStatus, TargetInfo, Window
+from optitop.model import (
+    Diagnosis,
+    ProcessSample,
+    Sample,
+    ServingSample,
+    ServingStats,
+    SourceState,
+    SourceStatus,
+    SystemSample,
+    TargetInfo,
+    ThreadSample,
+    Window,
+)
 
 TARGET = TargetInfo(pid=4242, name="server", cmdline="python server.py", username="u", create_time_s=0.0, host="h")
 GB = 1e9

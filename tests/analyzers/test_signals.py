@@ -22,8 +22,7 @@ from analyzer_fakes import (
 )
 
 from optitop.analyzers.signals import SIGNAL_NAMES, Signals, extract
-from optitop.collectors.serving import ServingSample, ServingStats
-from optitop.types import Window
+from optitop.model import ServingSample, ServingStats, Window
 
 
 def test_empty_window_knows_nothing():

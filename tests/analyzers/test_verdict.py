@@ -10,7 +10,7 @@ from analyzer_fakes import Scenario, gpu, proc, pystacks, sequence, serving, soc
 from optitop.analyzers import analyze, judge
 from optitop.analyzers.hysteresis import HysteresisState, pending, step
 from optitop.analyzers.verdict import assess, context_lines
-from optitop.types import CATEGORIES, SourceState, SourceStatus
+from optitop.model import CATEGORIES, SourceState, SourceStatus
 
 # -- building blocks: what each situation looks like to each source ------------------------------------
 QUIET_SYSTEM = system(busy=5)

@@ -42,14 +42,13 @@ from optitop.collectors.gpu import (
     HOST_DRAM_BW_NOT_COLLECTED,
     HOST_DRAM_BW_UNAVAILABLE,
     GpuCollector,
-    GpuSample,
     decode_throttle,
     dram_peak_bytes_per_s,
     host_dram_bw_note,
     pcie_link_bytes_per_s,
 )
 from optitop.config import CollectorContext, Options
-from optitop.types import SourceUnavailable
+from optitop.model import GpuSample, SourceUnavailable
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent

@@ -11,9 +11,8 @@ from conftest import wait_for
 
 from optitop.collectors import logs
 from optitop.collectors.logs import MAX_LINE_BYTES, TAIL_BYTES, LogsCollector
-from optitop.collectors.serving import ServingSample
 from optitop.config import CollectorContext, Options
-from optitop.types import SourceUnavailable
+from optitop.model import ServingSample, SourceUnavailable
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "logs"
 

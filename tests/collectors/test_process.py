@@ -8,10 +8,10 @@ import signal
 import pytest
 from conftest import wait_for
 
-from optitop.collectors.process import ProcessCollector, ProcessSample
+from optitop.collectors.process import ProcessCollector
 from optitop.collectors.procfs import list_tids, read_stat
 from optitop.config import CollectorContext, Options
-from optitop.types import SourceUnavailable, TargetGone
+from optitop.model import ProcessSample, SourceUnavailable, TargetGone
 
 TWO_THREADS = """
 named_thread(spin, "burner")

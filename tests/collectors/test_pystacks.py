@@ -27,8 +27,6 @@ from optitop.collectors.pystacks import (
     SOURCE_CACHE_BYTES,
     SOURCE_FILE_MAX_BYTES,
     PyStacksCollector,
-    PyStacksSample,
-    PyThread,
     SourceLines,
     active_from_cpu,
     explain_failure,
@@ -38,7 +36,7 @@ from optitop.collectors.pystacks import (
 )
 from optitop.collectors.stackclass import Frame
 from optitop.config import CollectorContext, Options
-from optitop.types import SourceUnavailable, TargetGone
+from optitop.model import PyStacksSample, PyThread, SourceUnavailable, TargetGone
 
 pytestmark = pytest.mark.skipif(find_pyspy() is None, reason="py-spy is not installed next to Python or on PATH")
 

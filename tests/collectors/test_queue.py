@@ -23,9 +23,8 @@ from conftest import wait_for
 
 from optitop.collectors.promtext import fetch
 from optitop.collectors.queue import QueueCollector, normalise_url
-from optitop.collectors.serving import ServingSample
 from optitop.config import CollectorContext, Options
-from optitop.types import SourceUnavailable
+from optitop.model import ServingSample, SourceUnavailable
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "metrics"
 VLLM_V0 = (FIXTURES / "vllm-v0-aibrix-runtime-doc.prom").read_text()

@@ -11,9 +11,9 @@ import pytest
 from conftest import wait_for
 
 from optitop.collectors import sockets as sockets_module
-from optitop.collectors.sockets import BACKLOG_NETLINK, SocketSample, SocketsCollector, listen_backlogs
+from optitop.collectors.sockets import BACKLOG_NETLINK, SocketsCollector, listen_backlogs
 from optitop.config import CollectorContext, Options
-from optitop.types import SourceUnavailable, TargetGone
+from optitop.model import SocketSample, SourceUnavailable, TargetGone
 
 # The child: listener A (backlog 16) never accepts; listener B accepts and holds connections without reading
 # them; listener C on ::1 (when the host has IPv6); and one upstream connection to the test's own listener

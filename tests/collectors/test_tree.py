@@ -7,7 +7,7 @@ import pytest
 
 from optitop.collectors import procfs
 from optitop.collectors.tree import TargetTree
-from optitop.types import TargetGone
+from optitop.model import TargetGone
 
 # A child forked from a second thread, which forks a grandchild: the main thread's children file alone
 # would miss the child, and a one-level read would miss the grandchild.

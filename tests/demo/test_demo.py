@@ -143,7 +143,7 @@ def assert_all_gone(procs: list[psutil.Process], timeout_s: float = 20.0) -> Non
 
 def test_every_scenario_names_a_known_model_and_category() -> None:
     from optitop.demo.models import KINDS
-    from optitop.types import CATEGORIES
+    from optitop.model import CATEGORIES
 
     assert {s.category for s in SCENARIOS.values()} == set(CATEGORIES) - {"unknown"}  # every class has one
     assert "memory_io_stream" in SCENARIOS  # memory-bound without fresh pages (issue 22)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from optitop.types import CATEGORIES
+from optitop.model import CATEGORIES
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "deploy" / "grafana"

@@ -9,14 +9,11 @@ import pytest
 import samplefactory
 from conftest import wait_for
 
-from optitop.collectors.gpu import GpuDevice, GpuSample
-from optitop.collectors.process import ProcessSample
-from optitop.collectors.serving import ServingSample, ServingStats
 from optitop.compare import compare, compare_main
+from optitop.model import Diagnosis, GpuDevice, GpuSample, ProcessSample, ServingSample, ServingStats, TargetInfo
 from optitop.record import Recorder
 from optitop.replay import load
 from optitop.store import Store
-from optitop.types import Diagnosis, TargetInfo
 
 GIB = 1 << 30
 N = 30

@@ -26,10 +26,9 @@ import samplefactory
 from conftest import free_port, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
-from optitop.collectors.serving import ServingStats
 from optitop.exporter import export_main, parse_listen, prom_name, serve
+from optitop.model import Diagnosis, Latency, ServingStats, SourceState, SourceStatus, TargetInfo
 from optitop.store import Store
-from optitop.types import Diagnosis, Latency, SourceState, SourceStatus, TargetInfo
 
 
 def fresh_store() -> Store:

@@ -9,10 +9,10 @@ import samplefactory
 
 from optitop.analyzers.signals import extract
 from optitop.compare import _gpu_mean, _sm_util
+from optitop.model import TargetInfo, gpu_busy_pct
 from optitop.session import _gpu_busy_pct
 from optitop.store import Store
 from optitop.tui.panes.gpu import util_history
-from optitop.types import TargetInfo, gpu_busy_pct
 
 WALL0 = 1_800_000_000.0
 

@@ -15,16 +15,24 @@ import pytest
 import samplefactory
 from conftest import wait_for
 
-from optitop.collectors.gpu import GpuDevice, GpuSample
-from optitop.collectors.process import ProcessSample, ThreadSample
-from optitop.collectors.serving import ServingSample, ServingStats
-from optitop.collectors.system import SystemSample
+from optitop.model import (
+    Diagnosis,
+    GpuDevice,
+    GpuSample,
+    ProcessSample,
+    ServingSample,
+    ServingStats,
+    SourceState,
+    SourceStatus,
+    SystemSample,
+    TargetInfo,
+    ThreadSample,
+)
 from optitop.record import Recorder
 from optitop.replay import ConversionError, Recording, RecordingError, Replayer, from_jsonable, load
 from optitop.safefile import RefusedPathError
 from optitop.serialize import SCHEMA_VERSION, to_jsonable
 from optitop.store import Store
-from optitop.types import Diagnosis, SourceState, SourceStatus, TargetInfo
 
 T0 = 1000.0
 WALL0 = 1_800_000_000.0

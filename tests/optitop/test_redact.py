@@ -294,8 +294,8 @@ async def test_the_picker_header_and_queue_pane_show_no_secret(guarded_endpoint,
 
 def test_a_status_reason_is_redacted_where_the_store_takes_it():
     """Every reason (a collector's error, one that could not be built, a replayed one) passes the store."""
+    from optitop.model import SourceState, SourceStatus, TargetInfo
     from optitop.store import Store
-    from optitop.types import SourceState, SourceStatus, TargetInfo
 
     store = Store(TargetInfo(pid=1, name="x", cmdline="x", username="u", create_time_s=0.0, host="h"))
     reason = f"URLError: cannot open http://admin:{PASSWORD}@h:1/metrics?token={TOKEN}"

@@ -9,9 +9,9 @@ from conftest import wait_for
 
 from optitop.analyzers import judge
 from optitop.config import Options
+from optitop.model import Diagnosis, Sample, SourceState, SourceUnavailable, TargetGone, TargetInfo
 from optitop.session import Session
 from optitop.store import Store
-from optitop.types import Diagnosis, Sample, SourceState, SourceUnavailable, TargetGone, TargetInfo
 
 
 class Counting:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from optitop.model import Diagnosis, Sample, SourceState, SourceStatus, TargetInfo
 from optitop.store import Store
-from optitop.types import Diagnosis, Sample, SourceState, SourceStatus, TargetInfo
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,14 +23,14 @@ import psutil
 import pytest
 from conftest import wait_for
 
-from optitop.collectors.process import ProcessCollector, ProcessSample
+from optitop.collectors.process import ProcessCollector
 from optitop.collectors.tree import TargetTree
 from optitop.config import CollectorContext, Options
+from optitop.model import ProcessSample, SourceState, TargetGone
 from optitop.runtime import make_session
 from optitop.session import Session
 from optitop.store import Store
 from optitop.target import describe
-from optitop.types import SourceState, TargetGone
 
 OPTITOP = shutil.which("optitop", path=str(Path(sys.executable).parent)) or "optitop"
 SLEEP = shutil.which("sleep") or "/bin/sleep"
@@ -374,7 +374,7 @@ def test_rates_and_windows_ignore_the_wall_clock_jumping(spawn, monkeypatch):
 
 def test_the_store_window_cuts_on_monotonic_time_not_the_wall_clock():
     """Samples stamped an hour ahead and an hour behind still fall into the window by their monotonic time."""
-    from optitop.types import Sample
+    from optitop.model import Sample
 
     store = Store(describe(os.getpid()), history_s=60.0)
     now = time.monotonic()

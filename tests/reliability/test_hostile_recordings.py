@@ -26,14 +26,13 @@ import samplefactory
 from conftest import wait_for
 
 from optitop.bundle import Bundle, stack_dump
-from optitop.collectors.process import ThreadSample
 from optitop.compare import compare_main
 from optitop.config import Options
+from optitop.model import Diagnosis, SelfCost, SourceState, SourceStatus, TargetInfo, ThreadSample
 from optitop.record import LineWriter, Recorder, header, sample_line, write_snapshot
 from optitop.replay import MAX_LINE_BYTES, ProgressLine, Replayer, load, quiet_keys, scan
 from optitop.serialize import to_jsonable
 from optitop.store import Store
-from optitop.types import Diagnosis, SelfCost, SourceState, SourceStatus, TargetInfo
 
 OPTITOP = str(Path(sys.executable).parent / "optitop")
 TMUX = shutil.which("tmux")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from optitop.model import Sample, TargetInfo
 from optitop.store import Store
-from optitop.types import Sample, TargetInfo
 
 
 @dataclass(frozen=True, slots=True)

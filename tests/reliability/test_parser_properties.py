@@ -36,11 +36,11 @@ from optitop.collectors.netparse import (
 from optitop.collectors.promtext import Exposition, NotExposition, histogram_buckets, parse_exposition, quantile
 from optitop.collectors.pystacks import parse_dump, parse_frame, parse_raw
 from optitop.config import Options
+from optitop.model import SourceState, SourceStatus, TargetInfo
 from optitop.record import header
 from optitop.replay import Recording, RecordingError, load
 from optitop.store import Store
 from optitop.tui.format import clip, printable
-from optitop.types import SourceState, SourceStatus, TargetInfo
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "metrics"
 PROM_FIXTURES = sorted(p.read_text(encoding="utf-8") for p in FIXTURES.glob("*.prom"))

@@ -8,16 +8,29 @@ fixed). The analyzer still runs over the replayed data, so the verdict on screen
 
 from __future__ import annotations
 
-from optitop.collectors.gpu import GpuDevice, GpuSample
-from optitop.collectors.process import ProcessSample, ProcInfo, ThreadSample
-from optitop.collectors.pystacks import HotFunction, PyStacksSample, PyThread
-from optitop.collectors.serving import ServingSample, ServingStats
-from optitop.collectors.sockets import ListenQueue, SocketSample
-from optitop.collectors.system import SystemSample
+from optitop.model import (
+    GpuDevice,
+    GpuSample,
+    HotFunction,
+    ListenQueue,
+    ProcessSample,
+    ProcInfo,
+    PyStacksSample,
+    PyThread,
+    Sample,
+    SelfCost,
+    ServingSample,
+    ServingStats,
+    SocketSample,
+    SourceState,
+    SourceStatus,
+    SystemSample,
+    TargetInfo,
+    ThreadSample,
+)
 from optitop.record import HEADER_TYPE, LineWriter, sample_line
 from optitop.replay import Replayer, ReplayStore, load
 from optitop.serialize import SCHEMA_VERSION, to_jsonable
-from optitop.types import Sample, SelfCost, SourceState, SourceStatus, TargetInfo
 
 #: 2026-03-12 03:12:00 UTC; the monotonic clock of the recording starts at MONO0.
 WALL0 = 1773285120.0

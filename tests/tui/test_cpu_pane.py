@@ -6,9 +6,8 @@ import time
 
 from samplefactory import process_sample
 
-from optitop.collectors.process import ThreadSample
+from optitop.model import SourceState, SourceStatus, TargetInfo, ThreadSample, Window
 from optitop.tui.panes.cpu import CpuPane
-from optitop.types import SourceState, SourceStatus, TargetInfo, Window
 
 
 def window(**fields: object) -> Window:

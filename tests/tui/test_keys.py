@@ -21,8 +21,8 @@ from textual.pilot import Pilot
 from tuiscreen import screen_text, wait_for_screen, without_scrollbar
 
 from optitop.cli import main_parser, options_from
-from optitop.collectors.process import ThreadSample
 from optitop.config import Options
+from optitop.model import ThreadSample
 from optitop.record import default_record_path
 from optitop.replay import load
 from optitop.runtime import make_session

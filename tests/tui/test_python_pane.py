@@ -5,9 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
-from optitop.collectors.pystacks import HotFunction, PyStacksSample, PyThread
+from optitop.model import HotFunction, PyStacksSample, PyThread, SourceState, SourceStatus, TargetInfo, Window
 from optitop.tui.panes.python import PythonPane
-from optitop.types import SourceState, SourceStatus, TargetInfo, Window
 
 
 def window(sample: PyStacksSample | None, state: SourceState = SourceState.OK, reason: str = "") -> Window:

@@ -10,10 +10,19 @@ from rich.text import Text
 from textual.app import App, ComposeResult
 
 import optitop.tui
-from optitop.collectors.serving import ServingSample, ServingStats
-from optitop.collectors.sockets import ListenQueue, PeerConn, SocketSample
+from optitop.model import (
+    ListenQueue,
+    PeerConn,
+    Sample,
+    ServingSample,
+    ServingStats,
+    SocketSample,
+    SourceState,
+    SourceStatus,
+    TargetInfo,
+    Window,
+)
 from optitop.tui.panes.queue import QueuePane, fmt_latency
-from optitop.types import Sample, SourceState, SourceStatus, TargetInfo, Window
 
 URL = "http://127.0.0.1:8000/metrics"
 

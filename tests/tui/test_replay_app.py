@@ -9,13 +9,12 @@ import pytest
 from conftest import wait_for
 from tuiscreen import screen_text, wait_for_screen
 
-from optitop.collectors.process import ProcessSample, ThreadSample
 from optitop.config import Options
+from optitop.model import ProcessSample, SourceState, SourceStatus, TargetInfo, ThreadSample
 from optitop.record import Recorder
 from optitop.replay import Replayer, load
 from optitop.store import Store
 from optitop.tui.replay import ReplayApp
-from optitop.types import SourceState, SourceStatus, TargetInfo
 
 WALL0 = time.mktime((2026, 3, 12, 3, 12, 0, 0, 0, -1))  # 03:12:00 local time
 SECONDS = 40

@@ -6,10 +6,10 @@ from rich.style import Style
 from tuiscreen import wait_for_screen
 
 from optitop.config import Options
+from optitop.model import Diagnosis, TargetInfo, Window
 from optitop.store import Store
 from optitop.tui.app import OptitopApp
 from optitop.tui.panes.verdict import STRIP_CHARS, VerdictPane
-from optitop.types import Diagnosis, TargetInfo, Window
 
 TARGET = TargetInfo(pid=4242, name="server", cmdline="python server.py", username="u", create_time_s=0.0, host="h")
 

@@ -9,13 +9,21 @@ import pytest
 import samplefactory
 from tuiscreen import screen_text, wait_for_screen, without_scrollbar
 
-from optitop.collectors.pystacks import HotFunction, PyStacksSample, PyThread
-from optitop.collectors.serving import ServingStats
 from optitop.config import Options
+from optitop.model import (
+    Diagnosis,
+    HotFunction,
+    PyStacksSample,
+    PyThread,
+    ServingStats,
+    SourceState,
+    SourceStatus,
+    TargetInfo,
+    confidence_word,
+)
 from optitop.store import Store
 from optitop.tui.app import OptitopApp
 from optitop.tui.panes.base import Pane, wrap_row
-from optitop.types import Diagnosis, SourceState, SourceStatus, TargetInfo, confidence_word
 
 TARGET = TargetInfo(pid=4242, name="server", cmdline="python server.py", username="u", create_time_s=0.0, host="h")
 WALL0 = 1_800_000_000.0

@@ -20,8 +20,8 @@ from textual.geometry import Region, Size
 from textual.strip import Strip
 from textual.widgets import Static
 
+from optitop.model import CATEGORIES, Window
 from optitop.tui.format import clip, printable
-from optitop.types import CATEGORIES, Window
 
 
 class Pane(Static):

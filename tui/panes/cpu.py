@@ -6,13 +6,12 @@ from typing import TYPE_CHECKING, cast
 
 from rich.text import Text
 
+from optitop.model import Window
 from optitop.tui.format import bar, clip, fmt_bytes, fmt_pct, fmt_rate, spark, with_gaps
 from optitop.tui.panes.base import Pane
-from optitop.types import Window
 
 if TYPE_CHECKING:
-    from optitop.collectors.process import ProcessSample, ThreadSample
-    from optitop.collectors.system import SystemSample
+    from optitop.model import ProcessSample, SystemSample, ThreadSample
 
 CORE_CELL = 14  # "c12 ████▌  45%"
 

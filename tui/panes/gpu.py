@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, cast
 
 from rich.text import Text
 
+from optitop.model import SourceState, Window, gpu_busy_pct
 from optitop.tui.format import bar, clip, fmt_bytes, fmt_pct, spark
 from optitop.tui.panes.base import Pane
-from optitop.types import SourceState, Window, gpu_busy_pct
 
 if TYPE_CHECKING:
-    from optitop.collectors.gpu import GpuDevice, GpuSample
+    from optitop.model import GpuDevice, GpuSample
 
 #: Above this many GPUs each one gets a single row instead of a block.
 COMPACT_ABOVE = 2

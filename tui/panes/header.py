@@ -6,10 +6,10 @@ import time
 
 from rich.text import Text
 
+from optitop.model import SourceState, Window
 from optitop.safetext import printable
 from optitop.tui.format import clip, fmt_bytes, fmt_clock, fmt_uptime
 from optitop.tui.panes.base import Pane
-from optitop.types import SourceState, Window
 
 _STATE_MARK = {
     SourceState.OK: ("●", "pane--ok"),

@@ -11,16 +11,13 @@ from typing import TYPE_CHECKING, cast
 
 from rich.text import Text
 
+from optitop.model import Window
 from optitop.tui.format import bar, clip, fmt_bytes, fmt_pct, fmt_rate, spark
 from optitop.tui.panes.base import Pane
 from optitop.tui.panes.gpu import COMPACT_ABOVE, fmt_si_rate, link_label, pct_of, unavailable_line, wrap
-from optitop.types import Window
 
 if TYPE_CHECKING:
-    from optitop.collectors.gpu import GpuDevice, GpuSample
-    from optitop.collectors.process import ProcessSample
-    from optitop.collectors.serving import ServingSample
-    from optitop.collectors.system import SystemSample
+    from optitop.model import GpuDevice, GpuSample, ProcessSample, ServingSample, SystemSample
 
 #: Seconds of process history the RSS growth rate is fitted over.
 RSS_SPAN_S = 60.0

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, ClassVar, cast
 
 from rich.text import Text
 
+from optitop.model import SourceState, Window
 from optitop.tui.format import clip, fmt_clock, fmt_duration, fmt_pct, printable
 from optitop.tui.panes.base import Pane
-from optitop.types import SourceState, Window
 
 if TYPE_CHECKING:
-    from optitop.collectors.pystacks import PyStacksSample, PyThread
+    from optitop.model import PyStacksSample, PyThread
 
 #: Each breakdown class: the colour class it is drawn in and the fill character (readable without colour).
 CLASS_STYLE: dict[str, tuple[str, str]] = {

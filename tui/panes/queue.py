@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from rich.style import Style
 from rich.text import Text
 
+from optitop.model import Sample, Window
 from optitop.tui.format import clip, fmt_bytes, fmt_pct, fmt_rate, spark
 from optitop.tui.panes.base import Pane
-from optitop.types import Sample, Window
 
 #: KV-cache use above which the number is shown as a warning (the scheduler starts preempting near 100 %).
 KV_WARN_PCT = 90.0

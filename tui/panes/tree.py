@@ -6,12 +6,12 @@ from typing import TYPE_CHECKING, cast
 
 from rich.text import Text
 
+from optitop.model import Window
 from optitop.tui.format import clip, fmt_bytes, fmt_pct
 from optitop.tui.panes.base import Pane
-from optitop.types import Window
 
 if TYPE_CHECKING:
-    from optitop.collectors.process import ProcessSample
+    from optitop.model import ProcessSample
 
 
 class TreePane(Pane):

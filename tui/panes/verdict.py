@@ -13,9 +13,9 @@ import itertools
 from rich.style import Style
 from rich.text import Text
 
+from optitop.model import Diagnosis, Window, confidence_word
 from optitop.tui.format import bar, clip, printable
 from optitop.tui.panes.base import Pane
-from optitop.types import Diagnosis, Window, confidence_word
 
 LABELS = {
     "compute": "COMPUTE-BOUND",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from optitop.types import Sample
+from optitop.model.core import Sample
 
 
 @dataclass(frozen=True, slots=True)

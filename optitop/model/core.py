@@ -7,7 +7,7 @@ they are plain, frozen and serialisable (see ``optitop.serialize``).
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar, Protocol, runtime_checkable
 
 
@@ -222,68 +222,3 @@ class SelfCost:
     rss_bytes: int | None
     slowest_source: str = ""
     slowest_latency_s: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Window:
-    """An immutable view of the store over a time span: what analyzers and panes receive.
-
-    Attributes:
-        samples: per collector name, its samples in time order (oldest first).
-        statuses: per collector name, its latest status.
-        target: the watched process.
-        now_mono_s: the monotonic time the window was cut at.
-        span_s: the length of the window in seconds.
-        self_cost: optitop's own cost.
-        diagnoses: the recent verdicts, oldest first.
-    """
-
-    samples: dict[str, tuple[Sample, ...]]
-    statuses: dict[str, SourceStatus]
-    target: TargetInfo
-    now_mono_s: float
-    span_s: float
-    self_cost: SelfCost = field(default_factory=lambda: SelfCost(None, None))
-    diagnoses: tuple[Diagnosis, ...] = ()
-
-    def series(self, name: str) -> tuple[Sample, ...]:
-        """The samples of one collector (empty when it produced none)."""
-        return self.samples.get(name, ())
-
-    def latest(self, name: str) -> Sample | None:
-        """The newest sample of one collector, or None."""
-        got = self.samples.get(name)
-        return got[-1] if got else None
-
-    def recent(self, name: str, seconds: float) -> tuple[Sample, ...]:
-        """The samples of one collector from the last ``seconds`` of the window."""
-        start = self.now_mono_s - seconds
-        return tuple(s for s in self.samples.get(name, ()) if s.mono_s >= start)
-
-
-class GpuUtilisation(Protocol):
-    """What a GPU device sample says about how busy it is (``collectors.gpu.GpuDevice`` has these fields)."""
-
-    @property
-    def util_source(self) -> str:
-        """ "gpm" or "legacy": where the utilisation numbers came from."""
-
-    @property
-    def sm_util_pct(self) -> float | None:
-        """GPM's SM activity %."""
-
-    @property
-    def legacy_gpu_util_pct(self) -> float | None:
-        """NVML's legacy utilisation % (a kernel ran in the sample period)."""
-
-
-def gpu_busy_pct(device: GpuUtilisation) -> float | None:
-    """How busy a GPU is, by one policy for the verdict, the pane, compare, the GPU-dip dump and the exporter.
-
-    GPM's SM activity where the device reads GPM; NVML's legacy utilisation only where it does not (``util_source``
-    "legacy": no GPM, or GPM failed and fell back). Never the legacy number on a GPM device: on Hopper it read 0 %
-    during a busy matmul (ARCHITECTURE.md), so a GPM device without an SM reading is unknown, not idle.
-    """
-    if device.util_source == "legacy":
-        return device.legacy_gpu_util_pct
-    return device.sm_util_pct
