@@ -1,16 +1,18 @@
 """What every subcommand's parser shares: exit codes, option bounds, value types, the shared options, and a parser
 whose errors are one line.
 
-Every command module (``cli``, ``record``, ``replay``, ``compare``, ``export``, ``bundle``, the demo) builds its
-parser from here; none imports another command's module or the entry point (``optitop.cli``) for them.
+Every command module (``optitop.commands.*``: the live/``--once`` mode, ``record``, ``replay``, ``compare``,
+``export``, ``bundle``, ``doctor``; the demo) builds its parser from here; none imports another command's module or
+the entry point (``optitop.cli``) for them.
 
-Exit codes: 0 success, 1 a failure while running, 2 bad usage or a target that cannot be resolved.
-Every user error is one line on stderr, never a traceback.
+Exit codes: 0 success, 1 a failure while running (a full disk included), 2 bad usage or a target that cannot be
+resolved, 130 interrupted. Every user error is one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import math
 import re
 import sys
@@ -23,10 +25,27 @@ from optitop.config import Options
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+#: Ctrl-C outside a command's own stop handling (the shell's 128 + SIGINT).
+EXIT_INTERRUPTED = 130
+
+#: Errors that say the machine ran out of something, not that the place the user named is wrong: a full disk or
+#: quota, an I/O error, no descriptors or buffers left. They are failures while running (1), whenever they show up.
+RESOURCE_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG, errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+)
 
 
 class UsageError(Exception):
     """A bad argument; the message is printed as ``optitop: …``."""
+
+
+def os_error_exit(exc: OSError) -> int:
+    """The exit code of an ``OSError`` met while opening what the user named (an output file, a listen address).
+
+    A refused path, a missing directory, a port in use is bad usage (2): another argument fixes it. A full disk or
+    an I/O error is a failure while running (1) even before anything was sampled: the argument was fine.
+    """
+    return EXIT_FAILURE if exc.errno in RESOURCE_ERRNOS else EXIT_USAGE
 
 
 #: Bounds of the options, checked at parse time (--help shows them). An interval past an hour is no longer a
