@@ -7,6 +7,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import psutil
 
@@ -15,10 +16,21 @@ from optitop.collectors.gpu import in_initial_pid_namespace
 from optitop.collectors.procfs import read_status_field
 from optitop.collectors.pystacks import CAP_SYS_PTRACE_BIT, effective_caps
 from optitop.config import CollectorContext, Options
-from optitop.model import SourceUnavailable, TargetGone
+from optitop.model import ProcessSample, SocketSample, SourceUnavailable, TargetGone
 
 #: Seconds doctor waits for a source's first reading (py-spy's first 2 s window and its start-up).
 FIRST_DATA_WAIT_S = 4.0
+#: The samples that say what they could not read (``denied``): a source that reads only part is not "ok".
+PARTIAL_SAMPLES = (ProcessSample, SocketSample)
+
+
+@runtime_checkable
+class Describes(Protocol):
+    """A collector that says what it found (the GPUs, the endpoints, the py-spy in use): doctor's "ok" detail."""
+
+    def describe(self) -> str:
+        """One line on what the source reads here."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,11 +61,13 @@ def check_source(name: str, pid: int, options: Options) -> Finding:
         while sample is None and time.monotonic() < deadline:
             time.sleep(0.25)
             sample = collector.sample()
-        extra = getattr(collector, "describe", None)
-        detail = extra() if callable(extra) else ("ok" if sample is not None else "ok (no data yet)")
+        if isinstance(collector, Describes):
+            detail = collector.describe()
+        else:
+            detail = "ok" if sample is not None else "ok (no data yet)"
         # A source that works only in part (another user's fds, I/O counters) is not "ok": what it cannot
         # read is missing from the screen, and the fix is who optitop runs as.
-        denied = tuple(getattr(sample, "denied", ()) or ())
+        denied = sample.denied if isinstance(sample, PARTIAL_SAMPLES) else ()
         if denied:
             return Finding(name, False, f"only in part: cannot read {'; '.join(denied)}: {_run_as_fix(pid)}")
         return Finding(name, True, str(detail))
