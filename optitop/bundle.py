@@ -10,24 +10,22 @@ leaves no half archive, and an existing file is replaced only with ``--force``, 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
 import os
 import socket
 import subprocess
-import sys
 import tarfile
 import tempfile
-import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from optitop import __version__
+from optitop.collectors import REGISTRY
 from optitop.collectors.pystacks import find_pyspy, ptrace_fix  # the py-spy that samples is the one that dumps
 from optitop.config import Options
 from optitop.model import Diagnosis, Window
@@ -37,6 +35,9 @@ from optitop.safefile import SafeFile
 from optitop.safetext import printable_lines
 from optitop.serialize import SCHEMA_VERSION, report, to_jsonable
 from optitop.store import Store
+
+if TYPE_CHECKING:
+    from optitop.session import CollectorRunner
 
 #: Seconds a bundle made without a live session samples the target for.
 DEFAULT_SAMPLE_S = 5.0
@@ -109,11 +110,38 @@ def endpoints_text(urls: Sequence[str]) -> tuple[str, str]:
     return listing, head + got.body
 
 
-def queue_endpoints(session: Any) -> list[str]:
-    """The endpoints the queue collector found (empty when it does not run)."""
-    runner = session.runner("queue") if session is not None else None
-    endpoints = getattr(runner.collector, "endpoints", {}) if runner is not None else {}
-    return list(endpoints)
+@runtime_checkable
+class EndpointSource(Protocol):
+    """A collector that scrapes /metrics endpoints (the queue collector): the URLs it found are its keys."""
+
+    @property
+    def endpoints(self) -> Mapping[str, object]:
+        """The endpoints in use, by URL."""
+        ...
+
+
+class RunnerLookup(Protocol):
+    """What :func:`queue_endpoints` needs of a session (``Session`` and ``FollowingSession`` both have it)."""
+
+    def runner(self, name: str) -> CollectorRunner | None:
+        """The runner of one collector, if it runs."""
+        ...
+
+
+def queue_endpoints(session: RunnerLookup | None) -> list[str]:
+    """The endpoints the session's scraping collectors found (empty when none runs), in the order found.
+
+    The collectors are looked at by what they can do (:class:`EndpointSource`), not by the name of the one
+    that scrapes today.
+    """
+    if session is None:
+        return []
+    urls: dict[str, None] = {}
+    for spec in REGISTRY:
+        runner = session.runner(spec.name)
+        if runner is not None and isinstance(runner.collector, EndpointSource):
+            urls.update(dict.fromkeys(runner.collector.endpoints))
+    return list(urls)
 
 
 def doctor_output(pid: int, options: Options) -> str:
@@ -197,83 +225,3 @@ def write_archive(path: str | SafeFile, bundle: Bundle, *, force: bool = False) 
     except BaseException:
         out.discard()
         raise
-
-
-# -- ``optitop bundle`` ----------------------------------------------------------------------------------
-def bundle_parser() -> argparse.ArgumentParser:
-    """The parser of ``optitop bundle``."""
-    from optitop.args import BUNDLE_MINUTES, BUNDLE_SAMPLE_S, Parser, add_collection_args, add_target_args, bounded
-
-    parser = Parser(
-        prog="optitop bundle",
-        description="Save an incident bundle: recent metrics and verdicts, a stack dump, device state, endpoints "
-        "and doctor output, secrets redacted.",
-    )
-    add_target_args(parser)
-    add_collection_args(parser)
-    parser.add_argument(
-        "-o", "--output", required=True, metavar="PATH", help="the archive to create (.tar.gz), renamed in when done"
-    )
-    parser.add_argument("--force", action="store_true", help="replace PATH if it is an existing regular file")
-    parser.add_argument(
-        "--minutes",
-        type=bounded(*BUNDLE_MINUTES),
-        default=10.0,
-        metavar="N",
-        help=f"minutes of history, up to {BUNDLE_MINUTES[1]:g} (default 10)",
-    )
-    parser.add_argument(
-        "--sample",
-        type=bounded(*BUNDLE_SAMPLE_S, " s"),
-        default=DEFAULT_SAMPLE_S,
-        metavar="S",
-        help=f"seconds to sample first, as no live session holds history (default {DEFAULT_SAMPLE_S:g})",
-    )
-    return parser
-
-
-def bundle_main(argv: Sequence[str]) -> int:
-    """``optitop bundle --pid PID -o incident.tar.gz [--minutes N] [--force]``; returns the exit code.
-
-    The archive's temporary file is created first: a refused or uncreatable path is bad usage (2) before
-    anything is sampled; a failure while gathering or writing is a failure while running (1).
-    """
-    from optitop.args import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError, options_from
-    from optitop.runtime import make_session
-    from optitop.target import TargetError, resolve
-
-    args = bundle_parser().parse_args(argv)
-    try:
-        pid = resolve(args.pid, args.port, args.name)
-        options = options_from(args)
-        session = make_session(pid, options)
-    except (TargetError, UsageError) as exc:
-        print(f"optitop: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        out = SafeFile(args.output, force=args.force)
-    except OSError as exc:
-        print(f"optitop: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        session.start()
-        try:
-            deadline = time.monotonic() + args.sample
-            stop = threading.Event()
-            while time.monotonic() < deadline and not session.store.target.exited:
-                stop.wait(0.1)
-            session.analyze_now()
-            endpoints = queue_endpoints(session)
-        finally:
-            session.stop()
-        bundle = gather(session.store, options, args.minutes, endpoints)
-        write_archive(out, bundle)
-    except OSError as exc:
-        out.discard()
-        print(f"optitop: cannot write {args.output}: {exc.strerror or exc}; nothing was written", file=sys.stderr)
-        return EXIT_FAILURE
-    except BaseException:
-        out.discard()
-        raise
-    print(f"optitop: wrote {args.output} ({', '.join(bundle.members)})", file=sys.stderr)
-    return EXIT_OK

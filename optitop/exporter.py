@@ -13,14 +13,10 @@ the others, so ``optitop_bottleneck{category="memory_io"} > 0`` lists the memory
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
-import signal
-import sys
 import threading
-from collections.abc import Iterator, Sequence
-from types import FrameType
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -30,7 +26,7 @@ from optitop.httpserve import Handler, MetricsServer, PageCache, Request, respon
 from optitop.model import CATEGORIES, SourceState, Window
 from optitop.redact import redact_text
 from optitop.store import Store
-from optitop.webconfig import BasicAuth, WebConfig, load_web_config
+from optitop.webconfig import BasicAuth, WebConfig
 
 PREFIX = "optitop"
 #: The classic text format (0.0.4): what every Prometheus version reads.
@@ -332,83 +328,3 @@ def parse_listen(text: str) -> tuple[str, int]:
     if not 0 <= port < 65536:
         raise ValueError(f"--listen: not a port: {port_text!r}")
     return host, port
-
-
-# -- ``optitop export`` ----------------------------------------------------------------------------------
-def export_parser() -> argparse.ArgumentParser:
-    """The parser of ``optitop export``."""
-    from optitop.args import Parser, add_collection_args, add_target_args
-
-    parser = Parser(
-        prog="optitop export",
-        description="Serve the target's metrics and the bottleneck verdict to Prometheus (see docs/prometheus.md).",
-    )
-    add_target_args(parser)
-    add_collection_args(parser)
-    parser.add_argument(
-        "--listen",
-        default="127.0.0.1:9400",
-        metavar="HOST:PORT",
-        help="where to serve /metrics (default 127.0.0.1:9400; :9400 listens on every interface)",
-    )
-    parser.add_argument(
-        "--web-config",
-        metavar="FILE",
-        help="TLS and basic auth in Prometheus's web-config format (needs the 'web' extra; see docs/prometheus.md)",
-    )
-    return parser
-
-
-def export_main(argv: Sequence[str]) -> int:
-    """``optitop export --pid PID --listen 127.0.0.1:9400``: serve until SIGTERM/SIGINT or the target exits."""
-    from optitop.args import EXIT_USAGE, UsageError, options_from
-    from optitop.runtime import make_session
-    from optitop.target import TargetError, resolve
-
-    args = export_parser().parse_args(argv)
-    try:
-        host, port = parse_listen(args.listen)
-        web = load_web_config(args.web_config) if args.web_config else WebConfig()
-        pid = resolve(args.pid, args.port, args.name)
-        session = make_session(pid, options_from(args))
-    except (ValueError, TargetError, UsageError) as exc:  # WebConfigError is a ValueError
-        print(f"optitop: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        server, _thread = serve(session.store, host, port, session.options.interval_s, web)
-    except OSError as exc:
-        print(f"optitop: cannot listen on {args.listen}: {exc.strerror or exc}", file=sys.stderr)
-        return EXIT_USAGE
-    bound = server.server_address[1]
-    shown = f"[{host}]" if ":" in host else host
-    scheme = "https" if web.ssl_context is not None else "http"
-    auth = f", basic auth for {len(web.users)} user(s)" if web.users else ""
-    print(f"optitop: serving pid {pid} on {scheme}://{shown}:{bound}/metrics{auth}", file=sys.stderr, flush=True)
-    if web.users and web.ssl_context is None:
-        print("optitop: basic auth without TLS sends passwords in clear text", file=sys.stderr, flush=True)
-    return _run_until_stopped(session, server)
-
-
-def _run_until_stopped(session: Any, server: Any) -> int:
-    done = threading.Event()
-
-    def _stop(_signum: int, _frame: FrameType | None) -> None:
-        done.set()
-
-    previous = {}
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        previous[sig] = signal.signal(sig, _stop)
-    session.start()
-    try:
-        while not done.wait(0.2):
-            if session.store.target.exited:
-                # A stale exporter helps nobody: exit so the supervisor restarts it on the new process.
-                print(f"optitop: target pid {session.store.target.pid} exited; stopping", file=sys.stderr)
-                break
-    finally:
-        server.shutdown()
-        server.server_close()
-        session.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return 0

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import signal
-import threading
-import time
-from collections.abc import Callable
-from types import FrameType
-
-from optitop.analyzers import analyze, judge
+from optitop.analyzers import judge
 from optitop.collectors import REGISTRY, available_specs
 from optitop.config import CollectorContext, Options
 from optitop.model import Collector, SourceState, SourceStatus, SourceUnavailable
-from optitop.serialize import report
 from optitop.session import Session
 from optitop.store import Store
 from optitop.target import describe
@@ -48,37 +41,3 @@ def make_session(pid: int, options: Options, store: Store | None = None) -> Sess
         store = Store(target, history_s=options.history_s)
     collectors, unavailable = build_collectors(CollectorContext(pid=pid, options=options))
     return Session(store, collectors, options, analyzer=judge, unavailable=unavailable)
-
-
-def run_headless(pid: int, options: Options, duration_s: float, on_stop: Callable[[], None] | None = None) -> dict:
-    """Sample for ``duration_s`` (or until the target exits or SIGTERM/SIGINT/SIGHUP) and return the report."""
-    session = make_session(pid, options)
-    done = threading.Event()
-
-    def _stop(_signum: int, _frame: FrameType | None) -> None:
-        done.set()
-
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            previous[sig] = signal.signal(sig, _stop)
-    start = time.monotonic()
-    session.start()
-    try:
-        deadline = start + duration_s
-        while not done.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or session.store.target.exited:
-                break
-            done.wait(min(0.1, remaining))
-        elapsed = time.monotonic() - start
-        window = session.store.window(max(elapsed, options.interval_s) + options.interval_s)
-        # One shot: judge the whole run directly; hysteresis is for a live screen that must not flicker.
-        diagnosis = analyze(session.store.window(min(options.analysis_window_s, elapsed + options.interval_s)))
-    finally:
-        session.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if on_stop:
-            on_stop()
-    return report(window, diagnosis, elapsed)

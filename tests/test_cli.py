@@ -30,7 +30,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], needle: str)
 def test_missing_pid_is_one_line_and_exit_2():
     import psutil
 
-    from optitop.cli import pid_max
+    from optitop.args import pid_max
 
     free = next(pid for pid in range(pid_max() - 1, 1, -1) if not psutil.pid_exists(pid))
     result = run("--pid", str(free))

@@ -26,7 +26,8 @@ import samplefactory
 from conftest import free_port, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
-from optitop.exporter import export_main, parse_listen, prom_name, serve
+from optitop.commands.export import export_main
+from optitop.exporter import parse_listen, prom_name, serve
 from optitop.model import Diagnosis, Latency, ServingStats, SourceState, SourceStatus, TargetInfo
 from optitop.store import Store
 
@@ -162,7 +163,7 @@ def exporter(start_target):
         time.sleep(600)
         """
     )
-    code = "import sys; from optitop.exporter import export_main; sys.exit(export_main(sys.argv[1:]))"
+    code = "import sys; from optitop.commands.export import export_main; sys.exit(export_main(sys.argv[1:]))"
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -255,7 +256,7 @@ def start_export(start_target):
 
     def start(*extra: str) -> tuple[subprocess.Popen[str], int, str]:
         target = start_target("ready()\ntime.sleep(600)\n")
-        code = "import sys; from optitop.exporter import export_main; sys.exit(export_main(sys.argv[1:]))"
+        code = "import sys; from optitop.commands.export import export_main; sys.exit(export_main(sys.argv[1:]))"
         args = ["--pid", str(target.pid), "--listen", "127.0.0.1:0", "--interval", "0.5", "--no-pystacks"]
         proc = subprocess.Popen(
             [sys.executable, "-c", code, *args, "--no-scrape", *extra], stderr=subprocess.PIPE, text=True, cwd="/"
@@ -544,7 +545,7 @@ def test_web_config_without_the_web_extra_names_it(missing, tmp_path):
     config.write_text("basic_auth_users:\n  prom: $2y$04$" + "a" * 53 + "\n")
     code = (
         f"import sys; sys.modules[{missing!r}] = None\n"  # as if the package were not installed
-        "from optitop.exporter import export_main; sys.exit(export_main(sys.argv[1:]))"
+        "from optitop.commands.export import export_main; sys.exit(export_main(sys.argv[1:]))"
     )
     done = subprocess.run(
         [sys.executable, "-c", code, "--pid", str(os.getpid()), "--web-config", str(config)],

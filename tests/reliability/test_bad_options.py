@@ -20,7 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from optitop.cli import doctor_parser, main, main_parser
+from optitop.cli import main
+from optitop.commands.doctor import doctor_parser
+from optitop.commands.top import main_parser
 
 OPTITOP = shutil.which("optitop", path=str(Path(sys.executable).parent)) or "optitop"
 
@@ -77,10 +79,10 @@ REQUIRED = {"record": ["-o", "/nonexistent/x.jsonl"], "bundle": ["-o", "/nonexis
 
 
 def _parsers() -> dict[str, argparse.ArgumentParser]:
-    from optitop.bundle import bundle_parser
+    from optitop.commands.bundle import bundle_parser
+    from optitop.commands.export import export_parser
     from optitop.compare import compare_parser
     from optitop.demo.cli import parser as demo_parser
-    from optitop.exporter import export_parser
     from optitop.record import record_parser
     from optitop.replay import replay_parser
 

@@ -20,7 +20,8 @@ from textual.command import CommandPalette
 from textual.pilot import Pilot
 from tuiscreen import screen_text, wait_for_screen, without_scrollbar
 
-from optitop.cli import main_parser, options_from
+from optitop.args import options_from
+from optitop.commands.top import main_parser
 from optitop.config import Options
 from optitop.model import ThreadSample
 from optitop.record import default_record_path
