@@ -12,11 +12,11 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 
+from optitop.commands.waiting import StopReason, wait_for_stop
 from optitop.demo import procs
 from optitop.demo.scenarios import SCENARIOS, Scenario
 
@@ -24,6 +24,7 @@ SERVER_START_S = 180.0  # importing torch and building the model on a loaded 2-c
 HELPER_START_S = 30.0
 LOAD_BOUND_S = 3600.0  # without --duration the load still stops by itself
 LOAD_MAX_REQUESTS = 1_000_000
+SERVE_POLL_S = 0.25  # how often --serve-only looks whether the server is still there
 
 
 @dataclass
@@ -109,15 +110,13 @@ def start(scenario: Scenario, device: str, port: int, duration_s: float | None) 
 def serve(demo: Demo, duration_s: float | None, stopped: threading.Event) -> int:
     """Print the pid and the metrics URL, then wait for a signal, the duration, or the server's exit."""
     assert demo.server is not None
-    print(demo.server.pid, flush=True)
+    server = demo.server
+    print(server.pid, flush=True)
     print(demo.metrics_url, flush=True)
-    deadline = None if duration_s is None else time.monotonic() + duration_s
-    while not stopped.wait(0.25):
-        if demo.server.poll() is not None:
-            print(f"optitop demo: the server exited with status {demo.server.returncode}", file=sys.stderr, flush=True)
-            return 1
-        if deadline is not None and time.monotonic() >= deadline:
-            break
+    why = wait_for_stop(stopped, lambda: server.poll() is not None, duration_s=duration_s, poll_s=SERVE_POLL_S)
+    if why is StopReason.TARGET_EXITED:
+        print(f"optitop demo: the server exited with status {server.returncode}", file=sys.stderr, flush=True)
+        return 1
     return 0
 
 
