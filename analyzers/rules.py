@@ -754,7 +754,9 @@ MISSING_HINTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "queue": ("no queue metrics: pass --metrics-url (or --log for server logs)", ("scheduling", "idle")),
     "sockets": ("no socket queues", ("network", "scheduling", "idle")),
     "pystacks": (
-        "no Python stacks: py-spy needs ptrace (run as root or set kernel.yama.ptrace_scope=0)",
+        # The static hint is shown only when the session gave no reason: what ptrace needs depends on who optitop
+        # runs as (root without CAP_SYS_PTRACE, Yama scope 3, an LSM), which doctor checks on this machine.
+        "no Python stacks: py-spy needs ptrace (`optitop doctor --pid PID` says what this machine lacks)",
         ("host_cpu", "network", "scheduling", "compute"),
     ),
 }
