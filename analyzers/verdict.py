@@ -17,23 +17,20 @@ from dataclasses import dataclass, replace
 from optitop.analyzers.hysteresis import CONSECUTIVE, HISTORY, NEEDED, HysteresisState, step
 from optitop.analyzers.rules import (
     BUSY_CLASSES,
-    CLASS_SUMMARY,
     FALLBACK_MIN,
     HIERARCHY,
     HOST_BUSY_PCT,
     LEGACY_GPU_FACTOR,
     MAX_CONFIDENCE,
     MIN_PROCESS_SAMPLES,
-    MISSING_HINTS,
     OVERRIDE_MARGIN,
     RULES,
     SECONDARY_MIN,
-    SIGNAL_SOURCES,
     Rule,
-    fix_text,
     fmt_threshold,
 )
 from optitop.analyzers.signals import SIGNAL_NAMES, Signals, extract
+from optitop.analyzers.wording import CLASS_SUMMARY, MISSING_HINTS, SIGNAL_SOURCES, fix_text
 from optitop.model import Diagnosis, Window
 
 #: Judged classes (``unknown`` is not scored; it is what too little data gives).

@@ -14,9 +14,7 @@ from pathlib import Path
 
 from optitop.analyzers import hysteresis, latency, verdict
 from optitop.analyzers.rules import (
-    CLASS_SUMMARY,
     FALLBACK_MIN,
-    FIXES,
     HIERARCHY,
     MAX_CONFIDENCE,
     MIN_PROCESS_SAMPLES,
@@ -24,11 +22,10 @@ from optitop.analyzers.rules import (
     OVERRIDE_MARGIN,
     RULES,
     SECONDARY_MIN,
-    SIGNAL_LABELS,
-    SIGNAL_SOURCES,
     Rule,
     fmt_threshold,
 )
+from optitop.analyzers.wording import CLASS_SUMMARY, FIXES, SIGNAL_LABELS, SIGNAL_SOURCES
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "ANALYZER.md"
