@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from optitop.analyzers.rules import HIERARCHY, OPS, ORIGINS, RULES, Cond, Rule
+from optitop.analyzers.scoring import SCORED, evaluate, score_class
 from optitop.analyzers.signals import SIGNAL_NAMES, Signals
-from optitop.analyzers.verdict import SCORED, evaluate, render_evidence, score_class
+from optitop.analyzers.verdict import render_evidence
 from optitop.analyzers.wording import FIXES, SIGNAL_LABELS, SIGNAL_SOURCES, fix_text
 
 ROOT = Path(__file__).resolve().parents[2]
