@@ -23,7 +23,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import CollectorRegistry
 
 from optitop.httpserve import Handler, MetricsServer, PageCache, Request, response
-from optitop.model import CATEGORIES, SourceState, Window
+from optitop.model import CATEGORIES, GpuDevice, ListenQueue, ServingSample, SourceState, Window
 from optitop.redact import redact_text
 from optitop.store import Store
 from optitop.webconfig import BasicAuth, WebConfig
@@ -49,11 +49,17 @@ LAST_UNIT_WORDS: dict[str, tuple[str, float]] = {
     "w": ("watts", 1.0),
 }
 
-#: Tuples of dataclasses exported one series per item: class name -> (name infix, (label, field)...).
-LABELLED_ITEMS: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
-    "GpuDevice": ("", (("gpu", "index"), ("uuid", "uuid"), ("name", "name"))),
-    "ListenQueue": ("listener_", (("port", "port"), ("addr", "addr"))),
-}
+
+def item_labels(item: object) -> tuple[str, dict[str, str]] | None:
+    """(name infix, labels) for an item of a tuple exported one series per item (a GPU, a listening socket);
+    None for any other item."""
+    if isinstance(item, GpuDevice):
+        return "", {"gpu": str(item.index), "uuid": item.uuid, "name": item.name}
+    if isinstance(item, ListenQueue):
+        return "listener_", {"port": str(item.port), "addr": item.addr}
+    return None
+
+
 #: Tuples of numbers exported one series per position: field -> (metric field, label).
 INDEXED_NUMBERS: dict[str, tuple[str, str]] = {
     "per_core_busy_pct": ("core_busy_pct", "core"),
@@ -187,19 +193,19 @@ class StoreCollector:
                 self._items(families, prefix, f.name, value, labels)
 
     @staticmethod
-    def _serving_labels(obj: Any) -> dict[str, str]:
-        profile = getattr(obj, "profile", None)
-        return {"profile": profile} if isinstance(profile, str) and profile else {}
+    def _serving_labels(obj: object) -> dict[str, str]:
+        """The server profile a serving sample's statistics are labelled with (none for other samples)."""
+        return {"profile": obj.profile} if isinstance(obj, ServingSample) and obj.profile else {}
 
     def _items(
         self, families: _Families, prefix: str, name: str, items: tuple[Any, ...], labels: dict[str, str]
     ) -> None:
-        first = items[0]
-        if dataclasses.is_dataclass(first) and type(first).__name__ in LABELLED_ITEMS:
-            infix, label_fields = LABELLED_ITEMS[type(first).__name__]
+        if item_labels(items[0]) is not None:
             for item in items:
-                item_labels = {**labels, **{label: str(getattr(item, attr)) for label, attr in label_fields}}
-                self._sample(families, f"{prefix}_{infix}".rstrip("_"), item, item_labels)
+                labelled = item_labels(item)
+                if labelled is not None:
+                    infix, own = labelled
+                    self._sample(families, f"{prefix}_{infix}".rstrip("_"), item, {**labels, **own})
         elif name in INDEXED_NUMBERS and all(_number(v) is not None for v in items):
             metric, label = INDEXED_NUMBERS[name]
             for i, v in enumerate(items):

@@ -12,11 +12,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from optitop.analyzers import hysteresis, latency, verdict
+from optitop.analyzers import hysteresis, latency, scoring
 from optitop.analyzers.rules import (
-    CLASS_SUMMARY,
     FALLBACK_MIN,
-    FIXES,
     HIERARCHY,
     MAX_CONFIDENCE,
     MIN_PROCESS_SAMPLES,
@@ -24,11 +22,10 @@ from optitop.analyzers.rules import (
     OVERRIDE_MARGIN,
     RULES,
     SECONDARY_MIN,
-    SIGNAL_LABELS,
-    SIGNAL_SOURCES,
     Rule,
     fmt_threshold,
 )
+from optitop.analyzers.wording import CLASS_SUMMARY, FIXES, SIGNAL_LABELS, SIGNAL_SOURCES
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "ANALYZER.md"
@@ -103,12 +100,12 @@ def render() -> str:
         "- **none** — a finding, not the remainder: work flows (CPU or GPU ≥ 5 %, requests running or arriving), "
         "no class passed its gate, and the evidence shows work flowing freely: no queue anywhere (requests "
         "waiting, a queue time of 0.1 s or more, the accept queue), capacity free (CPU and GPU below 80 %), and "
-        f"a latency close to its service demand (waiting below {verdict.NONE_MAX_WAITING_SHARE:.0%} of it, or "
-        f"requests faster than {verdict.NONE_FAST_S * 1000:.0f} ms) — or, with no latency to tell, no class "
-        f"scoring {verdict.NONE_MAX_OTHER:.2f}",
+        f"a latency close to its service demand (waiting below {scoring.NONE_MAX_WAITING_SHARE:.0%} of it, or "
+        f"requests faster than {scoring.NONE_FAST_S * 1000:.0f} ms) — or, with no latency to tell, no class "
+        f"scoring {scoring.NONE_MAX_OTHER:.2f}",
         "- **unknown** with words otherwise: the evidence line says `work flows but no class passed its gate: "
         "A and B compete below them (not none: …)`, and a `candidate` line per class (scoring at least "
-        f"{verdict.COMPETING_MIN:.2f}) gives its strongest evidence and the measurement that would settle it",
+        f"{scoring.COMPETING_MIN:.2f}) gives its strongest evidence and the measurement that would settle it",
         "",
         f"A later level overrides an earlier one only when it scores {OVERRIDE_MARGIN:.2f} more; a class that "
         "scores above the winner but lost on precedence is said in the evidence, and the runners-up line is "

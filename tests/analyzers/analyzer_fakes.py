@@ -1,22 +1,28 @@
 """Synthetic windows for the analyzer tests.
 
-The analyzer is duck-typed: it reads samples by field name. So the GPU, socket and Python-stack samples
-here are small frozen dataclasses carrying the same field names as the real ones (the real process,
-system and serving samples are used as they are). Each builder takes the numbers a scenario is about and
-fills the rest with quiet defaults.
+The analyzer reads the model's sample types (``Window.of`` skips anything else), so every sample here is a real
+one. The builders below take the numbers a scenario is about and fill the rest with quiet defaults (a GPU
+device's readings the analyzer does not use are unknown).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 from optitop.model import (
     Diagnosis,
+    GpuDevice,
+    GpuSample,
+    ListenQueue,
     ProcessSample,
+    PyStacksSample,
+    PyThread,
     Sample,
     ServingSample,
     ServingStats,
+    SocketSample,
     SourceState,
     SourceStatus,
     SystemSample,
@@ -29,94 +35,93 @@ TARGET = TargetInfo(pid=4242, name="server", cmdline="python server.py", usernam
 GB = 1e9
 
 
-@dataclass(frozen=True, slots=True)
-class FakeGpuDevice:
-    """The GpuDevice fields the analyzer reads."""
-
-    index: int = 0
-    name: str = "NVIDIA H100 80GB HBM3"
-    util_source: str = "gpm"
-    sm_util_pct: float | None = None
-    sm_occupancy_pct: float | None = None
-    tensor_util_pct: float | None = None
-    dram_bw_util_pct: float | None = None
-    graphics_util_pct: float | None = None
-    legacy_gpu_util_pct: float | None = None
-    legacy_mem_util_pct: float | None = None
-    pcie_rx_bytes_per_s: float | None = None
-    pcie_tx_bytes_per_s: float | None = None
-    pcie_link_bytes_per_s: float | None = 63 * GB
-    dram_peak_bytes_per_s: float | None = 3.35e12
-    dram_bytes_per_s: float | None = None
-    mem_used_bytes: int | None = 40 * 2**30
-    mem_total_bytes: int | None = 80 * 2**30
-    power_w: float | None = 300.0
-    power_limit_w: float | None = 700.0
-    throttle_reasons: tuple[str, ...] = ()
-    target_sm_pct: float | None = None
-    target_mem_bytes: int | None = 20 * 2**30
+def gpu_device(**fields: Any) -> GpuDevice:
+    """An H100 read through GPM where the target holds 20 GiB, no utilisation known; ``fields`` override."""
+    values: dict[str, Any] = {f.name: None for f in dataclasses.fields(GpuDevice) if f.default is dataclasses.MISSING}
+    values.update(
+        index=0,
+        uuid="GPU-0",
+        name="NVIDIA H100 80GB HBM3",
+        util_source="gpm",
+        pcie_link_bytes_per_s=63 * GB,
+        dram_peak_bytes_per_s=3.35e12,
+        mem_used_bytes=40 * 2**30,
+        mem_total_bytes=80 * 2**30,
+        power_w=300.0,
+        power_limit_w=700.0,
+        throttle_reasons=(),
+        pcie_source="gpm",
+        target_mem_bytes=20 * 2**30,
+        target_pids=(),
+        proc_util_note="",
+    )
+    values.update(fields)
+    return GpuDevice(**values)
 
 
-@dataclass(frozen=True, slots=True)
-class FakeGpuSample(Sample):
-    """The GpuSample fields the analyzer reads."""
-
-    devices: tuple[FakeGpuDevice, ...] = ()
-    target_gpu_indices: tuple[int, ...] = (0,)
-
-
-@dataclass(frozen=True, slots=True)
-class FakeListenQueue:
-    """The ListenQueue fields."""
-
-    port: int = 8000
-    addr: str = "0.0.0.0"
-    accept_queue: int = 0
-    backlog: int = 128
+def gpu_sample(
+    ts: float, mono: float, dt: float | None, devices: tuple[GpuDevice, ...], target_gpu_indices: tuple[int, ...]
+) -> GpuSample:
+    """A GPU sample of ``devices`` naming ``target_gpu_indices`` as the target's."""
+    return GpuSample(ts, mono, dt, devices=devices, driver_version="580", nvml_version="13",
+                     target_gpu_indices=target_gpu_indices, attribution_note="", host_dram_bw_note="")  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
-class FakeSocketSample(Sample):
-    """The SocketSample fields."""
-
-    listeners: tuple[FakeListenQueue, ...] = (FakeListenQueue(),)
-    inbound_conns: int = 0
-    inbound_recv_q_bytes: int = 0
-    inbound_send_q_bytes: int = 0
-    upstreams: tuple[Any, ...] = ()
-    upstream_conns: int = 0
-    upstream_recv_q_bytes: int = 0
-    upstream_send_q_bytes: int = 0
-    retrans_segs_per_s: float | None = 0.0
-    retrans_pct: float | None = 0.0
-    listen_overflows_per_s: float | None = 0.0
+def listen_queue(port: int = 8000, accept_queue: int = 0, backlog: int = 128) -> ListenQueue:
+    """A listening socket on all addresses."""
+    return ListenQueue(port=port, addr="0.0.0.0", accept_queue=accept_queue, backlog=backlog,  # noqa: S104
+                       backlog_source="netlink sock_diag")  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
-class FakePyThread:
-    """The PyThread fields."""
+def socket_sample(ts: float, mono: float, dt: float | None, **fields: Any) -> SocketSample:
+    """One listener with an empty accept queue, no connections, no retransmits; ``fields`` override."""
+    values: dict[str, Any] = {
+        "listeners": (listen_queue(),),
+        "inbound_conns": 0,
+        "inbound_recv_q_bytes": 0,
+        "inbound_send_q_bytes": 0,
+        "upstreams": (),
+        "upstream_conns": 0,
+        "upstream_recv_q_bytes": 0,
+        "upstream_send_q_bytes": 0,
+        "retrans_segs_per_s": 0.0,
+        "retrans_pct": 0.0,
+        "listen_overflows_per_s": 0.0,
+    }
+    return SocketSample(ts, mono, dt, **{**values, **fields})
 
-    tid: int
-    name: str
-    samples: int = 20
-    active_pct: float = 0.0
-    gil_pct: float = 0.0
-    top_frame: str = ""
-    wait: str = ""
-    waits: tuple[tuple[str, float], ...] = ()
+
+def py_thread(
+    tid: int,
+    name: str,
+    samples: int = 20,
+    active_pct: float = 0.0,
+    gil_pct: float = 0.0,
+    top_frame: str = "",
+    waits: tuple[tuple[str, float], ...] = (),
+) -> PyThread:
+    """One Python thread over a 20-sample window."""
+    return PyThread(tid=tid, name=name, samples=samples, active_pct=active_pct, gil_pct=gil_pct,
+                    top_frame=top_frame, wait="", waits=waits)  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
-class FakePyStacksSample(Sample):
-    """The PyStacksSample fields."""
-
-    threads: tuple[FakePyThread, ...] = ()
-    gil_pct: float = 0.0
-    active_pct: float = 0.0
-    waits: tuple[tuple[str, float], ...] = ()
-    hot: tuple[Any, ...] = ()
-    native_mix: tuple[tuple[str, float], ...] | None = None
-    py_op_mix: tuple[tuple[str, float], ...] | None = None
+def pystacks_sample(ts: float, mono: float, dt: float | None, **fields: Any) -> PyStacksSample:
+    """A 2-second stacks window with no threads and nothing sampled natively; ``fields`` override."""
+    values: dict[str, Any] = {
+        "mode": "record",
+        "window_s": 2.0,
+        "samples": 20,
+        "threads": (),
+        "gil_pct": 0.0,
+        "active_pct": 0.0,
+        "waits": (),
+        "hot": (),
+        "native_mix": None,
+        "native_age_s": None,
+        "trigger": "",
+        "py_op_mix": None,
+    }
+    return PyStacksSample(ts, mono, dt, **{**values, **fields})
 
 
 # -- builders: each returns a function of (ts, mono, dt) -> sample ------------------------------------
@@ -169,7 +174,7 @@ def _system_sample(spec: dict[str, Any], ts: float, mono: float, dt: float | Non
 
 
 def gpu(indices: tuple[int, ...] = (0,), **device: Any) -> dict[str, Any]:
-    """A one-device GPU sample (FakeGpuDevice fields as keywords)."""
+    """A one-device GPU sample (``gpu_device`` fields as keywords)."""
     return {"kind": "gpu", "indices": indices, "device": device}
 
 
@@ -179,7 +184,7 @@ def serving(profile: str = "vllm", **stats: Any) -> dict[str, Any]:
 
 
 def sockets(accept: int = 0, **fields: Any) -> dict[str, Any]:
-    """A socket sample (FakeSocketSample fields as keywords; ``accept`` is the listener's accept queue)."""
+    """A socket sample (SocketSample fields as keywords; ``accept`` is the listener's accept queue)."""
     return {"kind": "sockets", "accept": accept, "fields": fields}
 
 
@@ -208,23 +213,19 @@ def _sample(spec: dict[str, Any], ts: float, mono: float, dt: float | None) -> S
     if kind == "system":
         return _system_sample(spec, ts, mono, dt)
     if kind == "gpu":
-        return FakeGpuSample(
-            ts, mono, dt, devices=(FakeGpuDevice(**spec["device"]),), target_gpu_indices=spec["indices"]
-        )
+        return gpu_sample(ts, mono, dt, devices=(gpu_device(**spec["device"]),), target_gpu_indices=spec["indices"])
     if kind == "queue":
         return ServingSample(ts, mono, dt, source="test", profile=spec["profile"], stats=ServingStats(**spec["stats"]))
     if kind == "sockets":
-        return FakeSocketSample(
-            ts, mono, dt, listeners=(FakeListenQueue(accept_queue=spec["accept"]),), **spec["fields"]
-        )
+        return socket_sample(ts, mono, dt, listeners=(listen_queue(accept_queue=spec["accept"]),), **spec["fields"])
     threads = tuple(
-        FakePyThread(tid=100 + i, name=name, active_pct=act, gil_pct=gil, top_frame=spec["frame"])
+        py_thread(tid=100 + i, name=name, active_pct=act, gil_pct=gil, top_frame=spec["frame"])
         for i, (name, act, gil) in enumerate(spec["threads"])
     )
     gil = spec["gil"] if spec["gil"] is not None else max((t.gil_pct for t in threads), default=0.0)
     active = spec["active"] if spec["active"] is not None else max((t.active_pct for t in threads), default=0.0)
-    return FakePyStacksSample(ts, mono, dt, threads=threads, gil_pct=gil, active_pct=active, waits=spec["waits"],
-                              native_mix=spec["native"], py_op_mix=spec.get("ops"))  # fmt: skip
+    return pystacks_sample(ts, mono, dt, threads=threads, gil_pct=gil, active_pct=active, waits=spec["waits"],
+                           native_mix=spec["native"], py_op_mix=spec.get("ops"))  # fmt: skip
 
 
 UNAVAILABLE = {

@@ -7,20 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from optitop.analyzers.rules import (
-    FIXES,
-    HIERARCHY,
-    OPS,
-    ORIGINS,
-    RULES,
-    SIGNAL_LABELS,
-    SIGNAL_SOURCES,
-    Cond,
-    Rule,
-    fix_text,
-)
+from optitop.analyzers.rules import HIERARCHY, OPS, ORIGINS, RULES, Cond, Rule
+from optitop.analyzers.scoring import SCORED, evaluate, score_class
 from optitop.analyzers.signals import SIGNAL_NAMES, Signals
-from optitop.analyzers.verdict import SCORED, evaluate, render_evidence, score_class
+from optitop.analyzers.verdict import render_evidence
+from optitop.analyzers.wording import FIXES, SIGNAL_LABELS, SIGNAL_SOURCES, fix_text
 
 ROOT = Path(__file__).resolve().parents[2]
 IDS = [r.id for r in RULES]

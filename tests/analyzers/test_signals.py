@@ -1,4 +1,4 @@
-"""Signals: window averages read by field name, None (never 0) for what no source measured."""
+"""Signals: window averages read from the model's typed samples, None (never 0) for what no source measured."""
 
 from __future__ import annotations
 
@@ -7,22 +7,22 @@ import dataclasses
 import pytest
 from analyzer_fakes import (
     TARGET,
-    FakeGpuDevice,
-    FakeGpuSample,
-    FakeListenQueue,
-    FakePyThread,
-    FakeSocketSample,
     gpu,
+    gpu_device,
+    gpu_sample,
+    listen_queue,
     proc,
+    py_thread,
     pystacks,
     serving,
+    socket_sample,
     sockets,
     system,
     window,
 )
 
 from optitop.analyzers.signals import SIGNAL_NAMES, Signals, extract
-from optitop.model import ServingSample, ServingStats, Window
+from optitop.model import PyThread, ServingSample, ServingStats, Window
 
 
 def test_empty_window_knows_nothing():
@@ -83,8 +83,8 @@ def test_system_swap_adds_both_directions():
 
 
 def test_gpu_reads_only_the_targets_device():
-    busy = FakeGpuDevice(index=0, sm_util_pct=95, tensor_util_pct=80, dram_bw_util_pct=20, target_mem_bytes=0)
-    ours = FakeGpuDevice(
+    busy = gpu_device(index=0, sm_util_pct=95, tensor_util_pct=80, dram_bw_util_pct=20, target_mem_bytes=0)
+    ours = gpu_device(
         index=1,
         sm_util_pct=10,
         tensor_util_pct=0,
@@ -95,9 +95,7 @@ def test_gpu_reads_only_the_targets_device():
         pcie_link_bytes_per_s=63e9,
         throttle_reasons=("power cap", "idle"),
     )
-    samples = tuple(
-        FakeGpuSample(1.0 + i, float(i), 1.0, devices=(busy, ours), target_gpu_indices=(1,)) for i in range(3)
-    )
+    samples = tuple(gpu_sample(1.0 + i, float(i), 1.0, devices=(busy, ours), target_gpu_indices=(1,)) for i in range(3))
     w = Window(samples={"gpu": samples}, statuses={}, target=TARGET, now_mono_s=3.0, span_s=3.0)
     s = extract(w)
     assert s.gpu_used_by_target is True and s.gpu_devices == 1
@@ -154,7 +152,7 @@ def test_serving_prefers_metrics_and_fills_gaps_from_logs():
 def test_sockets_sum_listeners_and_keep_queues():
     specs = sockets(inbound_conns=8, upstream_conns=3, upstream_send_q_bytes=70000, retrans_pct=2.5)
     w = window(proc(), specs)
-    extra = FakeListenQueue(port=9000, accept_queue=5)
+    extra = listen_queue(port=9000, accept_queue=5)
     series = tuple(dataclasses.replace(x, listeners=(*x.listeners, extra)) for x in w.series("sockets"))
     s = extract(dataclasses.replace(w, samples={**w.samples, "sockets": series}))
     assert s.accept_queue == pytest.approx(5)
@@ -187,17 +185,15 @@ def test_pystacks_waits_are_shares_of_explained_time():
     assert s.framework == "pytorch"  # no serving profile; torch is in the stacks
 
 
-def with_py_threads(w: Window, threads: tuple[FakePyThread, ...], waits: tuple[tuple[str, float], ...]) -> Window:
+def with_py_threads(w: Window, threads: tuple[PyThread, ...], waits: tuple[tuple[str, float], ...]) -> Window:
     samples = tuple(dataclasses.replace(x, threads=threads, waits=waits) for x in w.samples["pystacks"])
     return dataclasses.replace(w, samples={**w.samples, "pystacks": samples})
 
 
 def test_bystander_threads_that_never_ran_do_not_count_as_parked():
     # Ray Serve computing flat out: two workers always active, executor and GC threads parked all window.
-    workers = tuple(FakePyThread(tid=10 + i, name="worker", active_pct=100, waits=(("active", 1.0),)) for i in range(2))
-    bystanders = tuple(
-        FakePyThread(tid=20 + i, name="bystander", samples=20, waits=(("queue", 1.0),)) for i in range(3)
-    )
+    workers = tuple(py_thread(tid=10 + i, name="worker", active_pct=100, waits=(("active", 1.0),)) for i in range(2))
+    bystanders = tuple(py_thread(tid=20 + i, name="bystander", samples=20, waits=(("queue", 1.0),)) for i in range(3))
     # the process-wide waits count every thread: 3 of 5 parked
     w = with_py_threads(window(proc(cpu=190), pystacks()), workers + bystanders, (("active", 0.4), ("queue", 0.6)))
     s = extract(w)
@@ -207,8 +203,8 @@ def test_bystander_threads_that_never_ran_do_not_count_as_parked():
 
 def test_worker_that_ran_between_timers_still_counts_as_parked():
     # A batch worker parked on its timer 90 % of the time but running in between, beside a bystander.
-    worker = FakePyThread(tid=10, name="batcher", active_pct=10, waits=(("active", 0.1), ("sleep", 0.9)))
-    bystander = FakePyThread(tid=20, name="gc", waits=(("other", 1.0),))
+    worker = py_thread(tid=10, name="batcher", active_pct=10, waits=(("active", 0.1), ("sleep", 0.9)))
+    bystander = py_thread(tid=20, name="gc", waits=(("other", 1.0),))
     s = extract(with_py_threads(window(proc(cpu=5), pystacks()), (worker, bystander), (("other", 1.0),)))
     assert s.py_parked == pytest.approx(0.9)
 
@@ -220,7 +216,9 @@ def test_pystacks_without_native_mix_leave_it_unknown():
     assert s.py_active_pct == pytest.approx(5)
 
 
-def test_duck_typing_tolerates_missing_fields():
+def test_samples_of_another_type_are_skipped_not_misread():
+    """A series holding something other than its model type (an odd recording, a test) is not read at all."""
+
     @dataclasses.dataclass(frozen=True)
     class Sparse:
         ts_s: float
@@ -228,11 +226,12 @@ def test_duck_typing_tolerates_missing_fields():
         dt_s: float | None
         threads: tuple = ()
 
-    samples = tuple(Sparse(1.0 + i, float(i), 1.0, threads=(FakePyThread(1, "t", active_pct=50),)) for i in range(3))
-    w = Window(samples={"pystacks": samples, "sockets": (FakeSocketSample(1.0, 1.0, 1.0),)}, statuses={},
+    samples = tuple(Sparse(1.0 + i, float(i), 1.0, threads=(py_thread(1, "t", active_pct=50),)) for i in range(3))
+    w = Window(samples={"pystacks": samples, "sockets": (socket_sample(1.0, 1.0, 1.0),)}, statuses={},
                target=TARGET, now_mono_s=3.0, span_s=3.0)  # fmt: skip
     s = extract(w)
-    assert s.py_gil_pct is None and s.py_top_active_pct == pytest.approx(50)
+    assert s.py_gil_pct is None and s.py_top_active_pct is None
+    assert s.sources == frozenset({"sockets"})
     assert s.inbound_conns == 0.0
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from optitop.analyzers.rules import FIXES, rules_for
+from optitop.analyzers.rules import rules_for
+from optitop.analyzers.wording import FIXES
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "optitop-rules.yml"

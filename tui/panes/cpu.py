@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
-
 from rich.text import Text
 
-from optitop.model import Window
+from optitop.model import ProcessSample, SystemSample, ThreadSample, Window
 from optitop.tui.format import bar, clip, fmt_bytes, fmt_pct, fmt_rate, spark, with_gaps
 from optitop.tui.panes.base import Pane
-
-if TYPE_CHECKING:
-    from optitop.model import ProcessSample, SystemSample, ThreadSample
 
 CORE_CELL = 14  # "c12 ████▌  45%"
 
@@ -45,10 +40,10 @@ ORDER_SAMPLES = 5
 
 def steady_order(proc: ProcessSample, window: Window) -> list[ThreadSample]:
     """The latest sample's threads, busiest first by recent mean CPU (whole percent), then by tid."""
-    recent = window.series("process")[-ORDER_SAMPLES:]
+    recent = window.of("process", ProcessSample)[-ORDER_SAMPLES:]
     total: dict[int, float] = {}
     for sample in recent:
-        for thread in cast("ProcessSample", sample).threads:
+        for thread in sample.threads:
             total[thread.tid] = total.get(thread.tid, 0.0) + thread.cpu_pct
     count = max(1, len(recent))
     return sorted(proc.threads, key=lambda t: (-round(total.get(t.tid, t.cpu_pct) / count), t.tid))
@@ -62,13 +57,13 @@ class CpuPane(Pane):
     def build(self, window: Window, width: int) -> Text:
         """Render CPU numbers, cores and threads."""
         text = Text()
-        proc = cast("ProcessSample | None", window.latest("process"))
-        system = cast("SystemSample | None", window.latest("system"))
+        proc = window.latest_of("process", ProcessSample)
+        system = window.latest_of("system", SystemSample)
         text.append("CPU ", style=self.sty("pane--title"))
         if proc is None:
             text.append("waiting for the first sample…", style=self.sty("pane--dim"))
             return text
-        history = [value for _, value in with_gaps(self.history(window).series("process"), "cpu_pct")]
+        history = [value for _, value in with_gaps(self.history(window).of("process", ProcessSample), "cpu_pct")]
         text.append(f"{fmt_pct(proc.cpu_pct)} of a core")
         if proc.cpu_pct_of_allowed is not None:
             text.append(f" ({proc.cpu_pct_of_allowed:.0f}% of {proc.allowed_cores})")

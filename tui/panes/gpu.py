@@ -8,16 +8,12 @@ words, PCIe/NVLink rates, and a one-line history of SM and DRAM-bandwidth utilis
 from __future__ import annotations
 
 import textwrap
-from typing import TYPE_CHECKING, cast
 
 from rich.text import Text
 
-from optitop.model import SourceState, Window, gpu_busy_pct
+from optitop.model import GpuDevice, GpuSample, SourceState, Window, gpu_busy_pct
 from optitop.tui.format import bar, clip, fmt_bytes, fmt_pct, spark
 from optitop.tui.panes.base import Pane
-
-if TYPE_CHECKING:
-    from optitop.model import GpuDevice, GpuSample
 
 #: Above this many GPUs each one gets a single row instead of a block.
 COMPACT_ABOVE = 2
@@ -86,8 +82,8 @@ def util_history(window: Window, index: int) -> tuple[list[float | None], list[f
     """SM (or legacy busy) and DRAM-bandwidth utilisation of one GPU over the window, oldest first."""
     sm: list[float | None] = []
     dram: list[float | None] = []
-    for s in window.series("gpu"):
-        dev = next((d for d in cast("GpuSample", s).devices if d.index == index), None)
+    for s in window.of("gpu", GpuSample):
+        dev = next((d for d in s.devices if d.index == index), None)
         sm.append(None if dev is None else gpu_busy_pct(dev))
         dram.append(None if dev is None else (dev.dram_bw_util_pct if dev.util_source == "gpm" else None))
     return sm, dram
@@ -102,7 +98,7 @@ class GpuPane(Pane):
     def inputs(self, window: Window) -> tuple[object, ...] | None:
         """With no sample the pane is one line from the collector's status (rebuilt when that changes); with
         one, every tick (its numbers and history move)."""
-        if window.latest("gpu") is not None:
+        if window.latest_of("gpu", GpuSample) is not None:
             return None
         status = window.statuses.get("gpu")
         return (None if status is None else (status.state, status.reason),)
@@ -110,7 +106,7 @@ class GpuPane(Pane):
     def build(self, window: Window, width: int) -> Text:
         """Render every GPU of the newest sample."""
         text = Text()
-        sample = cast("GpuSample | None", window.latest("gpu"))
+        sample = window.latest_of("gpu", GpuSample)
         if sample is None:
             text.append("GPU ", style=self.sty("pane--title"))
             text.append(unavailable_line(window, "")[: max(width * 3, 80)], style=self.sty("pane--dim"))
@@ -144,11 +140,8 @@ class GpuPane(Pane):
     # -- header ------------------------------------------------------------------------------------------
     def _header(self, text: Text, sample: GpuSample, width: int) -> None:
         text.append("GPU ", style=self.sty("pane--title"))
-        where = (
-            "target on GPU " + ", ".join(str(i) for i in sample.target_gpu_indices)
-            if sample.target_gpu_indices
-            else "target on no GPU"
-        )
+        targets = _target_indices(sample)
+        where = "target on GPU " + ", ".join(str(i) for i in targets) if targets else "target on no GPU"
         head = f"{len(sample.devices)} device(s) · driver {sample.driver_version or '?'} · {where}"
         text.append(clip(head, width - 4))
         if sample.attribution_note:
@@ -170,13 +163,11 @@ class GpuPane(Pane):
         if dev.note:
             text.append(clip(f"{dev.index} {name} GPU lost: needs a reset", width), style=self.sty("pane--bad"))
             return
+        busy = gpu_busy_pct(dev)
         if dev.util_source == "gpm":
-            util = (
-                f"SM {fmt_pct(dev.sm_util_pct)} tensor {fmt_pct(dev.tensor_util_pct)}"
-                f" DRAM bw {fmt_pct(dev.dram_bw_util_pct)}"
-            )
+            util = f"SM {fmt_pct(busy)} tensor {fmt_pct(dev.tensor_util_pct)} DRAM bw {fmt_pct(dev.dram_bw_util_pct)}"
         else:
-            util = f"busy {fmt_pct(dev.legacy_gpu_util_pct)} mem-ctl {fmt_pct(dev.legacy_mem_util_pct)} (legacy)"
+            util = f"busy {fmt_pct(busy)} mem-ctl {fmt_pct(dev.legacy_mem_util_pct)} (legacy)"
         temp = "–" if dev.temperature_c is None else f"{dev.temperature_c:.0f}°C"
         mem = f"{_gib(dev.mem_used_bytes)}/{_gib(dev.mem_total_bytes)}G"
         row = f"{dev.index} {name}  {util}  {mem}  {temp} {_num(dev.power_w)}W"
@@ -209,13 +200,14 @@ class GpuPane(Pane):
             text.append("\n" + wrap(warning, width), style=self.sty("pane--warn"))
         half = max(20, (width - 1) // 2)
         rows: tuple[tuple[tuple[str, float | None], tuple[str, float | None]], ...]
+        busy = gpu_busy_pct(dev)
         if dev.util_source == "gpm":
             rows = (
-                (("SM     ", dev.sm_util_pct), ("tensor ", dev.tensor_util_pct)),
+                (("SM     ", busy), ("tensor ", dev.tensor_util_pct)),
                 (("DRAM bw", dev.dram_bw_util_pct), ("graphic", dev.graphics_util_pct)),
             )
         else:
-            rows = ((("busy   ", dev.legacy_gpu_util_pct), ("mem-ctl", dev.legacy_mem_util_pct)),)
+            rows = ((("busy   ", busy), ("mem-ctl", dev.legacy_mem_util_pct)),)
         for left, right in rows:
             text.append("\n")
             text.append(self._cell(*left, half), style=self.sty("pane--ok"))
@@ -287,9 +279,10 @@ class GpuPane(Pane):
         )
         text.append("\n" + clip(head, width), style=self.sty("pane--dim"))
         legacy = False
+        targets = set(_target_indices(sample))
         for dev in sample.devices:
             text.append("\n")
-            mark = "*" if dev.target_pids else " "
+            mark = "*" if dev.index in targets else " "
             name = clip(_short_name(dev.name), 14).ljust(14)
             if dev.note:
                 text.append(
@@ -297,10 +290,10 @@ class GpuPane(Pane):
                 )
                 continue
             if dev.util_source == "gpm":
-                sm = fmt_pct(dev.sm_util_pct, 4)
+                sm = fmt_pct(gpu_busy_pct(dev), 4)
             else:
                 legacy = True
-                sm = (fmt_pct(dev.legacy_gpu_util_pct) + "ˡ").rjust(4)
+                sm = (fmt_pct(gpu_busy_pct(dev)) + "ˡ").rjust(4)
             mem = f"{_gib(dev.mem_used_bytes)}/{_gib(dev.mem_total_bytes)}G"
             temp = "–" if dev.temperature_c is None else f"{dev.temperature_c:.0f}°"
             row = (
@@ -315,6 +308,13 @@ class GpuPane(Pane):
                 text.append("  " + clip(", ".join(reasons), room), style=self.sty("pane--warn"))
         notes = "* = the target runs here" + (" · ˡ = legacy busy %, not SM" if legacy else "")
         text.append("\n" + clip(notes, width), style=self.sty("pane--dim"))
+
+
+def _target_indices(sample: GpuSample) -> tuple[int, ...]:
+    """The indices of the target's GPUs by the model's one rule; none when it is not known which are the target's
+    (then the model hands every GPU over to be judged, which is not the same as the target running on them)."""
+    chosen = sample.target_devices()
+    return tuple(d.index for d in chosen.devices) if chosen.known else ()
 
 
 def _num(x: float | None) -> str:

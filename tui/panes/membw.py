@@ -7,17 +7,12 @@ bandwidth needs CPU performance counters; where the kernel has none the pane say
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
-
 from rich.text import Text
 
-from optitop.model import Window
+from optitop.model import GpuDevice, GpuSample, ProcessSample, ServingSample, SystemSample, Window
 from optitop.tui.format import bar, clip, fmt_bytes, fmt_pct, fmt_rate, spark
 from optitop.tui.panes.base import Pane
 from optitop.tui.panes.gpu import COMPACT_ABOVE, fmt_si_rate, link_label, pct_of, unavailable_line, wrap
-
-if TYPE_CHECKING:
-    from optitop.model import GpuDevice, GpuSample, ProcessSample, ServingSample, SystemSample
 
 #: Seconds of process history the RSS growth rate is fitted over.
 RSS_SPAN_S = 60.0
@@ -26,7 +21,7 @@ HOST_DRAM_UNKNOWN = "host DRAM bandwidth: not checked (the GPU collector, which 
 
 def rss_growth(window: Window, span_s: float = RSS_SPAN_S) -> tuple[float | None, float]:
     """RSS change per second of the target tree over the last ``span_s`` (first to last sample), and the span."""
-    series = [cast("ProcessSample", s) for s in window.recent("process", span_s)]
+    series = window.recent_of("process", ProcessSample, span_s)
     if len(series) < 2:
         return None, 0.0
     first, last = series[0], series[-1]
@@ -39,8 +34,8 @@ def rss_growth(window: Window, span_s: float = RSS_SPAN_S) -> tuple[float | None
 def kv_cache_pct(window: Window) -> float | None:
     """KV-cache usage from the serving metrics (queue or log collector), when either knows it."""
     for name in ("queue", "logs"):
-        sample = cast("ServingSample | None", window.latest(name))
-        usage = getattr(getattr(sample, "stats", None), "kv_cache_usage_pct", None)  # both sources carry stats
+        sample = window.latest_of(name, ServingSample)
+        usage = sample.stats.kv_cache_usage_pct if sample is not None else None  # both sources carry stats
         if usage is not None:
             return float(usage)
     return None
@@ -50,8 +45,8 @@ def device_history(window: Window, index: int) -> tuple[list[float | None], list
     """DRAM bandwidth % and PCIe GB/s (rx + tx) of one GPU over the window, oldest first."""
     dram: list[float | None] = []
     pcie: list[float | None] = []
-    for s in window.series("gpu"):
-        dev = next((d for d in cast("GpuSample", s).devices if d.index == index), None)
+    for s in window.of("gpu", GpuSample):
+        dev = next((d for d in s.devices if d.index == index), None)
         if dev is None:
             dram.append(None)
             pcie.append(None)
@@ -69,7 +64,7 @@ class MemBwPane(Pane):
         """Render the GPU and host memory traffic."""
         text = Text()
         text.append("MEMORY BANDWIDTH", style=self.sty("pane--title"))
-        sample = cast("GpuSample | None", window.latest("gpu"))
+        sample = window.latest_of("gpu", GpuSample)
         if sample is None:
             text.append("\n" + unavailable_line(window, "GPU: "), style=self.sty("pane--dim"))
         else:
@@ -165,8 +160,8 @@ class MemBwPane(Pane):
 
     # -- host ----------------------------------------------------------------------------------------------
     def _host(self, text: Text, window: Window, sample: GpuSample | None, width: int) -> None:
-        proc = cast("ProcessSample | None", window.latest("process"))
-        system = cast("SystemSample | None", window.latest("system"))
+        proc = window.latest_of("process", ProcessSample)
+        system = window.latest_of("system", SystemSample)
         text.append("\n")
         text.append("host ", style="bold")
         if proc is None:
@@ -191,5 +186,5 @@ class MemBwPane(Pane):
                 )
             text.append("\n" + clip(swap, width))
         note = sample.host_dram_bw_note if sample is not None else ""
-        note = note or str(getattr(system, "host_dram_bw_note", "") or "") or HOST_DRAM_UNKNOWN
+        note = note or (system.host_dram_bw_note if system is not None else "") or HOST_DRAM_UNKNOWN
         text.append("\n" + wrap(note, width), style=self.sty("pane--dim"))

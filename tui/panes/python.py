@@ -7,16 +7,16 @@ names and paths come from the target and are appended as plain text, never parse
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
 
-from optitop.model import SourceState, Window
+from optitop.model import PyStacksSample, SourceState, Window
 from optitop.tui.format import clip, fmt_clock, fmt_duration, fmt_pct, printable
 from optitop.tui.panes.base import Pane
 
 if TYPE_CHECKING:
-    from optitop.model import PyStacksSample, PyThread
+    from optitop.model import PyThread
 
 #: Each breakdown class: the colour class it is drawn in and the fill character (readable without colour).
 CLASS_STYLE: dict[str, tuple[str, str]] = {
@@ -94,7 +94,7 @@ class PythonPane(Pane):
 
         Only the status's state and reason are shown; its latency and last-success time move every tick.
         """
-        stamps = tuple(sample.mono_s for sample in window.series("pystacks"))
+        stamps = tuple(sample.mono_s for sample in window.of("pystacks", PyStacksSample))
         status = window.statuses.get("pystacks")
         shown = (status.state, status.reason) if status is not None else None
         return (stamps, shown, self.max_threads, self.max_hot)
@@ -103,7 +103,7 @@ class PythonPane(Pane):
         """Render the newest stacks sample of the window."""
         text = Text()
         text.append("PYTHON ", style=self.sty("pane--title"))
-        series = [cast("PyStacksSample", s) for s in window.series("pystacks")]
+        series = window.of("pystacks", PyStacksSample)
         regular = next((s for s in reversed(series) if not s.trigger), None)
         if regular is None:
             self._no_data(window, text, width)
@@ -201,7 +201,7 @@ class PythonPane(Pane):
 
     def _op_mix(self, text: Text, s: PyStacksSample, width: int) -> None:
         """The op mix read from the Python frames (no pause): an arithmetic-intensity view of the CPU work."""
-        mix = getattr(s, "py_op_mix", None)
+        mix = s.py_op_mix
         if not mix:
             return
         text.append("\n")

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
-
 from rich.text import Text
 
-from optitop.model import Window
+from optitop.model import ProcessSample, Window
 from optitop.tui.format import clip, fmt_bytes, fmt_pct
 from optitop.tui.panes.base import Pane
-
-if TYPE_CHECKING:
-    from optitop.model import ProcessSample
 
 
 class TreePane(Pane):
@@ -22,7 +17,7 @@ class TreePane(Pane):
     def build(self, window: Window, width: int) -> Text:
         """Render the tree."""
         text = Text()
-        proc = cast("ProcessSample | None", window.latest("process"))
+        proc = window.latest_of("process", ProcessSample)
         text.append("TREE ", style=self.sty("pane--title"))
         if proc is None:
             text.append("–", style=self.sty("pane--dim"))
