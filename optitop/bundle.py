@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from optitop import __version__
-from optitop.collectors.pystacks import find_pyspy, ptrace_fix  # the py-spy that samples is the one that dumps
+from optitop.collectors.pyspy import find_pyspy, ptrace_fix  # the py-spy that samples is the one that dumps
 from optitop.config import Options
 from optitop.model import Diagnosis, Window
 from optitop.record import write_snapshot
