@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import psutil
 
 from optitop.collectors import REGISTRY, available_specs
-from optitop.collectors.gpu import in_initial_pid_namespace
+from optitop.collectors.pidns import in_initial_pid_namespace
 from optitop.collectors.procfs import read_status_field
 from optitop.collectors.pyspy import CAP_SYS_PTRACE_BIT, effective_caps
 from optitop.config import CollectorContext, Options
