@@ -77,13 +77,9 @@ def load_module(name: str, path: Path) -> Any:
 
 # -- 1. NVML facts and the cost of each call -------------------------------------------------------------------
 def step_facts(ctx: dict[str, Any]) -> dict[str, Any]:
-    from optitop.collectors.gpu import (
-        GpuCollector,
-        _import_pynvml,
-        decode_throttle,
-        dram_peak_bytes_per_s,
-        pcie_link_bytes_per_s,
-    )
+    from optitop.collectors.gpu import GpuCollector
+    from optitop.collectors.gpupeaks import decode_throttle, dram_peak_bytes_per_s, pcie_link_bytes_per_s
+    from optitop.collectors.nvml import _import_pynvml
     from optitop.config import CollectorContext, Options
 
     if ctx["sim"]:

@@ -11,7 +11,7 @@ from typing import Any
 
 import psutil
 
-from optitop.collectors.gpu import host_dram_bw_note
+from optitop.collectors.hostmem import host_dram_bw_note
 from optitop.config import CollectorContext
 from optitop.model import SystemSample
 

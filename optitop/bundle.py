@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from optitop import __version__
 from optitop.collectors import REGISTRY
-from optitop.collectors.pystacks import find_pyspy, ptrace_fix  # the py-spy that samples is the one that dumps
+from optitop.collectors.pyspy import find_pyspy, ptrace_fix  # the py-spy that samples is the one that dumps
 from optitop.config import Options
 from optitop.model import Diagnosis, Window
 from optitop.record import write_snapshot

@@ -12,9 +12,9 @@ from typing import Protocol, runtime_checkable
 import psutil
 
 from optitop.collectors import REGISTRY, available_specs
-from optitop.collectors.gpu import in_initial_pid_namespace
+from optitop.collectors.pidns import in_initial_pid_namespace
 from optitop.collectors.procfs import read_status_field
-from optitop.collectors.pystacks import CAP_SYS_PTRACE_BIT, effective_caps
+from optitop.collectors.pyspy import CAP_SYS_PTRACE_BIT, effective_caps
 from optitop.config import CollectorContext, Options
 from optitop.model import ProcessSample, SocketSample, SourceUnavailable, TargetGone
 

@@ -36,17 +36,10 @@ from nvml_sim import (
     uninstall,
 )
 
-from optitop.collectors.gpu import (
-    GPM_FALLBACK_AFTER,
-    GPM_RETRY_S,
-    HOST_DRAM_BW_NOT_COLLECTED,
-    HOST_DRAM_BW_UNAVAILABLE,
-    GpuCollector,
-    decode_throttle,
-    dram_peak_bytes_per_s,
-    host_dram_bw_note,
-    pcie_link_bytes_per_s,
-)
+from optitop.collectors.gpm import GPM_FALLBACK_AFTER, GPM_RETRY_S
+from optitop.collectors.gpu import GpuCollector
+from optitop.collectors.gpupeaks import decode_throttle, dram_peak_bytes_per_s, pcie_link_bytes_per_s
+from optitop.collectors.hostmem import HOST_DRAM_BW_NOT_COLLECTED, HOST_DRAM_BW_UNAVAILABLE, host_dram_bw_note
 from optitop.config import CollectorContext, Options
 from optitop.model import GpuSample, SourceUnavailable
 

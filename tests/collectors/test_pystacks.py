@@ -20,20 +20,11 @@ import psutil
 import pytest
 from conftest import wait_for
 
-from optitop.collectors.pystacks import (
-    NO_INTERPRETER,
-    NOT_PYTHON,
-    PTRACE_FIX,
-    SOURCE_CACHE_BYTES,
-    SOURCE_FILE_MAX_BYTES,
-    PyStacksCollector,
-    SourceLines,
-    active_from_cpu,
-    explain_failure,
-    find_pyspy,
-    parse_raw,
-    ptrace_fix,
-)
+from optitop.collectors.pyspy import NO_INTERPRETER, PTRACE_FIX, explain_failure, find_pyspy, ptrace_fix
+from optitop.collectors.pyspyparse import parse_raw
+from optitop.collectors.pystacks import NOT_PYTHON, PyStacksCollector
+from optitop.collectors.sourcelines import SOURCE_CACHE_BYTES, SOURCE_FILE_MAX_BYTES, SourceLines
+from optitop.collectors.stackagg import active_from_cpu
 from optitop.collectors.stackclass import Frame
 from optitop.config import CollectorContext, Options
 from optitop.model import PyStacksSample, PyThread, SourceUnavailable, TargetGone

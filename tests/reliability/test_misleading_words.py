@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from optitop.collectors.pystacks import find_pyspy
+from optitop.collectors.pyspy import find_pyspy
 
 OPTITOP = shutil.which("optitop", path=str(Path(sys.executable).parent)) or "optitop"
 TARGET = "threading.Thread(target=spin, args=('burner',), daemon=True).start()\nready()\ntime.sleep(600)\n"

@@ -1,6 +1,6 @@
 """Property tests: every parser of outside text either parses or raises the one error it documents.
 
-Exposition text (collectors/promtext.py), py-spy output (collectors/pystacks.py), record files
+Exposition text (collectors/promtext.py), py-spy output (collectors/pyspyparse.py), record files
 (optitop/replay.py) and /proc/net tables and sock_diag replies (collectors/netparse.py) come from programs and
 files optitop does not control; a parser that raises anything else would take a source (or a replay) down with
 it. And tui/format.py's printable()/clip() must leave no control character in what a pane draws, whatever a
@@ -34,7 +34,7 @@ from optitop.collectors.netparse import (
     tcp_in_use,
 )
 from optitop.collectors.promtext import Exposition, NotExposition, histogram_buckets, parse_exposition, quantile
-from optitop.collectors.pystacks import parse_dump, parse_frame, parse_raw
+from optitop.collectors.pyspyparse import parse_dump, parse_frame, parse_raw
 from optitop.config import Options
 from optitop.model import SourceState, SourceStatus, TargetInfo
 from optitop.record import header

@@ -24,7 +24,7 @@ import psutil
 import pytest
 from conftest import wait_for
 
-from optitop.collectors.pystacks import find_pyspy
+from optitop.collectors.pyspy import find_pyspy
 from optitop.replay import load
 
 OPTITOP = shutil.which("optitop", path=str(Path(sys.executable).parent)) or "optitop"

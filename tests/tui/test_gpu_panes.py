@@ -20,7 +20,8 @@ from textual.app import App, ComposeResult
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "collectors"))
 from nvml_sim import H100_COPY, H100_MATMUL, H100_PCIE, a100_legacy, h100, make_fake  # noqa: E402
 
-from optitop.collectors.gpu import HOST_DRAM_BW_UNAVAILABLE, GpuCollector  # noqa: E402
+from optitop.collectors.gpu import GpuCollector  # noqa: E402
+from optitop.collectors.hostmem import HOST_DRAM_BW_UNAVAILABLE  # noqa: E402
 from optitop.collectors.process import ProcessCollector  # noqa: E402
 from optitop.collectors.system import SystemCollector  # noqa: E402
 from optitop.config import CollectorContext, Options  # noqa: E402
@@ -299,7 +300,7 @@ async def test_a_pane_keeps_its_background_until_the_theme_changes() -> None:
 
 
 def test_gpm_fallback_and_persistence_off_are_warned_in_the_block() -> None:
-    from optitop.collectors.gpu import GPM_FALLBACK_AFTER
+    from optitop.collectors.gpm import GPM_FALLBACK_AFTER
 
     gpu = h100(util_gpu=97, persistence=False, errors={"nvmlGpmSampleGet": pynvml.NVML_ERROR_IN_USE})
     store, _ = gpu_store([gpu], ticks=GPM_FALLBACK_AFTER)
