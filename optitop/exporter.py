@@ -23,7 +23,16 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import CollectorRegistry
 
 from optitop.httpserve import Handler, MetricsServer, PageCache, Request, response
-from optitop.model import CATEGORIES, GpuDevice, ListenQueue, ServingSample, SourceState, Window
+from optitop.model import (
+    CATEGORIES,
+    GpuDevice,
+    GpuSample,
+    ListenQueue,
+    ServingSample,
+    SourceState,
+    Window,
+    gpu_busy_pct,
+)
 from optitop.redact import redact_text
 from optitop.store import Store
 from optitop.webconfig import BasicAuth, WebConfig
@@ -73,7 +82,7 @@ HELP: dict[str, str] = {
     "process_num_threads": "Threads in the target's process tree",
     "system_cpu_busy_pct": "Host CPU busy, in % of all cores",
     "system_core_busy_pct": "Busy % of one host CPU core",
-    "gpu_sm_util_pct": "Share of SMs busy (GPM SM_UTIL, or the legacy GPU utilisation where GPM is unsupported)",
+    "gpu_sm_util_pct": "Share of SMs busy (GPM SM_UTIL; absent without GPM: see optitop_gpu_busy_percent)",
     "gpu_tensor_util_pct": "Tensor core activity (GPM ANY_TENSOR_UTIL)",
     "gpu_dram_bw_util_pct": "GPU DRAM bandwidth in use, in % of peak (GPM DRAM_BW_UTIL)",
     "gpu_dram_bytes_per_s": "GPU DRAM traffic (DRAM_BW_UTIL x theoretical peak)",
@@ -173,6 +182,7 @@ class StoreCollector:
                     {"source": series},
                     "Seconds since the source's latest sample",
                 )
+        self._gpu_busy(families, window)
         self._sources(families, window)
         self._verdict(families, window)
         self._target(families, window)
@@ -210,6 +220,32 @@ class StoreCollector:
             metric, label = INDEXED_NUMBERS[name]
             for i, v in enumerate(items):
                 families.add(f"{prefix}_{metric}", float(v), {**labels, label: str(i)}, field=name)
+
+    @staticmethod
+    def _gpu_busy(families: _Families, window: Window) -> None:
+        """GPU busy % by the model's one policy (``gpu_busy_pct``: GPM's SM activity, the legacy utilisation only
+        where there is no GPM), per GPU and for the target's GPUs: what the verdict, the GPU pane and compare read,
+        so a dashboard never shows a Hopper GPU idle under load from the legacy counter."""
+        sample = window.latest_of("gpu", GpuSample)
+        if sample is None:
+            return
+        for device in sample.devices:
+            busy = gpu_busy_pct(device)
+            labelled = item_labels(device)
+            if busy is not None and labelled is not None:
+                families.add(
+                    "gpu_busy_pct",
+                    busy,
+                    labelled[1],
+                    "How busy the GPU is, in %: GPM SM activity, or NVML's legacy utilisation where GPM is absent",
+                )
+        target = sample.target_busy_pct()
+        if target is not None:
+            families.add(
+                "gpu_target_busy_pct",
+                target,
+                help_text="The busiest of the target's GPUs (all GPUs when NVML cannot tell which), in %",
+            )
 
     # -- sources, verdict, target ----------------------------------------------------------------------
     @staticmethod
