@@ -19,10 +19,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from optitop.commands.replay import read_with_progress
 from optitop.model import CATEGORIES, Sample, gpu_busy_pct
-from optitop.replay import Event, Recording, RecordingError, Replayer, read_with_progress
+from optitop.recording.codec import SCHEMA_VERSION, Event
+from optitop.recording.reader import RecordingError
+from optitop.recording.replayer import Replayer
+from optitop.recording.scan import Recording
 from optitop.safetext import printable
-from optitop.serialize import SCHEMA_VERSION
 
 #: Relative difference under which two values count as the same.
 SAME_WITHIN = 0.02

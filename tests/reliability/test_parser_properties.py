@@ -37,8 +37,9 @@ from optitop.collectors.promtext import Exposition, NotExposition, histogram_buc
 from optitop.collectors.pystacks import parse_dump, parse_frame, parse_raw
 from optitop.config import Options
 from optitop.model import SourceState, SourceStatus, TargetInfo
-from optitop.record import header
-from optitop.replay import Recording, RecordingError, load
+from optitop.recording.reader import RecordingError
+from optitop.recording.scan import Recording, load
+from optitop.recording.writer import header
 from optitop.store import Store
 from optitop.tui.format import clip, printable
 
@@ -324,7 +325,7 @@ def test_record_reader_odd_lines_after_a_valid_header(lines: list[object]) -> No
 
 
 def _real_record_body() -> bytes:
-    from optitop.record import sample_line
+    from optitop.recording.codec import sample_line
 
     lines = []
     for i in range(20):

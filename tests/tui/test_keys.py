@@ -23,8 +23,8 @@ from tuiscreen import screen_text, wait_for_screen, without_scrollbar
 from optitop.cli import main_parser, options_from
 from optitop.config import Options
 from optitop.model import ThreadSample
-from optitop.record import default_record_path
-from optitop.replay import load
+from optitop.recording.scan import load
+from optitop.recording.writer import default_record_path
 from optitop.runtime import make_session
 from optitop.tui.app import HelpScreen, OptitopApp
 from optitop.tui.panes.verdict import VerdictPane
