@@ -148,7 +148,7 @@ def cmd_replay(argv: Sequence[str]) -> int:
 
 def cmd_compare(argv: Sequence[str]) -> int:
     """Compare two recordings side by side."""
-    from optitop.compare import compare_main
+    from optitop.commands.compare import compare_main
 
     return compare_main(argv)
 

@@ -26,8 +26,8 @@ import samplefactory
 from conftest import wait_for
 
 from optitop.bundle import Bundle, stack_dump
+from optitop.commands.compare import compare_main
 from optitop.commands.replay import ProgressLine, quiet_keys
-from optitop.compare import compare_main
 from optitop.config import Options
 from optitop.model import Diagnosis, SelfCost, SourceState, SourceStatus, TargetInfo, ThreadSample
 from optitop.recording.codec import sample_line, to_jsonable
