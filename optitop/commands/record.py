@@ -1,7 +1,8 @@
-"""``optitop record --pid PID -o run.jsonl[.gz]``: record a target's metrics and verdicts until told to stop.
+"""``optitop record``: attach to a target and record it until the duration ends, the target exits or a signal.
 
-A target or an output path that cannot be used is bad usage (2, before anything is sampled); a write that
-fails while recording is a failure while running (1). SIGTERM, SIGINT and SIGHUP end the recording cleanly.
+The recording itself (``PATH.part``, the rename, the line format) is ``optitop.recording.writer``'s; here are
+the options, the session, the stop signals (SIGTERM, SIGINT and SIGHUP end it cleanly, with its ``end`` line)
+and the one-line messages that say where the data is.
 """
 
 from __future__ import annotations

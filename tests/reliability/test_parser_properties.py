@@ -1,7 +1,7 @@
 """Property tests: every parser of outside text either parses or raises the one error it documents.
 
 Exposition text (collectors/promtext.py), py-spy output (collectors/pystacks.py), record files
-(optitop/replay.py) and /proc/net tables and sock_diag replies (collectors/netparse.py) come from programs and
+(optitop/recording/) and /proc/net tables and sock_diag replies (collectors/netparse.py) come from programs and
 files optitop does not control; a parser that raises anything else would take a source (or a replay) down with
 it. And tui/format.py's printable()/clip() must leave no control character in what a pane draws, whatever a
 target names its threads or files, so text from the target can never move the cursor or repaint the screen.
