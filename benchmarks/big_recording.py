@@ -171,11 +171,12 @@ def measure_replay(path: str, timeout_s: float = 600.0) -> tuple[float, float]:
 
 def measure_seek(path: str) -> tuple[float, float]:
     """(seconds to open at the start, seconds for a 10 s backward seek from the end), in this process."""
-    from optitop import replay
+    from optitop.recording.replayer import Replayer
+    from optitop.recording.scan import scan
 
     t0 = time.monotonic()
-    rec = replay.scan(path) if hasattr(replay, "scan") else replay.load(path)
-    replayer = replay.Replayer(rec)
+    rec = scan(path)
+    replayer = Replayer(rec)
     opened = time.monotonic() - t0
     replayer.seek(rec.end_mono_s)
     t0 = time.monotonic()

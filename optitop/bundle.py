@@ -29,11 +29,12 @@ from optitop.collectors import REGISTRY
 from optitop.collectors.pyspy import find_pyspy, ptrace_fix  # the py-spy that samples is the one that dumps
 from optitop.config import Options
 from optitop.model import Diagnosis, Window
-from optitop.record import write_snapshot
+from optitop.recording.codec import SCHEMA_VERSION, to_jsonable
+from optitop.recording.writer import write_snapshot
 from optitop.redact import redact_json, redact_text
 from optitop.safefile import SafeFile
 from optitop.safetext import printable_lines
-from optitop.serialize import SCHEMA_VERSION, report, to_jsonable
+from optitop.serialize import report
 from optitop.store import Store
 
 if TYPE_CHECKING:

@@ -35,21 +35,21 @@ def cmd_demo(argv: Sequence[str]) -> int:
 
 def cmd_record(argv: Sequence[str]) -> int:
     """Record a target to a JSON Lines file."""
-    from optitop.record import record_main
+    from optitop.commands.record import record_main
 
     return record_main(argv)
 
 
 def cmd_replay(argv: Sequence[str]) -> int:
     """Replay a recording in the TUI."""
-    from optitop.replay import replay_main
+    from optitop.commands.replay import replay_main
 
     return replay_main(argv)
 
 
 def cmd_compare(argv: Sequence[str]) -> int:
     """Compare two recordings side by side."""
-    from optitop.compare import compare_main
+    from optitop.commands.compare import compare_main
 
     return compare_main(argv)
 

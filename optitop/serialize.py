@@ -1,33 +1,19 @@
-"""Turning samples, statuses and verdicts into JSON: one schema for ``--once --json`` and record files."""
+"""The headless ``--once --json`` document: latest values and window aggregates, sources, verdict and cost.
+
+Values are encoded by ``optitop.recording.codec.to_jsonable``, and the document carries the record files'
+``schema_version``: a key means the same in both.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import enum
 import math
 import time
 from typing import Any
 
 from optitop import __version__
 from optitop.model import Diagnosis, Sample, SourceStatus, TargetInfo, Window
-
-#: Bumped whenever a key is renamed or removed (adding keys keeps the version).
-SCHEMA_VERSION = 1
-
-
-def to_jsonable(obj: Any) -> Any:
-    """Plain JSON values from dataclasses, enums, tuples; NaN and infinities become None."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, enum.Enum):
-        return obj.value
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
+from optitop.recording.codec import SCHEMA_VERSION, to_jsonable
 
 
 def _numeric_fields(obj: Any, prefix: str = "") -> dict[str, float]:

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from optitop.follow import FollowingSession
-    from optitop.record import Recorder
+    from optitop.recording.writer import Recorder
 
 HELP_TEXT = """optitop — keys (↑/↓ scroll, esc closes)
 
@@ -452,7 +452,7 @@ class OptitopApp(App[int]):
         predictable, so when it is taken (or a link was planted there) the next numbered name is used: a key
         press never writes through a link or over a file.
         """
-        from optitop.record import Recorder, default_record_path
+        from optitop.recording.writer import Recorder, default_record_path
         from optitop.safefile import RefusedPathError, numbered_names
 
         header = self.query_one(HeaderPane)

@@ -16,7 +16,8 @@ from textual.binding import Binding, BindingType
 
 from optitop.config import Options
 from optitop.model import Window
-from optitop.replay import Recording, Replayer
+from optitop.recording.replayer import Replayer
+from optitop.recording.scan import Recording
 from optitop.safetext import printable
 from optitop.tui.app import OptitopApp
 from optitop.tui.format import clip, fmt_clock, fmt_duration

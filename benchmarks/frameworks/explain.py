@@ -13,7 +13,8 @@ import argparse
 from dataclasses import fields
 
 from optitop.analyzers.verdict import assess
-from optitop.replay import Replayer, load
+from optitop.recording.replayer import Replayer
+from optitop.recording.scan import load
 
 
 def show(replayer: Replayer) -> None:

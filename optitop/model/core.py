@@ -1,7 +1,7 @@
 """The contracts every stage shares: samples, source status, the collector protocol and the diagnosis.
 
 Data flows one way (collectors -> store -> analyzers -> tui); these types are what crosses each arrow, so
-they are plain, frozen and serialisable (see ``optitop.serialize``).
+they are plain, frozen and serialisable (see ``optitop.recording.codec``).
 """
 
 from __future__ import annotations

@@ -9,10 +9,11 @@ import pytest
 import samplefactory
 from conftest import wait_for
 
-from optitop.compare import compare, compare_main
+from optitop.commands.compare import compare_main
 from optitop.model import Diagnosis, GpuDevice, GpuSample, ProcessSample, ServingSample, ServingStats, TargetInfo
-from optitop.record import Recorder
-from optitop.replay import load
+from optitop.recording.compare import compare
+from optitop.recording.scan import load
+from optitop.recording.writer import Recorder
 from optitop.store import Store
 
 GIB = 1 << 30

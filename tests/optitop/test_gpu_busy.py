@@ -8,8 +8,8 @@ import pytest
 import samplefactory
 
 from optitop.analyzers.signals import extract
-from optitop.compare import _gpu_mean, _sm_util
 from optitop.model import TargetInfo, gpu_busy_pct
+from optitop.recording.compare import row_spec
 from optitop.session import _gpu_busy_pct
 from optitop.store import Store
 from optitop.tui.panes.gpu import util_history
@@ -28,7 +28,7 @@ def readings(device) -> dict[str, float | None]:
         "policy": gpu_busy_pct(device),
         "verdict": extract(window).gpu_busy_pct,
         "pane": util_history(window, device.index)[0][-1],
-        "compare": _gpu_mean(_sm_util)(sample),
+        "compare": row_spec("GPU SM util").extract(sample),
         "gpu-dip": _gpu_busy_pct(sample),
     }
 

@@ -28,10 +28,12 @@ from optitop.model import (
     TargetInfo,
     ThreadSample,
 )
-from optitop.record import Recorder
-from optitop.replay import ConversionError, Recording, RecordingError, Replayer, from_jsonable, load
+from optitop.recording.codec import SCHEMA_VERSION, ConversionError, from_jsonable, to_jsonable
+from optitop.recording.reader import RecordingError
+from optitop.recording.replayer import Replayer
+from optitop.recording.scan import Recording, load
+from optitop.recording.writer import Recorder
 from optitop.safefile import RefusedPathError
-from optitop.serialize import SCHEMA_VERSION, to_jsonable
 from optitop.store import Store
 
 T0 = 1000.0
@@ -512,7 +514,7 @@ def test_optitop_bundle_cli_writes_a_private_redacted_archive_that_replays(start
 
 
 def test_replay_main_reports_damage_and_refuses_without_a_terminal(tmp_path, capsys):
-    from optitop.replay import replay_main
+    from optitop.commands.replay import replay_main
 
     path = tmp_path / "run.jsonl"
     record(str(path), n=5)

@@ -80,11 +80,11 @@ REQUIRED = {"record": ["-o", "/nonexistent/x.jsonl"], "bundle": ["-o", "/nonexis
 
 def _parsers() -> dict[str, argparse.ArgumentParser]:
     from optitop.commands.bundle import bundle_parser
+    from optitop.commands.compare import compare_parser
     from optitop.commands.export import export_parser
-    from optitop.compare import compare_parser
+    from optitop.commands.record import record_parser
+    from optitop.commands.replay import replay_parser
     from optitop.demo.cli import parser as demo_parser
-    from optitop.record import record_parser
-    from optitop.replay import replay_parser
 
     makers: dict[str, Callable[[], argparse.ArgumentParser]] = {
         "": main_parser,

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from optitop.replay import load
+from optitop.recording.scan import load
 
 TARGET = """
 named_thread(nap, "napper")

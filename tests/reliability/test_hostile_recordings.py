@@ -26,12 +26,15 @@ import samplefactory
 from conftest import wait_for
 
 from optitop.bundle import Bundle, stack_dump
-from optitop.compare import compare_main
+from optitop.commands.compare import compare_main
+from optitop.commands.replay import ProgressLine, quiet_keys
 from optitop.config import Options
 from optitop.model import Diagnosis, SelfCost, SourceState, SourceStatus, TargetInfo, ThreadSample
-from optitop.record import LineWriter, Recorder, header, sample_line, write_snapshot
-from optitop.replay import MAX_LINE_BYTES, ProgressLine, Replayer, load, quiet_keys, scan
-from optitop.serialize import to_jsonable
+from optitop.recording.codec import sample_line, to_jsonable
+from optitop.recording.reader import MAX_LINE_BYTES
+from optitop.recording.replayer import Replayer
+from optitop.recording.scan import load, scan
+from optitop.recording.writer import LineWriter, Recorder, header, write_snapshot
 from optitop.store import Store
 
 OPTITOP = str(Path(sys.executable).parent / "optitop")

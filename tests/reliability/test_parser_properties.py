@@ -1,7 +1,7 @@
 """Property tests: every parser of outside text either parses or raises the one error it documents.
 
 Exposition text (collectors/promtext.py), py-spy output (collectors/pyspyparse.py), record files
-(optitop/replay.py) and /proc/net tables and sock_diag replies (collectors/netparse.py) come from programs and
+(optitop/recording/) and /proc/net tables and sock_diag replies (collectors/netparse.py) come from programs and
 files optitop does not control; a parser that raises anything else would take a source (or a replay) down with
 it. And tui/format.py's printable()/clip() must leave no control character in what a pane draws, whatever a
 target names its threads or files, so text from the target can never move the cursor or repaint the screen.
@@ -37,8 +37,9 @@ from optitop.collectors.promtext import Exposition, NotExposition, histogram_buc
 from optitop.collectors.pyspyparse import parse_dump, parse_frame, parse_raw
 from optitop.config import Options
 from optitop.model import SourceState, SourceStatus, TargetInfo
-from optitop.record import header
-from optitop.replay import Recording, RecordingError, load
+from optitop.recording.reader import RecordingError
+from optitop.recording.scan import Recording, load
+from optitop.recording.writer import header
 from optitop.store import Store
 from optitop.tui.format import clip, printable
 
@@ -324,7 +325,7 @@ def test_record_reader_odd_lines_after_a_valid_header(lines: list[object]) -> No
 
 
 def _real_record_body() -> bytes:
-    from optitop.record import sample_line
+    from optitop.recording.codec import sample_line
 
     lines = []
     for i in range(20):

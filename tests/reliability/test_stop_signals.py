@@ -25,7 +25,7 @@ import pytest
 from conftest import wait_for
 
 from optitop.collectors.pyspy import find_pyspy
-from optitop.replay import load
+from optitop.recording.scan import load
 
 OPTITOP = shutil.which("optitop", path=str(Path(sys.executable).parent)) or "optitop"
 

@@ -23,7 +23,7 @@ import psutil
 import pytest
 from conftest import wait_for
 
-from optitop.replay import load
+from optitop.recording.scan import load
 
 TMUX = shutil.which("tmux")
 OPTITOP = str(Path(sys.executable).parent / "optitop")

@@ -28,9 +28,10 @@ from optitop.model import (
     TargetInfo,
     ThreadSample,
 )
-from optitop.record import HEADER_TYPE, LineWriter, sample_line
-from optitop.replay import Replayer, ReplayStore, load
-from optitop.serialize import SCHEMA_VERSION, to_jsonable
+from optitop.recording.codec import HEADER_TYPE, SCHEMA_VERSION, sample_line, to_jsonable
+from optitop.recording.replayer import Replayer, ReplayStore
+from optitop.recording.scan import load
+from optitop.recording.writer import LineWriter
 
 #: 2026-03-12 03:12:00 UTC; the monotonic clock of the recording starts at MONO0.
 WALL0 = 1773285120.0

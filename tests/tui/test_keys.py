@@ -24,8 +24,8 @@ from optitop.args import options_from
 from optitop.commands.top import main_parser
 from optitop.config import Options
 from optitop.model import ThreadSample
-from optitop.record import default_record_path
-from optitop.replay import load
+from optitop.recording.scan import load
+from optitop.recording.writer import default_record_path
 from optitop.runtime import make_session
 from optitop.tui.app import HelpScreen, OptitopApp
 from optitop.tui.panes.verdict import VerdictPane

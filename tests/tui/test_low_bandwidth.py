@@ -12,7 +12,7 @@ from screen_recording import replayed_store
 from tuiscreen import wait_for_screen
 
 from optitop.config import Options
-from optitop.replay import ReplayStore
+from optitop.recording.replayer import ReplayStore
 from optitop.tui.app import OptitopApp
 
 

@@ -11,8 +11,9 @@ from tuiscreen import screen_text, wait_for_screen
 
 from optitop.config import Options
 from optitop.model import ProcessSample, SourceState, SourceStatus, TargetInfo, ThreadSample
-from optitop.record import Recorder
-from optitop.replay import Replayer, load
+from optitop.recording.replayer import Replayer
+from optitop.recording.scan import load
+from optitop.recording.writer import Recorder
 from optitop.store import Store
 from optitop.tui.replay import ReplayApp
 

@@ -1,28 +1,37 @@
-"""``optitop compare before.jsonl after.jsonl``: two recordings side by side, with the delta and the better side.
+"""The maths of ``optitop compare``: two recordings summed row by row, with the delta and the better side.
 
 Measure, change one thing, measure again: this is the "again". The rows are the balance the product brief
 asks for (throughput, latency, queue, utilisation, bandwidth, memory, verdicts), never one score, and a
 comparison that is unfair (another GPU, another host, a very different load) says so before anyone trusts it.
 
 Every value is a mean over the run of what the collectors reported (latency percentiles are the server's
-windowed percentiles, averaged), except GPU memory, which is the peak.
+windowed percentiles, averaged), except GPU memory, which is the peak. Samples are read through the model's
+types (a row's ``extract`` names its fields, which the type checker knows), and "which GPUs" and "how busy"
+are the model's answers (``GpuSample.target_devices``, ``gpu_busy_pct``), the ones the verdict and panes use.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import sys
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from optitop.model import CATEGORIES, Sample, gpu_busy_pct
-from optitop.replay import Event, Recording, RecordingError, Replayer, read_with_progress
-from optitop.safetext import printable
-from optitop.serialize import SCHEMA_VERSION
+from optitop.model import (
+    CATEGORIES,
+    GpuDevice,
+    GpuSample,
+    ProcessSample,
+    Sample,
+    ServingSample,
+    ServingStats,
+    SystemSample,
+    gpu_busy_pct,
+)
+from optitop.recording.codec import DIAGNOSIS, SAMPLE, Event
+from optitop.recording.replayer import Replayer
+from optitop.recording.scan import Recording
 
 #: Relative difference under which two values count as the same.
 SAME_WITHIN = 0.02
@@ -34,6 +43,7 @@ SHORT_RUN_S = 20.0
 HIGHER, LOWER, NEUTRAL = "higher", "lower", "neutral"
 
 Extract = Callable[[Sample], "float | None"]
+S = TypeVar("S", bound=Sample)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +53,7 @@ class RowSpec:
     Attributes:
         label: what the row is called.
         series: "serving" (queue, else logs), "process", "system" or "gpu".
-        extract: the value of one sample (None when unknown).
+        extract: the value of one sample, read through its type (``_of``); None for another type or no reading.
         unit: "/s", "s", "%", "B/s", "B" or "" (how values are printed).
         better: HIGHER, LOWER or NEUTRAL (no side is better: the row is context).
         peak: take the run's maximum instead of its mean.
@@ -70,77 +80,79 @@ class Row:
     better: str  # "before", "after", "same", "" (no direction) or "n/a" (a side has no data)
 
 
-def _stat(name: str) -> Extract:
+def _of(kind: type[S], read: Callable[[S], float | None]) -> Extract:
+    """A row's extract: ``read`` of a sample of type ``kind`` (None for any other sample, or no reading)."""
+
     def get(sample: Sample) -> float | None:
-        stats = getattr(sample, "stats", None)
-        value = getattr(stats, name, None)
-        return float(value) if isinstance(value, (int, float)) else None
+        if not isinstance(sample, kind):
+            return None
+        value = read(sample)
+        return None if value is None else float(value)
 
     return get
 
 
-def _field(name: str) -> Extract:
-    def get(sample: Sample) -> float | None:
-        value = getattr(sample, name, None)
-        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-    return get
+def _serving(read: Callable[[ServingStats], float | None]) -> Extract:
+    """A row's extract from a serving sample's stats."""
+    return _of(ServingSample, lambda s: read(s.stats))
 
 
-def _target_devices(sample: Sample) -> list[Any]:
-    """The GPUs the target runs on (all GPUs when it is not known which)."""
-    devices = list(getattr(sample, "devices", ()))
-    mine = set(getattr(sample, "target_gpu_indices", ()))
-    picked = [d for d in devices if d.index in mine]
-    return picked or devices
+def _gpu_mean(pick: Callable[[GpuDevice], float | None]) -> Callable[[GpuSample], float | None]:
+    """The mean of ``pick`` over the target's GPUs (``GpuSample.target_devices``; None when none has it)."""
 
-
-def _gpu_mean(pick: Callable[[Any], float | None]) -> Extract:
-    def get(sample: Sample) -> float | None:
-        values = [v for v in (pick(d) for d in _target_devices(sample)) if v is not None]
+    def get(sample: GpuSample) -> float | None:
+        values = [v for v in (pick(d) for d in sample.target_devices().devices) if v is not None]
         return sum(values) / len(values) if values else None
 
     return get
 
 
-def _gpu_sum(pick: Callable[[Any], float | None]) -> Extract:
-    def get(sample: Sample) -> float | None:
-        values = [v for v in (pick(d) for d in _target_devices(sample)) if v is not None]
+def _gpu_sum(pick: Callable[[GpuDevice], float | int | None]) -> Callable[[GpuSample], float | None]:
+    """The sum of ``pick`` over the target's GPUs (None when none has it)."""
+
+    def get(sample: GpuSample) -> float | None:
+        values = [v for v in (pick(d) for d in sample.target_devices().devices) if v is not None]
         return float(sum(values)) if values else None
 
     return get
 
 
-def _sm_util(device: Any) -> float | None:
-    return gpu_busy_pct(device)
-
-
-def _pcie(device: Any) -> float | None:
+def _pcie(device: GpuDevice) -> float | None:
     parts = [p for p in (device.pcie_rx_bytes_per_s, device.pcie_tx_bytes_per_s) if p is not None]
     return sum(parts) if parts else None
 
 
 ROWS: tuple[RowSpec, ...] = (
-    RowSpec("requests/s", "serving", _stat("request_rate_per_s"), "/s", HIGHER),
-    RowSpec("generated tokens/s", "serving", _stat("generation_tokens_per_s"), "/s", HIGHER),
-    RowSpec("prompt tokens/s", "serving", _stat("prompt_tokens_per_s"), "/s", HIGHER),
-    RowSpec("TTFT p50", "serving", _stat("ttft_p50_s"), "s", LOWER),
-    RowSpec("TTFT p95", "serving", _stat("ttft_p95_s"), "s", LOWER),
-    RowSpec("ITL p50", "serving", _stat("itl_p50_s"), "s", LOWER),
-    RowSpec("ITL p95", "serving", _stat("itl_p95_s"), "s", LOWER),
-    RowSpec("end-to-end p50", "serving", _stat("e2e_p50_s"), "s", LOWER),
-    RowSpec("end-to-end p95", "serving", _stat("e2e_p95_s"), "s", LOWER),
-    RowSpec("queue: waiting", "serving", _stat("requests_waiting"), "", LOWER),
-    RowSpec("queue: in flight", "serving", _stat("requests_running"), "", NEUTRAL),
-    RowSpec("KV cache used", "serving", _stat("kv_cache_usage_pct"), "%", NEUTRAL),
-    RowSpec("target CPU (of one core)", "process", _field("cpu_pct"), "%", LOWER),
-    RowSpec("host CPU busy", "system", _field("cpu_busy_pct"), "%", LOWER),
-    RowSpec("GPU SM util", "gpu", _gpu_mean(_sm_util), "%", HIGHER),
-    RowSpec("GPU DRAM bandwidth", "gpu", _gpu_sum(lambda d: d.dram_bytes_per_s), "B/s", NEUTRAL),
-    RowSpec("PCIe bandwidth (rx+tx)", "gpu", _gpu_sum(_pcie), "B/s", NEUTRAL),
-    RowSpec("GPU memory used (peak)", "gpu", _gpu_sum(lambda d: d.mem_used_bytes), "B", LOWER, peak=True),
+    RowSpec("requests/s", "serving", _serving(lambda st: st.request_rate_per_s), "/s", HIGHER),
+    RowSpec("generated tokens/s", "serving", _serving(lambda st: st.generation_tokens_per_s), "/s", HIGHER),
+    RowSpec("prompt tokens/s", "serving", _serving(lambda st: st.prompt_tokens_per_s), "/s", HIGHER),
+    RowSpec("TTFT p50", "serving", _serving(lambda st: st.ttft_p50_s), "s", LOWER),
+    RowSpec("TTFT p95", "serving", _serving(lambda st: st.ttft_p95_s), "s", LOWER),
+    RowSpec("ITL p50", "serving", _serving(lambda st: st.itl_p50_s), "s", LOWER),
+    RowSpec("ITL p95", "serving", _serving(lambda st: st.itl_p95_s), "s", LOWER),
+    RowSpec("end-to-end p50", "serving", _serving(lambda st: st.e2e_p50_s), "s", LOWER),
+    RowSpec("end-to-end p95", "serving", _serving(lambda st: st.e2e_p95_s), "s", LOWER),
+    RowSpec("queue: waiting", "serving", _serving(lambda st: st.requests_waiting), "", LOWER),
+    RowSpec("queue: in flight", "serving", _serving(lambda st: st.requests_running), "", NEUTRAL),
+    RowSpec("KV cache used", "serving", _serving(lambda st: st.kv_cache_usage_pct), "%", NEUTRAL),
+    RowSpec("target CPU (of one core)", "process", _of(ProcessSample, lambda s: s.cpu_pct), "%", LOWER),
+    RowSpec("host CPU busy", "system", _of(SystemSample, lambda s: s.cpu_busy_pct), "%", LOWER),
+    RowSpec("GPU SM util", "gpu", _of(GpuSample, _gpu_mean(gpu_busy_pct)), "%", HIGHER),
+    RowSpec("GPU DRAM bandwidth", "gpu", _of(GpuSample, _gpu_sum(lambda d: d.dram_bytes_per_s)), "B/s", NEUTRAL),
+    RowSpec("PCIe bandwidth (rx+tx)", "gpu", _of(GpuSample, _gpu_sum(_pcie)), "B/s", NEUTRAL),
+    RowSpec(
+        "GPU memory used (peak)", "gpu", _of(GpuSample, _gpu_sum(lambda d: d.mem_used_bytes)), "B", LOWER, peak=True
+    ),
 )
 _ROWS_OF = {group: tuple(s for s in ROWS if s.series == group) for group in ("serving", "process", "system", "gpu")}
+
+
+def row_spec(label: str) -> RowSpec:
+    """The row called ``label`` (KeyError when there is none)."""
+    for spec in ROWS:
+        if spec.label == label:
+            return spec
+    raise KeyError(label)
 
 
 # -- one run --------------------------------------------------------------------------------------------
@@ -181,22 +193,22 @@ class RunStats:
     def add(self, event: Event) -> None:
         """Take one event (a sample or a recorded verdict; others are ignored)."""
         self._seen += 1
-        if event.kind == "diagnosis":
+        if event.kind == DIAGNOSIS:
             self.verdict_counts[event.value.category] += 1
             return
         group = _GROUP_OF.get(event.series)
-        if event.kind != "sample" or group is None:
+        if event.kind != SAMPLE or group is None:
             return
         sample = event.value
         if group == "serving":
-            if not getattr(sample, "source", ""):
+            if not (isinstance(sample, ServingSample) and sample.source):
                 return
             self._serving_with_data.add(event.series)
         for spec in _ROWS_OF[group]:
             value = spec.extract(sample)
             if value is not None and math.isfinite(value):
                 self._sums.setdefault((event.series, spec.label), _Sums()).add(value)
-        devices = getattr(sample, "devices", ()) if group == "gpu" else ()
+        devices = sample.devices if group == "gpu" and isinstance(sample, GpuSample) else ()
         if devices and (event.mono_s, self._seen) < self._gpus_key:
             self._gpus_key = (event.mono_s, self._seen)
             self.gpus = sorted(d.name for d in devices)
@@ -229,14 +241,8 @@ def run_of(rec: Recording | Run) -> Run:
     for event in events:
         stats.add(event)
     for diagnosis in rec.diagnoses:
-        stats.add(Event(diagnosis.mono_s, "diagnosis", "", diagnosis))
+        stats.add(Event(diagnosis.mono_s, DIAGNOSIS, "", diagnosis))
     return Run(rec, stats)
-
-
-def read_run(path: str) -> Run:
-    """Read one recording in a single streamed pass, summing as it goes (memory does not grow with the file)."""
-    stats = RunStats()
-    return Run(read_with_progress(path, stats.add), stats)
 
 
 def value_of(run: Run, spec: RowSpec) -> float | None:
@@ -273,7 +279,7 @@ def describe_run(run: Run) -> dict[str, Any]:
     }
 
 
-# -- two runs --------------------------------------------------------------------------------------------
+# -- two runs -------------------------------------------------------------------------------------------
 def better_side(before: float | None, after: float | None, direction: str) -> str:
     """Which side wins one row: "before", "after", "same", "" (no direction) or "n/a"."""
     if before is None or after is None:
@@ -318,7 +324,7 @@ def fairness_warnings(before: Run, after: Run) -> list[str]:
         show_b = ", ".join(gpus_b) or "no GPU"
         show_a = ", ".join(gpus_a) or "no GPU"
         out.append(f"different GPUs: {show_b} vs {show_a}")
-    rate = next(s for s in ROWS if s.label == "requests/s")
+    rate = row_spec("requests/s")
     rate_b, rate_a = value_of(before, rate), value_of(after, rate)
     if rate_b and rate_a and max(rate_b, rate_a) / min(rate_b, rate_a) >= LOAD_RATIO_WARN:
         out.append(
@@ -331,119 +337,3 @@ def fairness_warnings(before: Run, after: Run) -> list[str]:
             out.append(f"the {name} run is only {length:.0f} s long: its means are noisy")
         out.extend(f"{name}: {p}" for p in run.rec.problems())
     return out
-
-
-# -- printing --------------------------------------------------------------------------------------------
-def fmt_value(value: float | None, unit: str) -> str:
-    """A value in the row's unit, for people."""
-    from optitop.tui.format import fmt_bytes
-
-    if value is None:
-        return "–"
-    if unit == "s":
-        return f"{value * 1000:.0f} ms" if abs(value) < 10 else f"{value:.1f} s"
-    if unit == "%":
-        return f"{value:.1f}%"
-    if unit in ("B/s", "B"):
-        text = fmt_bytes(abs(value), per_s=unit == "B/s")
-        return f"-{text}" if value < 0 else text
-    if unit == "/s":
-        return f"{value:.3g}/s"
-    return f"{value:.3g}"
-
-
-def fmt_delta(row: Row) -> str:
-    """The delta with its sign and, where meaningful, the relative change."""
-    if row.delta is None:
-        return "–"
-    sign = "+" if row.delta >= 0 else "-"
-    text = sign + fmt_value(abs(row.delta), row.unit).lstrip("-")
-    if row.delta_pct is not None and row.unit != "%":
-        text += f" ({row.delta_pct:+.0f}%)"
-    return text
-
-
-def format_table(before: Recording | Run, after: Recording | Run, rows: list[Row], warnings: list[str]) -> str:
-    """The side-by-side table as text (every line printable: a recording's host or path may hold escapes)."""
-    lines = []
-    for name, run in (("before", before), ("after", after)):
-        d = describe_run(run_of(run))
-        gpus = ", ".join(d["gpus"]) or "no GPU"
-        lines.append(f"{name:<6}  {d['file']}  {d['host']}  pid {d['pid']}  {d['duration_s']:.0f} s  {gpus}")
-    lines.append("")
-    width = max(len(r.metric) for r in rows) + 2
-    lines.append(f"{'metric':<{width}}{'before':>12}{'after':>12}{'delta':>20}  better")
-    for r in rows:
-        better = {"": "", "n/a": "", "same": "≈"}.get(r.better, r.better)
-        lines.append(
-            f"{r.metric:<{width}}{fmt_value(r.before, r.unit):>12}{fmt_value(r.after, r.unit):>12}"
-            f"{fmt_delta(r):>20}  {better}"
-        )
-    if warnings:
-        lines.append("")
-        lines.append("the comparison may be unfair:")
-        lines.extend(f"  ! {w}" for w in warnings)
-    return "\n".join(printable(line) for line in lines)
-
-
-def to_json(before: Recording | Run, after: Recording | Run, rows: list[Row], warnings: list[str]) -> dict[str, Any]:
-    """The comparison as a JSON document (JSON escapes control characters itself)."""
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "before": describe_run(run_of(before)),
-        "after": describe_run(run_of(after)),
-        "rows": [
-            {
-                "metric": r.metric,
-                "unit": r.unit,
-                "before": r.before,
-                "after": r.after,
-                "delta": r.delta,
-                "delta_pct": r.delta_pct,
-                "better": r.better,
-            }
-            for r in rows
-        ],
-        "warnings": warnings,
-    }
-
-
-# -- ``optitop compare`` ---------------------------------------------------------------------------------
-def compare_parser() -> argparse.ArgumentParser:
-    """The parser of ``optitop compare``."""
-    from optitop.args import Parser
-
-    parser = Parser(
-        prog="optitop compare",
-        description="Two recordings side by side: throughput, latency, queue, utilisation, bandwidth, memory "
-        "and verdicts, with the delta and the better side per row.",
-    )
-    parser.add_argument("before", help="the recording before the change")
-    parser.add_argument("after", help="the recording after the change")
-    parser.add_argument("--json", action="store_true", help="print the comparison as JSON")
-    return parser
-
-
-def compare_main(argv: Sequence[str]) -> int:
-    """``optitop compare before.jsonl after.jsonl [--json]``; returns the exit code."""
-    from optitop.args import EXIT_OK, EXIT_USAGE
-
-    args = compare_parser().parse_args(argv)
-    runs: list[Run] = []
-    try:
-        for path in (args.before, args.after):
-            try:
-                runs.append(read_run(path))
-            except RecordingError as exc:
-                print(f"optitop: {printable(str(exc))}", file=sys.stderr)
-                return EXIT_USAGE
-        before, after = runs
-        rows, warnings = compare(before, after)
-        if args.json:
-            print(json.dumps(to_json(before, after, rows, warnings), indent=2))
-        else:
-            print(format_table(before, after, rows, warnings))
-        return EXIT_OK
-    finally:
-        for run in runs:
-            run.rec.close()

@@ -1,50 +1,44 @@
 """Recording a session to a JSON Lines file that ``optitop replay`` and ``optitop compare`` read back.
 
-The file shares the headless JSON's ``schema_version``. Line one is a header (versions, host, the target with
-its redacted cmdline, the collectors and their status, the options); every later line is one event::
-
-    {"type": "sample", "series": "process", "mono_s": …, "data": {…every field of the sample…}}
-    {"type": "status", "series": "gpu", "mono_s": …, "data": {…SourceStatus…}}
-    {"type": "diagnosis", "mono_s": …, "data": {…Diagnosis…}}
-    {"type": "target", "mono_s": …, "data": {…TargetInfo…}}      (the target changed, e.g. it exited)
-    {"type": "self", "mono_s": …, "data": {…SelfCost…}}
-    {"type": "end", "mono_s": …, "ts_s": …, "events": N}          (a clean stop; absent when killed)
-
-The lines go to ``PATH.part`` and the file is renamed onto ``PATH`` when the recording ends (see
-``optitop.safefile``: a new 0600 file, never written through a link, an existing ``PATH`` replaced only with
-``--force`` and only by the rename). Every line is flushed as it is written (``.gz`` files get a zlib sync
-flush per line), so a killed optitop, or one whose disk filled up, leaves ``PATH.part``, which replays up to its
-last complete line; ``optitop record`` names that file when it starts. Files are 0600: they hold cmdlines and
-server metrics of someone else's process.
+What each line holds is ``codec``'s (see its docstring). The lines go to ``PATH.part`` and the file is renamed
+onto ``PATH`` when the recording ends (see ``optitop.safefile``: a new 0600 file, never written through a link,
+an existing ``PATH`` replaced only with ``--force`` and only by the rename). Every line is flushed as it is
+written (``.gz`` files get a zlib sync flush per line), so a killed optitop, or one whose disk filled up, leaves
+``PATH.part``, which replays up to its last complete line; ``optitop record`` names that file when it starts.
+Files are 0600: they hold cmdlines and server metrics of someone else's process.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import errno
 import gzip
-import json
 import os
-import signal
 import socket
-import sys
 import threading
 import time
 import zlib
 from collections.abc import Sequence
-from types import FrameType
 from typing import IO, Any
 
 from optitop import __version__
 from optitop.config import Options
-from optitop.model import Diagnosis, Sample, SelfCost, SourceStatus, TargetInfo
-from optitop.safefile import SafeFile, check_destination
-from optitop.serialize import SCHEMA_VERSION, to_jsonable
+from optitop.model import Diagnosis, SelfCost, SourceStatus, TargetInfo
+from optitop.recording.codec import (
+    HEADER_TYPE,
+    SCHEMA_VERSION,
+    diagnosis_line,
+    encode_line,
+    end_line,
+    sample_line,
+    self_line,
+    status_line,
+    target_line,
+    to_jsonable,
+)
+from optitop.safefile import SafeFile
 from optitop.store import Store
 
-#: The value of the header line's ``type``; a file whose first line says otherwise is not a recording.
-HEADER_TYPE = "optitop-record"
 #: Seconds between the writer's sweeps when nothing wakes it (it is woken by every store change).
 SWEEP_S = 0.5
 #: Options written into the header (what a replay or a comparison needs to interpret the data).
@@ -76,8 +70,7 @@ class LineWriter:
 
     def write(self, obj: dict[str, Any]) -> None:
         """Append one line and flush it to the OS (a sync flush for gzip, so the line can be decompressed)."""
-        data = json.dumps(obj, separators=(",", ":"), allow_nan=False).encode() + b"\n"
-        self._fh.write(data)
+        self._fh.write(encode_line(obj))
         if self._gzip is not None:
             self._gzip.flush(zlib.Z_SYNC_FLUSH)
         self._out.file.flush()
@@ -126,16 +119,6 @@ def header(store: Store, options: Options | None, collectors: Sequence[str] = ()
         "sources": {name: to_jsonable(st) for name, st in sorted(statuses.items())},
         "options": opts,
     }
-
-
-def sample_line(series: str, sample: Sample) -> dict[str, Any]:
-    """One sample as a record line."""
-    return {"type": "sample", "series": series, "mono_s": sample.mono_s, "data": to_jsonable(sample)}
-
-
-def diagnosis_line(diagnosis: Diagnosis) -> dict[str, Any]:
-    """One verdict as a record line (``mono_s`` kept: replay orders by it)."""
-    return {"type": "diagnosis", "mono_s": diagnosis.mono_s, "data": to_jsonable(diagnosis)}
 
 
 class _Marks:
@@ -249,13 +232,12 @@ class Recorder:
                 if not self.error:
                     try:
                         self._sweep()
-                        end = {"type": "end", "mono_s": self.store.now_mono_s(), "ts_s": time.time()}
-                        writer.write({**end, "events": self.events})
+                        writer.write(end_line(self.store.now_mono_s(), time.time(), self.events))
                         writer.close()
                         self.saved_path = self.path
                         return
                     except OSError as exc:
-                        self.error = _why(exc)
+                        self.error = error_sentence(exc)
                 self.saved_path = writer.abandon()  # what was written replays up to its last complete line
             finally:
                 self._writer = None
@@ -282,7 +264,7 @@ class Recorder:
                 try:
                     self._sweep()
                 except OSError as exc:  # a full disk ends the recording, never the session
-                    self.error = _why(exc)
+                    self.error = error_sentence(exc)
                     self.store.unsubscribe(self._on_change)
                     return
 
@@ -311,11 +293,11 @@ class Recorder:
             self._emit(diagnosis_line(diagnosis))
             marks.diag_last, marks.diag_mono = diagnosis, diagnosis.mono_s
         if window.target != marks.target:
-            self._emit({"type": "target", "mono_s": now, "data": to_jsonable(window.target)})
+            self._emit(target_line(window.target, now))
             marks.target = window.target
         cost = window.self_cost
         if cost != marks.self_cost and cost.cpu_pct is not None and now - marks.self_mono >= 1.0:
-            self._emit({"type": "self", "mono_s": now, "data": to_jsonable(cost)})
+            self._emit(self_line(cost, now))
             marks.self_cost, marks.self_mono = cost, now
 
     def _write_status(self, name: str, status: SourceStatus, now: float) -> None:
@@ -324,10 +306,10 @@ class Recorder:
         if self._marks.status.get(name) == key:
             return
         self._marks.status[name] = key
-        self._emit({"type": "status", "series": name, "mono_s": now, "data": to_jsonable(status)})
+        self._emit(status_line(name, status, now))
 
 
-def _why(exc: OSError) -> str:
+def error_sentence(exc: OSError) -> str:
     """The sentence of an OSError without its errno and path ("No space left on device")."""
     return exc.strerror or str(exc)
 
@@ -363,116 +345,3 @@ def default_record_path(pid: int, directory: str = ".", suffix: str = ".jsonl.gz
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(at_s))
     host = socket.gethostname().split(".")[0] or "host"
     return os.path.join(directory, f"optitop-{host}-{pid}-{stamp}{suffix}")
-
-
-# -- ``optitop record`` ----------------------------------------------------------------------------------
-def record_parser() -> argparse.ArgumentParser:
-    """The parser of ``optitop record``."""
-    from optitop.args import DURATION_S, Parser, add_collection_args, add_target_args, bounded
-
-    parser = Parser(
-        prog="optitop record",
-        description="Record a target's metrics and verdicts to a JSON Lines file (replay or compare it later).",
-    )
-    add_target_args(parser)
-    add_collection_args(parser)
-    parser.add_argument(
-        "-o",
-        "--output",
-        required=True,
-        metavar="PATH",
-        help="the file to create (.gz compresses); written as PATH.part and renamed when the recording ends",
-    )
-    parser.add_argument("--force", action="store_true", help="replace PATH if it is an existing regular file")
-    parser.add_argument(
-        "--duration",
-        type=bounded(*DURATION_S, " s"),
-        default=None,
-        metavar="S",
-        help=f"seconds to record, up to {DURATION_S[1]:g} (default: until the target exits or SIGINT/SIGTERM)",
-    )
-    return parser
-
-
-def record_main(argv: Sequence[str]) -> int:
-    """``optitop record --pid PID -o run.jsonl[.gz] [--duration S] [--force]``; returns the exit code.
-
-    A target or an output path that cannot be used is bad usage (2, before anything is sampled); a write that
-    fails while recording is a failure while running (1).
-    """
-    from optitop.args import EXIT_USAGE, UsageError, options_from
-    from optitop.target import TargetError, resolve
-
-    args = record_parser().parse_args(argv)
-    try:
-        pid = resolve(args.pid, args.port, args.name)
-        check_destination(args.output, force=args.force)
-    except (TargetError, UsageError) as exc:
-        print(f"optitop: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except OSError as exc:
-        print(f"optitop: cannot write {args.output}: {_why(exc)}", file=sys.stderr)
-        return EXIT_USAGE
-    options = options_from(args)
-    try:
-        return _record(pid, options, args.output, args.duration, args.force)
-    except TargetError as exc:
-        print(f"optitop: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-
-
-def _record(pid: int, options: Options, path: str, duration_s: float | None, force: bool) -> int:
-    from optitop.args import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
-    from optitop.runtime import make_session
-
-    session = make_session(pid, options)
-    recorder = Recorder(session.store, path, options=options, collectors=[r.name for r in session.runners], force=force)
-    try:
-        recorder.open()
-    except OSError as exc:
-        print(f"optitop: cannot write {path}: {_why(exc)}", file=sys.stderr)
-        return EXIT_USAGE
-    print(f"optitop: recording to {recorder.part_path} (renamed to {path} when the recording ends)", file=sys.stderr)
-    try:
-        recorder.start()
-    except OSError as exc:
-        print(f"optitop: cannot write {path}: {_why(exc)}", file=sys.stderr)
-        return EXIT_FAILURE
-    done = threading.Event()
-    previous = _install_stop_signals(done)
-    start = time.monotonic()
-    session.start()
-    try:
-        while not done.is_set() and not session.store.target.exited and not recorder.error:
-            if duration_s is not None and time.monotonic() - start >= duration_s:
-                break
-            done.wait(0.1)
-    finally:
-        session.stop()
-        recorder.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    elapsed = time.monotonic() - start
-    if recorder.error:
-        print(
-            f"optitop: the recording stopped early ({recorder.error}) after {recorder.events} events over "
-            f"{elapsed:.0f} s; they are in {recorder.saved_path} (it replays); {path} was not written",
-            file=sys.stderr,
-        )
-        return EXIT_FAILURE
-    why = " (the target exited)" if session.store.target.exited else ""
-    print(f"optitop: recorded {recorder.events} events over {elapsed:.0f} s to {path}{why}", file=sys.stderr)
-    return EXIT_OK
-
-
-def _install_stop_signals(done: threading.Event) -> dict[int, Any]:
-    """SIGTERM/SIGINT/SIGHUP end the recording cleanly (the file gets its ``end`` line)."""
-
-    def _stop(_signum: int, _frame: FrameType | None) -> None:
-        done.set()
-
-    previous: dict[int, Any] = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            previous[sig] = signal.signal(sig, _stop)
-    return previous

@@ -1,0 +1,133 @@
+"""``optitop record``: attach to a target and record it until the duration ends, the target exits or a signal.
+
+The recording itself (``PATH.part``, the rename, the line format) is ``optitop.recording.writer``'s; here are
+the options, the session, the stop signals (SIGTERM, SIGINT and SIGHUP end it cleanly, with its ``end`` line)
+and the one-line messages that say where the data is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+from optitop.config import Options
+from optitop.recording.writer import Recorder, error_sentence
+from optitop.safefile import check_destination
+
+
+def record_parser() -> argparse.ArgumentParser:
+    """The parser of ``optitop record``."""
+    from optitop.args import DURATION_S, Parser, add_collection_args, add_target_args, bounded
+
+    parser = Parser(
+        prog="optitop record",
+        description="Record a target's metrics and verdicts to a JSON Lines file (replay or compare it later).",
+    )
+    add_target_args(parser)
+    add_collection_args(parser)
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="PATH",
+        help="the file to create (.gz compresses); written as PATH.part and renamed when the recording ends",
+    )
+    parser.add_argument("--force", action="store_true", help="replace PATH if it is an existing regular file")
+    parser.add_argument(
+        "--duration",
+        type=bounded(*DURATION_S, " s"),
+        default=None,
+        metavar="S",
+        help=f"seconds to record, up to {DURATION_S[1]:g} (default: until the target exits or SIGINT/SIGTERM)",
+    )
+    return parser
+
+
+def record_main(argv: Sequence[str]) -> int:
+    """``optitop record --pid PID -o run.jsonl[.gz] [--duration S] [--force]``; returns the exit code.
+
+    A target or an output path that cannot be used is bad usage (2, before anything is sampled); a write that
+    fails while recording is a failure while running (1).
+    """
+    from optitop.args import EXIT_USAGE, UsageError, options_from
+    from optitop.target import TargetError, resolve
+
+    args = record_parser().parse_args(argv)
+    try:
+        pid = resolve(args.pid, args.port, args.name)
+        check_destination(args.output, force=args.force)
+    except (TargetError, UsageError) as exc:
+        print(f"optitop: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"optitop: cannot write {args.output}: {error_sentence(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    options = options_from(args)
+    try:
+        return _record(pid, options, args.output, args.duration, args.force)
+    except TargetError as exc:
+        print(f"optitop: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _record(pid: int, options: Options, path: str, duration_s: float | None, force: bool) -> int:
+    from optitop.args import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+    from optitop.runtime import make_session
+
+    session = make_session(pid, options)
+    recorder = Recorder(session.store, path, options=options, collectors=[r.name for r in session.runners], force=force)
+    try:
+        recorder.open()
+    except OSError as exc:
+        print(f"optitop: cannot write {path}: {error_sentence(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"optitop: recording to {recorder.part_path} (renamed to {path} when the recording ends)", file=sys.stderr)
+    try:
+        recorder.start()
+    except OSError as exc:
+        print(f"optitop: cannot write {path}: {error_sentence(exc)}", file=sys.stderr)
+        return EXIT_FAILURE
+    done = threading.Event()
+    previous = _install_stop_signals(done)
+    start = time.monotonic()
+    session.start()
+    try:
+        while not done.is_set() and not session.store.target.exited and not recorder.error:
+            if duration_s is not None and time.monotonic() - start >= duration_s:
+                break
+            done.wait(0.1)
+    finally:
+        session.stop()
+        recorder.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    elapsed = time.monotonic() - start
+    if recorder.error:
+        print(
+            f"optitop: the recording stopped early ({recorder.error}) after {recorder.events} events over "
+            f"{elapsed:.0f} s; they are in {recorder.saved_path} (it replays); {path} was not written",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    why = " (the target exited)" if session.store.target.exited else ""
+    print(f"optitop: recorded {recorder.events} events over {elapsed:.0f} s to {path}{why}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _install_stop_signals(done: threading.Event) -> dict[int, Any]:
+    """SIGTERM/SIGINT/SIGHUP end the recording cleanly (the file gets its ``end`` line)."""
+
+    def _stop(_signum: int, _frame: FrameType | None) -> None:
+        done.set()
+
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            previous[sig] = signal.signal(sig, _stop)
+    return previous
