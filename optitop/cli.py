@@ -107,7 +107,7 @@ def cmd_main(argv: Sequence[str]) -> int:
 
             print(format_report(doc))
         return EXIT_OK
-    from optitop.tui.app import run_tui
+    from optitop.runtime import run_live as run_tui
 
     if args.follow:
         return run_tui(pid, options, follow=(args.port, args.name))
