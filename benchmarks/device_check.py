@@ -393,7 +393,7 @@ def step_tui(ctx: dict[str, Any]) -> dict[str, Any]:
 # -- 5. screenshots through Textual ---------------------------------------------------------------------------
 def step_screenshots(ctx: dict[str, Any]) -> dict[str, Any]:
     from optitop.config import Options
-    from optitop.runtime import make_session
+    from optitop.runtime import live_runtime
     from optitop.tui.app import OptitopApp
 
     device = "cpu" if ctx["sim"] else "cuda"
@@ -411,9 +411,8 @@ def step_screenshots(ctx: dict[str, Any]) -> dict[str, Any]:
             options = Options(interval_s=1.0, metrics_urls=(url,) if url else ())
 
             async def capture(size: tuple[int, int] = size, name: str = name, options: Options = options) -> None:
-                session = make_session(pid, options)
-                session.start()
-                app = OptitopApp(session.store, options, session=session)
+                live = live_runtime(pid, options)
+                app = OptitopApp(live, options)
                 try:
                     async with app.run_test(size=size) as pilot:
                         deadline = time.monotonic() + seconds
@@ -421,7 +420,7 @@ def step_screenshots(ctx: dict[str, Any]) -> dict[str, Any]:
                             await pilot.pause(0.5)
                         app.save_screenshot(filename=name, path=str(folder))
                 finally:
-                    session.stop()
+                    live.stop()
 
             asyncio.run(capture())
             written.append(name)

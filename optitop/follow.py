@@ -9,31 +9,50 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections.abc import Callable
 
 from optitop.config import Options
-from optitop.runtime import make_session
-from optitop.session import CollectorRunner, Session
+from optitop.policies import StackSampler
+from optitop.session import CollectorRunner, LiveSession
 from optitop.store import Store
 from optitop.target import TargetError, describe, resolve
 
+#: Builds the session for one process into the (kept) store; ``optitop.runtime`` supplies it, so sessions are
+#: built in one place.
+Attach = Callable[[int, Store], LiveSession]
+
 
 class FollowingSession:
-    """A Session that re-attaches to a new process found by ``port`` or ``name`` after the target exits."""
+    """A ``LiveSession`` that re-attaches to a new process found by ``port`` or ``name`` after the target exits."""
 
-    def __init__(self, pid: int, options: Options, port: int | None, name: str | None, poll_s: float = 1.0) -> None:
-        """Watch ``pid`` now; after it exits, look for the next match every ``poll_s`` seconds."""
-        if port is None and name is None:
-            raise ValueError("--follow needs --port or --name to find the restarted process")
+    def __init__(
+        self,
+        store: Store,
+        options: Options,
+        port: int | None,
+        name: str | None,
+        attach: Attach,
+        poll_s: float = 1.0,
+    ) -> None:
+        """Watch ``store``'s target now; after it exits, look for the next match every ``poll_s`` seconds."""
+        self.check(port, name)
         self.options = options
         self._port = port
         self._name = name
         self._poll_s = poll_s
-        self.current: Session = make_session(pid, options)
+        self._attach = attach
+        self.store = store
+        self.current: LiveSession = attach(store.target.pid, store)
         self._stacks_watched = False
-        self.store: Store = self.current.store
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._watch, name="optitop-follow", daemon=True)
+
+    @staticmethod
+    def check(port: int | None, name: str | None) -> None:
+        """Raise ValueError unless there is a way to find the restarted process."""
+        if port is None and name is None:
+            raise ValueError("--follow needs --port or --name to find the restarted process")
 
     def start(self) -> None:
         """Start collecting and watching for restarts."""
@@ -47,9 +66,18 @@ class FollowingSession:
             self.current.stop(timeout_s)
         self._thread.join(timeout_s)
 
+    @property
+    def stopped(self) -> bool:
+        """True once stop() was called."""
+        return self._stop.is_set()
+
     def runner(self, name: str) -> CollectorRunner | None:
         """The current session's runner of one collector."""
         return self.current.runner(name)
+
+    def stacks(self) -> StackSampler | None:
+        """The current session's stack sampler, if any."""
+        return self.current.stacks()
 
     @property
     def stacks_watched(self) -> bool:
@@ -87,6 +115,6 @@ class FollowingSession:
                 self.store.set_target(
                     dataclasses.replace(fresh, previous_pids=(*old.previous_pids, old.pid), reattached_at_s=time.time())
                 )
-                self.current = make_session(pid, self.options, store=self.store)
+                self.current = self._attach(pid, self.store)
                 self.current.stacks_watched = self.stacks_watched
                 self.current.start()

@@ -1,7 +1,8 @@
-"""The session: runs every collector on its own thread, feeds the store, runs the analyzer.
+"""The session: runs every collector on its own thread, feeds the store, runs the analyzer and the policies.
 
 One runner wraps every ``sample()``: it times the call, records ok / unavailable / error with the reason,
-backs off on failure, and keeps a drift-free schedule. A slow source only delays itself.
+backs off on failure, and keeps a drift-free schedule. A slow source only delays itself. What the session does
+about what it saw (pace the stacks, dump them on a GPU dip, follow an exec) is in ``optitop.policies``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import psutil
 
@@ -19,15 +21,14 @@ from optitop.config import Options
 from optitop.model import (
     Collector,
     Diagnosis,
-    Sample,
     SelfCost,
     SourceState,
     SourceStatus,
     SourceUnavailable,
     TargetGone,
     Window,
-    gpu_busy_pct,
 )
+from optitop.policies import Policy, StackSampler, default_policies
 from optitop.store import Store
 
 log = logging.getLogger(__name__)
@@ -149,8 +150,12 @@ class Session:
         options: Options,
         analyzer: Analyzer | None = None,
         unavailable: Sequence[SourceStatus] = (),
+        policies: Sequence[Policy] | None = None,
     ) -> None:
-        """Prepare runners for ``collectors``; ``unavailable`` lists sources that could not even be built."""
+        """Prepare runners for ``collectors``; ``unavailable`` lists sources that could not even be built.
+
+        ``policies`` are the reactions run after each judgement (``optitop.policies.default_policies`` when None).
+        """
         self.store = store
         self.options = options
         self._stop = threading.Event()
@@ -161,9 +166,7 @@ class Session:
         self._housekeeper = threading.Thread(target=self._housekeep, name="optitop-housekeeping", daemon=True)
         self._me = psutil.Process(os.getpid())
         self._self_cpu: deque[tuple[float, float]] = deque()
-        self._last_gpu_checked: Sample | None = None
-        self._steady_category = ""
-        self._steady_since_mono_s = 0.0
+        self.policies: list[Policy] = list(default_policies() if policies is None else policies)
         for status in unavailable:
             store.set_status(status)
 
@@ -220,90 +223,45 @@ class Session:
         while not self._stop.wait(min(period, self.FIRST_VERDICT_PERIOD_S) if eager else period):
             self._check_stalls()
             self._update_self_cost()
-            self._check_gpu_dip()
-            self._check_target_identity()
+            diagnosis = None
             try:
                 diagnosis = self._judge()
             except Exception as exc:  # an analyzer bug must not stop collection, nor leave a stale verdict unsaid
                 log.debug("analyzer failed", exc_info=True)
                 self._analyzer_status(exc)
-                continue
-            self._analyzer_status(None)
-            if diagnosis is None:
-                continue
+            else:
+                self._analyzer_status(None)
             now = time.monotonic()
-            unjudged = diagnosis.category == "unknown"
-            # while eager, "not judged yet" is stored once a period: the verdict strip keeps one cell a period
-            if not (eager and unjudged and now - stored_at < period):
-                self.store.add_diagnosis(diagnosis)
-                stored_at = now
-            if eager:
-                eager = unjudged and now - started < self.FIRST_VERDICT_S
-            self._pace_stacks(diagnosis.category, now)
+            if diagnosis is not None:
+                unjudged = diagnosis.category == "unknown"
+                # while eager, "not judged yet" is stored once a period: the verdict strip keeps one cell a period
+                if not (eager and unjudged and now - stored_at < period):
+                    self.store.add_diagnosis(diagnosis)
+                    stored_at = now
+                if eager:
+                    eager = unjudged and now - started < self.FIRST_VERDICT_S
+            self._react(diagnosis, now)
 
-    #: A verdict that keeps its class this long is steady: the stacks collector then samples at STEADY_PACE
-    #: times its duty, until the class changes. py-spy's children cost ~1 % of a core at the default duty on
-    #: the demo server (two records per window), against ~1.7-1.9 % for everything else at 80x24 and 1 Hz.
-    STEADY_AFTER_S = 30.0
-    STEADY_PACE = 0.5
+    def _react(self, diagnosis: Diagnosis | None, now_mono_s: float) -> None:
+        """Run every policy once (a failing one is logged and skipped: it must not stop the analyzer)."""
+        for policy in self.policies:
+            try:
+                policy.react(self, diagnosis, now_mono_s)
+            except Exception:
+                log.debug("policy %s failed", type(policy).__name__, exc_info=True)
+
     #: True while the user looks at the stacks (the Python pane zoomed): full duty then, steady or not.
     stacks_watched = False
 
-    def _pace_stacks(self, category: str, now: float) -> None:
-        """Slow the stacks collector while the verdict holds its class; restore it when the class moves."""
-        if category != self._steady_category:
-            self._steady_category, self._steady_since_mono_s = category, now
-        steady = (
-            not self.stacks_watched and category != "unknown" and now - self._steady_since_mono_s >= self.STEADY_AFTER_S
-        )
-        runner = self.runner("pystacks")
-        set_pace = getattr(runner.collector, "set_pace", None) if runner is not None else None
-        if callable(set_pace):
-            set_pace(self.STEADY_PACE if steady else 1.0)
+    def stacks(self) -> StackSampler | None:
+        """The running collector that samples stacks (found by what it can do, not by its name), if any."""
+        return next((r.collector for r in self.runners if isinstance(r.collector, StackSampler)), None)
 
-    #: A fall of the target GPU's SM (or busy) % by this many points between two samples triggers a stack dump.
-    GPU_DIP_POINTS = 30.0
-
-    def _check_gpu_dip(self) -> None:
-        """When the GPU's utilisation drops sharply, ask the stacks collector for a dump right now.
-
-        The Python pane then shows what the threads were doing at the moment the GPU went idle.
-        """
-        # every consecutive pair is looked at once, however many samples arrived since the last check
-        last = self._last_gpu_checked
-        fresh = self.store.since("gpu", last.mono_s if last is not None else None)
-        if not fresh:
-            return
-        pairs = zip([self._last_gpu_checked, *fresh[:-1]], fresh, strict=True)
-        self._last_gpu_checked = fresh[-1]
-        dip = None
-        for prev, cur in pairs:
-            before = _gpu_busy_pct(prev) if prev is not None else None
-            now = _gpu_busy_pct(cur)
-            if before is not None and now is not None and before - now >= self.GPU_DIP_POINTS:
-                dip = (before, now)
-        if dip is None:
-            return
-        before, now = dip
-        runner = self.runner("pystacks")
-        trigger = getattr(runner.collector, "trigger", None) if runner is not None else None
-        if runner is not None and callable(trigger):
-            trigger(f"GPU utilisation fell from {before:.0f}% to {now:.0f}%")
-            runner.poke()
-
-    def _check_target_identity(self) -> None:
-        """Follow an exec: same pid and create time, another program, so the header must show the new name.
-
-        The process collector reads the target's name and cmdline every tick (its first ProcInfo, when that is the
-        target); the store's description is updated when they differ from what the session started with.
-        """
-        sample = self.store.latest("process")
-        procs = getattr(sample, "procs", ())
-        target = self.store.target
-        if not procs or target.exited or getattr(procs[0], "pid", None) != target.pid:
-            return
-        name = str(procs[0].name)
-        self.store.rename_target(name, str(procs[0].cmdline) or name)
+    def wake(self, collector: object) -> None:
+        """Run ``collector``'s next sample now (e.g. a stack dump the GPU dip asked for)."""
+        for runner in self.runners:
+            if runner.collector is collector:
+                runner.poke()
 
     #: The source name under which the analyzer's failures are shown (the header, doctor-like status lines).
     ANALYZER_SOURCE = "analyzer"
@@ -367,6 +325,39 @@ class Session:
         )
 
 
+class LiveSession(Protocol):
+    """What the live screen's handle needs of a session; ``Session`` and ``FollowingSession`` both are one."""
+
+    #: True while the user looks at the stacks (the Python pane zoomed): they are then sampled at full duty.
+    stacks_watched: bool
+
+    @property
+    def store(self) -> Store:
+        """The store the session feeds (kept across a follow's re-attaches)."""
+        ...
+
+    @property
+    def stopped(self) -> bool:
+        """True once stop() was called."""
+        ...
+
+    def start(self) -> None:
+        """Start collecting."""
+        ...
+
+    def stop(self, timeout_s: float = 3.0) -> None:
+        """Stop collecting (bounded wait)."""
+        ...
+
+    def runner(self, name: str) -> CollectorRunner | None:
+        """The runner of one collector, if it runs."""
+        ...
+
+    def stacks(self) -> StackSampler | None:
+        """The running stack sampler, if any."""
+        ...
+
+
 def name_os_thread(name: str) -> None:
     """Give the calling thread ``name`` in the kernel too (15 characters), so ``top -H``, py-spy and optitop
     itself show which of optitop's threads costs what; best effort."""
@@ -375,17 +366,3 @@ def name_os_thread(name: str) -> None:
             fh.write(name[:15])
     except OSError:
         pass
-
-
-def _gpu_busy_pct(sample: object) -> float | None:
-    """The busiest of the target's GPUs (all GPUs when it uses none), by ``types.gpu_busy_pct``'s policy."""
-    devices = getattr(sample, "devices", ())
-    wanted = set(getattr(sample, "target_gpu_indices", ()) or ())
-    values = []
-    for dev in devices:
-        if wanted and getattr(dev, "index", None) not in wanted:
-            continue
-        value = gpu_busy_pct(dev)
-        if value is not None:
-            values.append(float(value))
-    return max(values) if values else None

@@ -11,12 +11,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
+from typing import TypeVar
 
 from optitop.model import Diagnosis, Sample, SelfCost, SourceState, SourceStatus, TargetInfo, Window
 from optitop.redact import redact_text
 
 Listener = Callable[[str], None]
 Clock = Callable[[], float]
+S = TypeVar("S", bound=Sample)
 
 #: Upper bound on samples kept per series, whatever the history and interval ask for.
 MAX_SAMPLES_PER_SERIES = 20_000
@@ -172,6 +174,15 @@ class Store:
                     break
                 out.append(sample)
         return tuple(reversed(out))
+
+    def latest_of(self, name: str, kind: type[S]) -> S | None:
+        """``latest`` typed (as ``Window.latest_of``): the newest sample of one series when it is a ``kind``."""
+        last = self.latest(name)
+        return last if isinstance(last, kind) else None
+
+    def since_of(self, name: str, kind: type[S], after_mono_s: float | None, limit: int = 64) -> tuple[S, ...]:
+        """``since`` typed: the ``kind`` samples of one series newer than ``after_mono_s`` (others are skipped)."""
+        return tuple(s for s in self.since(name, after_mono_s, limit) if isinstance(s, kind))
 
     def statuses(self) -> dict[str, SourceStatus]:
         """A copy of every source's latest status."""

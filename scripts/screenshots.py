@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from optitop.config import Options
-from optitop.runtime import make_session
+from optitop.runtime import live_runtime
 from optitop.tui.app import OptitopApp
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,15 +39,14 @@ def start_demo(scenario: str) -> tuple[subprocess.Popen[str], int, str | None]:
 
 async def capture(pid: int, url: str | None, size: tuple[int, int], seconds: float, path: Path) -> None:
     options = Options(interval_s=1.0, metrics_urls=(url,) if url else ())
-    session = make_session(pid, options)
-    session.start()
-    app = OptitopApp(session.store, options, session=session)
+    live = live_runtime(pid, options)
+    app = OptitopApp(live, options)
     async with app.run_test(size=size) as pilot:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             await pilot.pause(0.5)
         app.save_screenshot(filename=path.name, path=str(path.parent))
-    session.stop()
+    live.stop()
 
 
 def main() -> int:

@@ -1,7 +1,9 @@
-"""The Textual app: lays out the panes and feeds them windows from the store.
+"""The Textual app: lays out the panes and feeds them windows from its handle.
 
-Collection runs on the session's threads; the store only sets a dirty flag from those threads, and a UI
-timer renders at the refresh interval when something changed. Panes redraw only when their text changed.
+The app receives a ``LiveHandle`` (optitop.live): it draws the handle's windows and asks it for the actions its
+keys name; it builds no store or session and imports no recorder or bundle writer. Collection runs on the
+runtime's threads; a change only sets a dirty flag from those threads, and a UI timer renders at the refresh
+interval when something changed. Panes redraw only when their text changed.
 """
 
 from __future__ import annotations
@@ -9,86 +11,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import os
 import signal
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, ClassVar
+from collections import Counter
+from typing import ClassVar
 
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical, VerticalScroll
+from textual.containers import Vertical
 from textual.driver import Driver
-from textual.screen import ModalScreen
 from textual.widget import Widget
-from textual.widgets import Footer, Static
+from textual.widgets import Footer
 
 from optitop.config import Options
+from optitop.live import LiveHandle, Notice
 from optitop.model import Window
-from optitop.session import Session
-from optitop.store import Store
 from optitop.tui.format import with_gaps
+from optitop.tui.help import HelpScreen
+from optitop.tui.layout import BUDGET, PANE_SOURCE, PANES, ZOOMABLE, ZOOMS
 from optitop.tui.panes.base import Pane
-from optitop.tui.panes.cpu import CpuPane
-from optitop.tui.panes.gpu import GpuPane
 from optitop.tui.panes.header import HeaderPane
-from optitop.tui.panes.membw import MemBwPane
-from optitop.tui.panes.python import PythonPane
-from optitop.tui.panes.queue import QueuePane
-from optitop.tui.panes.tree import TreePane
-from optitop.tui.panes.verdict import VerdictPane
 from optitop.tui.quietinput import quiet_driver
 from optitop.tui.wire import crop_partial_updates
 
-if TYPE_CHECKING:
-    from collections.abc import Callable
+__all__ = ["HelpScreen", "OptitopApp"]
 
-    from optitop.follow import FollowingSession
-    from optitop.recording.writer import Recorder
-
-HELP_TEXT = """optitop — keys (↑/↓ scroll, esc closes)
-
-  q          quit (stops everything optitop started)
-  p / space  pause the screen (collection goes on)
-  r          record to optitop-<host>-<pid>-<time>.jsonl.gz; again: stop
-  b          write an incident bundle (metrics, stacks, devices, doctor)
-  n          1 s native stack sample (pauses the target; ~2 s for torch)
-  1-6        zoom a pane (same key: back): 1 verdict 2 CPU 3 GPU
-             4 memory bandwidth 5 queue 6 Python
-  + / -      keep more / less history
-  ?          this help      ctrl+p  command palette
-
-Panes
-  verdict  the bottleneck class, confidence, evidence and fixes;
-           the strip on the right is the verdict history, newest right
-  CPU      the target tree's CPU (% of one core), per-core bars, the
-           busiest threads (state R running, S sleeping, D disk)
-  TREE     the target and its children, busiest first
-  GPU      per GPU: SM/tensor/DRAM/graphics (gpm) or busy % (legacy),
-           memory and the target's share, power, clocks, throttling
-  MEMORY   GPU DRAM GB/s of peak (est.), PCIe % of link, host paging
-  PYTHON   py-spy: per thread active/GIL %, what it waits on (network,
-           queue, GPU sync, sleep, I/O), hot functions, native op mix
-  QUEUE    waiting/running, batch, KV cache, p50/p95 latencies, accept
-           queue; each block names its source (endpoint, log, kernel)
-
-Header: ● live source, ○ starting, ✗ unavailable (doctor says why),
-! failing; 'self' is optitop's own CPU and memory.
-"""
-
-
-class HelpScreen(ModalScreen[None]):
-    """The ? screen."""
-
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape,q,question_mark", "app.pop_screen", "close"),
-    ]
-
-    def compose(self) -> ComposeResult:
-        """The help text, scrollable: at 80×24 it is taller than the screen."""
-        with VerticalScroll(id="help-scroll"):
-            yield Static(HELP_TEXT, id="help-body", markup=False)
+log = logging.getLogger(__name__)
 
 
 class OptitopApp(App[int]):
@@ -105,38 +57,27 @@ class OptitopApp(App[int]):
         Binding("r", "toggle_record", "record"),
         Binding("b", "bundle", "bundle", show=False),
         Binding("n", "native_sample", "native", show=False),
-        *(Binding(str(n), f"zoom({n})", f"zoom {n}", show=False) for n in range(1, 7)),
+        *(Binding(p.zoom_key, f"zoom({p.zoom_key})", f"zoom {p.zoom_key}", show=False) for p in ZOOMS),
         Binding("plus,equals_sign", "history(2)", "+history", show=False),
         Binding("minus", "history(0.5)", "-history", show=False),
     ]
-    #: The panes the number keys zoom, in order (ids; a missing pane is skipped).
-    ZOOMABLE: ClassVar[tuple[str, ...]] = ("verdict", "cpu-box", "gpu", "membw", "queue", "python")
+    #: The panes the number keys zoom, in order (ids; a missing pane is skipped): from the pane table.
+    ZOOMABLE: ClassVar[tuple[str, ...]] = ZOOMABLE
     #: History lengths the +/- keys step through (seconds).
     HISTORY_STEPS_S: ClassVar[tuple[float, ...]] = (60.0, 300.0, 600.0, 1800.0, 3600.0, 4 * 3600.0)
 
-    def __init__(
-        self,
-        store: Store,
-        options: Options,
-        session: Session | FollowingSession | None = None,
-        watch_tty: bool = False,
-        start_session: Callable[[], Session] | None = None,
-    ) -> None:
-        """Render ``store``; ``session`` (when given) is stopped on exit; ``watch_tty`` exits when the TTY goes.
+    def __init__(self, live: LiveHandle, options: Options, watch_tty: bool = False) -> None:
+        """Render what ``live`` holds, started after the first frame and stopped on exit; ``watch_tty`` exits when
+        the TTY goes.
 
-        ``start_session`` builds the session after the first frame is drawn, on a thread: importing and
-        starting the collectors takes a third of a second, which the user would otherwise wait for at a blank
-        terminal.
+        ``live.start()`` runs after the first frame is drawn, on a thread: importing and starting the collectors
+        takes a third of a second, which the user would otherwise wait for at a blank terminal.
         """
         super().__init__()
         crop_partial_updates()  # only the changed cells of a line go to the terminal
         self._watch_tty = watch_tty
-        self.store = store
+        self.live = live
         self.options = options
-        self.session = session
-        self._start_session = start_session
-        self._session_lock = threading.Lock()
-        self._closing = False
         self.paused = False
         self._dirty = True
         self._panes: list[Pane] = []
@@ -145,8 +86,9 @@ class OptitopApp(App[int]):
         self._shown_category = ""
         self._chart: Widget | None = None
         self.zoomed: str | None = None
-        self._recorder: Recorder | None = None
-        store.subscribe(self._on_store_change)
+        #: Frames in which a pane's build raised, per pane id (the pane shows the error instead).
+        self.pane_failures: Counter[str] = Counter()
+        live.subscribe(self._on_change)
         if options.monochrome or os.environ.get("NO_COLOR"):
             self.add_class("-monochrome")
 
@@ -157,16 +99,14 @@ class OptitopApp(App[int]):
 
     # -- layout ----------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
-        """Header, verdict, CPU, tree, footer."""
+        """The header, every pane of the table (optitop.tui.layout) in order, the footer."""
         yield HeaderPane(id="header")
-        yield VerdictPane(id="verdict")
-        with Vertical(id="cpu-box"):
-            yield CpuPane(id="cpu")
-        yield TreePane(id="tree")
-        yield GpuPane(id="gpu")
-        yield MemBwPane(id="membw")
-        yield QueuePane(id="queue")
-        yield PythonPane(id="python")
+        for spec in PANES:
+            if spec.box:
+                with Vertical(id=spec.box):
+                    yield spec.kind(id=spec.id)
+            else:
+                yield spec.kind(id=spec.id)
         yield Footer()
 
     def panes(self) -> list[Pane]:
@@ -195,8 +135,7 @@ class OptitopApp(App[int]):
         # Early on, look for new data more often, so the first samples and verdict show as soon as they exist.
         self.set_interval(self.FIRST_FRAMES_EVERY_S, self._tick, repeat=self.FIRST_FRAMES)
         self.call_after_refresh(self._render_window)
-        if self._start_session is not None:
-            self.call_after_refresh(self._launch_session)
+        self.call_after_refresh(self._start_in_background)
         self.set_timer(0.3, self._mount_chart)
         if self._watch_tty:
             self.set_interval(2.0, self._check_tty)
@@ -216,22 +155,15 @@ class OptitopApp(App[int]):
         self.refresh(layout=True)
         self._render_window()
 
-    def _launch_session(self) -> None:
-        threading.Thread(target=self._build_session, name="optitop-start", daemon=True).start()
+    def _start_in_background(self) -> None:
+        threading.Thread(target=self._start_live, name="optitop-start", daemon=True).start()
 
-    def _build_session(self) -> None:
-        """Build and start the session (a thread: the screen stays live meanwhile)."""
-        assert self._start_session is not None
+    def _start_live(self) -> None:
+        """Start collecting (a thread: the screen stays live meanwhile)."""
         try:
-            session = self._start_session()
+            self.live.start()
         except Exception as exc:  # noqa: BLE001 - shown to the user, not a traceback
             self.call_from_thread(self.exit, None, 2, f"optitop: could not start collecting: {exc}")
-            return
-        with self._session_lock:
-            if self._closing:
-                return  # the user quit while we were building: nothing was started
-            session.start()
-            self.session = session
 
     #: Seconds a signalled exit may take before hard_exit() cuts it short.
     SIGTERM_GRACE_S: ClassVar[float] = 5.0
@@ -260,10 +192,7 @@ class OptitopApp(App[int]):
         queue fills up), which would leave an orphan burning a core (dolphie#101). So: clean up, then _exit.
         """
         try:
-            if self._recorder is not None:
-                self._recorder.stop()
-            if self.session is not None:
-                self.session.stop(timeout_s=2.0)
+            self.live.stop(timeout_s=2.0)
         finally:
             os._exit(code)
 
@@ -287,10 +216,10 @@ class OptitopApp(App[int]):
 
         self._chart = HistoryChart("target CPU % (of one core)", id="cpu-chart")
         boxes.first().mount(self._chart, before=0)
-        self._update_chart(self.store.window())
+        self._update_chart(self.live.window())
 
     # -- data ------------------------------------------------------------------------------------------
-    def _on_store_change(self, _name: str) -> None:
+    def _on_change(self, _name: str) -> None:
         # Called from collector threads: only a flag, the UI timer does the rest.
         self._dirty = True
 
@@ -306,22 +235,15 @@ class OptitopApp(App[int]):
         period = max(self.options.interval_s, self.LOW_BANDWIDTH_REDRAW_S)
         if time.monotonic() - self._rendered_at >= period:
             return True
-        recent = self.store.window(period + self.options.interval_s).diagnoses
+        recent = self.live.window(period + self.options.interval_s).diagnoses
         return bool(recent) and recent[-1].category != self._shown_category
 
     #: Below this many rows the panes share a line budget and lose their borders (80×24 must fit).
     COMPACT_BELOW_ROWS: ClassVar[int] = 50
-    #: How the line budget is shared in compact mode: (pane id, weight, minimum lines).
-    BUDGET: ClassVar[tuple[tuple[str, float, int], ...]] = (
-        ("cpu", 4, 3),
-        ("python", 3, 2),
-        ("queue", 3, 2),
-        ("gpu", 3, 1),
-        ("membw", 2, 2),
-        ("tree", 2, 1),
-    )
+    #: How the line budget is shared in compact mode: (pane id, weight, minimum lines), from the pane table.
+    BUDGET: ClassVar[tuple[tuple[str, float, int], ...]] = BUDGET
     #: Pane id -> the source whose absence shrinks it to one line.
-    PANE_SOURCE: ClassVar[dict[str, str]] = {"gpu": "gpu", "python": "pystacks", "queue": "queue"}
+    PANE_SOURCE: ClassVar[dict[str, str]] = PANE_SOURCE
 
     def _allocate_lines(self, window: Window) -> None:
         """Share the terminal's rows among the panes so everything essential fits without scrolling."""
@@ -346,7 +268,7 @@ class OptitopApp(App[int]):
                 continue
             source = self.PANE_SOURCE.get(pane_id)
             status = window.statuses.get(source) if source else None
-            if (source and (status is None or not status.live)) or panes[pane_id].quiet(window):
+            if (source and (status is None or not status.live)) or self._quiet(panes[pane_id], window):
                 weight, minimum = 0.0, 1
             shares.append((pane_id, weight, minimum))
         spare = max(0, remaining - sum(m for _, _, m in shares))
@@ -380,16 +302,33 @@ class OptitopApp(App[int]):
         self._dirty = False
         self._renders += 1
         self._rendered_at = time.monotonic()
-        window = self.store.window()
+        window = self.live.window()
         self._shown_category = window.diagnoses[-1].category if window.diagnoses else ""
         self._allocate_lines(window)
         header = self.query_one(HeaderPane)
         header.paused = self.paused
         for pane in self.panes():
-            pane.show(window)
+            self._show(pane, window)
         every = self.LOW_BANDWIDTH_CHART_EVERY if self.options.low_bandwidth else 2
         if self._chart is not None and self._renders % every == 0:
             self._update_chart(window)
+
+    def _show(self, pane: Pane, window: Window) -> None:
+        """Feed one pane; a build that raises shows the error in that pane (counted), never a stale pane or a crash."""
+        try:
+            pane.show(window)
+        except Exception as exc:
+            self.pane_failures[pane.id or type(pane).__name__] += 1
+            log.debug("pane %s failed", pane.id, exc_info=True)
+            pane.show_failure(exc)
+
+    def _quiet(self, pane: Pane, window: Window) -> bool:
+        """``pane.quiet(window)``; a pane that raises is not quiet (its build will show the error)."""
+        try:
+            return pane.quiet(window)
+        except Exception:
+            log.debug("pane %s failed", pane.id, exc_info=True)
+            return False
 
     def on_resize(self) -> None:
         """Re-share the rows and redraw at the new size."""
@@ -429,67 +368,29 @@ class OptitopApp(App[int]):
             child.set_class(bool(wanted) and child.id == wanted, "zoomed")
         for pane in self.panes():
             pane.set_zoomed(bool(wanted))
-        if self.session is not None:  # stacks the user is looking at are sampled at full duty
-            self.session.stacks_watched = wanted == "python"
+        self.live.set_stacks_watched(wanted == "python")  # stacks the user looks at are sampled at full duty
         self._render_window()
 
     def action_history(self, factor: float) -> None:
         """+/-: keep more or less history (the charts and sparklines follow)."""
-        now = self.store.history_s
+        now = self.live.history_s
         steps = self.HISTORY_STEPS_S
         if factor > 1:
             new = next((h for h in steps if h > now), steps[-1])
         else:
             new = next((h for h in reversed(steps) if h < now), steps[0])
-        self.store.set_history(new)
+        self.live.set_history(new)
         self.notify(f"history: {new / 60:.0f} min", timeout=2)
         self._render_window()
 
+    def _tell(self, notice: Notice) -> None:
+        self.notify(notice.text, severity=notice.severity)
+
     def action_toggle_record(self) -> None:
-        """Start or stop recording everything the store receives to a timestamped file (0600) in the cwd.
-
-        The file is written as ``NAME.part`` and renamed to NAME on stop (optitop.safefile). The name is
-        predictable, so when it is taken (or a link was planted there) the next numbered name is used: a key
-        press never writes through a link or over a file.
-        """
-        from optitop.recording.writer import Recorder, default_record_path
-        from optitop.safefile import RefusedPathError, numbered_names
-
-        header = self.query_one(HeaderPane)
-        if self._recorder is not None:
-            recorder, self._recorder = self._recorder, None
-            recorder.stop()
-            header.recording = ""
-            if recorder.error:
-                self.notify(
-                    f"the recording stopped early ({recorder.error}); {recorder.events} events kept in "
-                    f"{recorder.saved_path}",
-                    severity="error",
-                )
-            else:
-                self.notify(f"recorded {recorder.events} events to {recorder.path}")
-        else:
-            first = default_record_path(self.store.target.pid)
-            skipped: list[RefusedPathError] = []
-            for path in numbered_names(first, ".jsonl.gz"):
-                recorder = Recorder(self.store, path, options=self.options)
-                try:
-                    recorder.start()
-                    break
-                except RefusedPathError as exc:
-                    skipped.append(exc)
-                except OSError as exc:
-                    self.notify(f"cannot record to {path}: {exc.strerror or exc}", severity="error")
-                    return
-            else:
-                self.notify(f"cannot record: {first} and the numbered names after it are taken", severity="error")
-                return
-            if skipped:
-                self.notify(
-                    f"{skipped[0].filename} {skipped[0].strerror}: recording to {path} instead", severity="warning"
-                )
-            self._recorder = recorder
-            header.recording = os.path.basename(path)
+        """Start or stop recording (the handle says what happened; the header shows the file while it records)."""
+        for notice in self.live.toggle_record():
+            self._tell(notice)
+        self.query_one(HeaderPane).recording = self.live.recording
         self._render_window()
 
     def action_bundle(self) -> None:
@@ -498,26 +399,7 @@ class OptitopApp(App[int]):
         self.run_worker(self._write_bundle, thread=True, exclusive=True, group="bundle")
 
     def _write_bundle(self) -> None:
-        """Create the archive's file first (a free name, never through a link), then gather and write it."""
-        from optitop.bundle import gather, queue_endpoints, write_archive
-        from optitop.safefile import create_numbered
-
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        path = f"optitop-incident-{self.store.target.pid}-{stamp}.tar.gz"
-        try:
-            out, skipped = create_numbered(path, ".tar.gz")
-        except OSError as exc:
-            self.call_from_thread(self.notify, f"cannot write {path}: {exc.strerror or exc}", severity="error")
-            return
-        try:
-            write_archive(out, gather(self.store, self.options, 10, queue_endpoints(self.session)))
-        except OSError as exc:  # write_archive removed the temporary file: no half archive is left
-            self.call_from_thread(self.notify, f"cannot write {out.path}: {exc.strerror or exc}", severity="error")
-            return
-        finally:
-            out.discard()  # a no-op once committed; removes the file when gather failed
-        note = f" ({skipped[0].filename} {skipped[0].strerror})" if skipped else ""
-        self.call_from_thread(self.notify, f"wrote {out.path}{note}")
+        self.call_from_thread(self._tell, self.live.write_bundle())
 
     def deliver_screenshot(
         self, filename: str | None = None, path: str | None = None, time_format: str | None = None
@@ -550,64 +432,14 @@ class OptitopApp(App[int]):
         return None
 
     def action_native_sample(self) -> None:
-        """Ask the stacks collector for a 1 s native burst (it pauses the target; ~2 s for torch)."""
-        runner = self.session.runner("pystacks") if self.session is not None else None
-        request = getattr(runner.collector if runner else None, "request_native", None)
-        if request is None:
-            self.notify("native stacks: the pystacks collector is not running", severity="warning")
-            return
-        started = request()  # returns at once; the burst runs on its own thread
-        self.notify(
-            "native stack sample started (pauses the target briefly)"
-            if started
-            else "a native sample is already running"
-        )
+        """Ask for a 1 s native stack sample (it pauses the target; ~2 s for torch)."""
+        self._tell(self.live.request_native())
 
     def action_help(self) -> None:
         """Show the key help."""
         self.push_screen(HelpScreen())
 
     def on_unmount(self) -> None:
-        """Stop collection when the app goes."""
-        self.store.unsubscribe(self._on_store_change)
-        if self._recorder is not None:
-            self._recorder.stop()
-            self._recorder = None
-        self.stop_session()
-
-    def stop_session(self) -> None:
-        """Stop collecting; a session still being built is never started (idempotent)."""
-        with self._session_lock:
-            self._closing = True
-        if self.session is not None:
-            self.session.stop()
-
-
-def _session_for(pid: int, options: Options, store: Store) -> Session:
-    """The session for ``pid`` into ``store`` (imports the collectors: called on the start-up thread)."""
-    from optitop.runtime import make_session
-
-    return make_session(pid, options, store)
-
-
-def run_tui(pid: int, options: Options, follow: tuple[int | None, str | None] | None = None) -> int:
-    """Attach the live screen to ``pid`` until the user quits; ``follow`` = (port, name) re-attaches on restart."""
-    from optitop.target import describe
-
-    if not sys.stdout.isatty():
-        print("optitop: the live screen needs a terminal; use --once --json for scripts", file=sys.stderr)
-        return 2
-    if follow is not None:
-        from optitop.follow import FollowingSession
-
-        following = FollowingSession(pid, options, port=follow[0], name=follow[1])
-        following.start()
-        app = OptitopApp(following.store, options, session=following, watch_tty=True)
-    else:
-        store = Store(describe(pid), history_s=options.history_s)  # a missing pid fails here, before the screen
-        app = OptitopApp(store, options, watch_tty=True, start_session=lambda: _session_for(pid, options, store))
-    try:
-        app.run()
-    finally:
-        app.stop_session()
-    return 0 if app.return_code in (None, 0) else app.return_code
+        """Stop recording and collecting when the app goes."""
+        self.live.unsubscribe(self._on_change)
+        self.live.stop()

@@ -15,6 +15,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 
 from optitop.config import Options
+from optitop.live import StoreView
 from optitop.model import Window
 from optitop.recording.replayer import Replayer
 from optitop.recording.scan import Recording
@@ -65,7 +66,7 @@ class ReplayApp(OptitopApp):
 
     def __init__(self, replayer: Replayer, options: Options, label: str = "") -> None:
         """Replay with ``replayer`` (its store is what the panes render)."""
-        super().__init__(replayer.store, options)
+        super().__init__(StoreView(replayer.store), options)
         self.replayer = replayer
         self.label = printable(label or os.path.basename(replayer.recording.path))  # a file name may hold ESC
         self.title = f"optitop replay {self.label}"

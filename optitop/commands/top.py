@@ -113,8 +113,8 @@ def top_main(argv: Sequence[str]) -> int:
 
             print(format_report(doc))
         return EXIT_OK
-    from optitop.tui.app import run_tui
+    from optitop.runtime import run_live
 
     if args.follow:
-        return run_tui(pid, options, follow=(args.port, args.name))
-    return run_tui(pid, options)
+        return run_live(pid, options, follow=(args.port, args.name))
+    return run_live(pid, options)

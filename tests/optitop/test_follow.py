@@ -5,7 +5,7 @@ from __future__ import annotations
 from conftest import free_port, wait_for
 
 from optitop.config import Options
-from optitop.follow import FollowingSession
+from optitop.runtime import follow_session
 from optitop.tui.format import with_gaps
 
 
@@ -22,9 +22,8 @@ time.sleep(600)
 def test_reattaches_to_the_restarted_server_and_keeps_history(start_target):
     port = free_port()
     first = start_target(server(port))
-    follower = FollowingSession(
-        first.pid, Options(interval_s=0.2, analysis_window_s=2.0), port=port, name=None, poll_s=0.2
-    )
+    options = Options(interval_s=0.2, analysis_window_s=2.0)
+    follower = follow_session(first.pid, options, port=port, name=None, poll_s=0.2)
     follower.start()
     try:
         store = follower.store
@@ -46,4 +45,4 @@ def test_follow_needs_a_port_or_name():
     import pytest
 
     with pytest.raises(ValueError, match="--port or --name"):
-        FollowingSession(1, Options(), port=None, name=None)
+        follow_session(1, Options(), port=None, name=None)

@@ -10,7 +10,6 @@ import samplefactory
 from optitop.analyzers.signals import extract
 from optitop.model import TargetInfo, gpu_busy_pct
 from optitop.recording.compare import row_spec
-from optitop.session import _gpu_busy_pct
 from optitop.store import Store
 from optitop.tui.panes.gpu import util_history
 
@@ -29,7 +28,7 @@ def readings(device) -> dict[str, float | None]:
         "verdict": extract(window).gpu_busy_pct,
         "pane": util_history(window, device.index)[0][-1],
         "compare": row_spec("GPU SM util").extract(sample),
-        "gpu-dip": _gpu_busy_pct(sample),
+        "gpu-dip": sample.target_busy_pct(),  # what optitop.policies.GpuDipDump compares
     }
 
 

@@ -264,7 +264,7 @@ def scrape(port: int, until: str) -> str:
 async def test_the_picker_header_and_queue_pane_show_no_secret(guarded_endpoint, shell_target):
     from optitop.candidates import find_candidates
     from optitop.config import Options
-    from optitop.runtime import make_session
+    from optitop.runtime import live_runtime
     from optitop.tui.app import OptitopApp
     from optitop.tui.picker import PickerApp
 
@@ -279,9 +279,8 @@ async def test_the_picker_header_and_queue_pane_show_no_secret(guarded_endpoint,
         assert "--api-key ***" in text and not leaks(text), text
 
     options = Options(interval_s=0.3, metrics_urls=(guarded_endpoint,))
-    session = make_session(pid, options)
-    session.start()
-    app = OptitopApp(session.store, options, session=session)
+    live = live_runtime(pid, options)
+    app = OptitopApp(live, options)
     port = guarded_endpoint.split("@127.0.0.1:")[1].split("/")[0]
     try:
         async with app.run_test(size=(200, 50)) as pilot:
@@ -289,7 +288,7 @@ async def test_the_picker_header_and_queue_pane_show_no_secret(guarded_endpoint,
             text = await wait_for_screen(pilot, lambda t: shown in t and "--api-key" in t, timeout_s=30)
             assert "--api-key ***" in text and not leaks(text), text
     finally:
-        session.stop()
+        live.stop()
 
 
 def test_a_status_reason_is_redacted_where_the_store_takes_it():

@@ -5,11 +5,13 @@ from __future__ import annotations
 import threading
 import time
 
+import samplefactory
 from conftest import wait_for
 
 from optitop.analyzers import judge
 from optitop.config import Options
 from optitop.model import Diagnosis, Sample, SourceState, SourceUnavailable, TargetGone, TargetInfo
+from optitop.policies import PaceStacks, StackSampler
 from optitop.session import Session
 from optitop.store import Store
 
@@ -133,34 +135,42 @@ class FakeGpu(Counting):
     name = "gpu"
 
     def sample(self):
-        from dataclasses import dataclass
-
-        @dataclass(frozen=True)
-        class Dev:
-            index: int
-            sm_util_pct: float
-            util_source: str = "gpm"
-            legacy_gpu_util_pct: float | None = None
-
-        @dataclass(frozen=True)
-        class GpuTick(Sample):
-            devices: tuple
-            target_gpu_indices: tuple
-
         self.calls += 1
         util = 90.0 if self.calls < 4 else 5.0
-        return GpuTick(time.time(), time.monotonic(), None, (Dev(0, util),), (0,))
+        device = samplefactory.gpu_device(sm_util_pct=util)
+        return samplefactory.gpu_sample(time.time(), time.monotonic(), None, devices=(device,))
 
 
 class FakeStacks(Counting):
-    name = "pystacks"
+    """A stack sampler by what it can do (``StackSampler``); its name is not the py-spy collector's."""
+
+    name = "some-stacks"
 
     def __init__(self) -> None:
         super().__init__(60.0)
         self.triggers: list[str] = []
+        self.natives = 0
 
-    def trigger(self, reason: str) -> None:
+    def trigger(self, reason: str) -> bool:
         self.triggers.append(reason)
+        return True
+
+    def set_pace(self, factor: float) -> None:
+        pass
+
+    def request_native(self) -> bool:
+        self.natives += 1
+        return True
+
+
+def test_the_stack_sampler_is_found_by_what_it_does_not_by_its_name():
+    from optitop.collectors.pystacks import PyStacksCollector
+
+    assert issubclass(PyStacksCollector, StackSampler)  # the real one satisfies the protocol structurally
+    stacks = FakeStacks()
+    session = make([Counting(), stacks])
+    assert session.stacks() is stacks
+    assert make([Counting()]).stacks() is None
 
 
 def test_a_gpu_dip_triggers_a_stack_sample():
@@ -213,7 +223,7 @@ class PacedStacks(FakeStacks):
 
 
 def test_stack_sampling_slows_while_the_verdict_holds_and_recovers_when_it_moves(monkeypatch):
-    monkeypatch.setattr(Session, "STEADY_AFTER_S", 0.6)
+    monkeypatch.setattr(PaceStacks, "STEADY_AFTER_S", 0.6)
     verdict = ["idle"]
 
     def analyzer(window, state):
@@ -224,15 +234,15 @@ def test_stack_sampling_slows_while_the_verdict_holds_and_recovers_when_it_moves
     session = Session(store, [stacks], Options(interval_s=0.1), analyzer=analyzer)
     session.start()
     try:
-        wait_for(lambda: stacks.paces and stacks.paces[-1] == Session.STEADY_PACE, timeout_s=10, what="slowed")
+        wait_for(lambda: stacks.paces and stacks.paces[-1] == PaceStacks.STEADY_PACE, timeout_s=10, what="slowed")
         assert stacks.paces[0] == 1.0  # a new verdict is not steady yet: full duty first
         verdict[0] = "compute"
         wait_for(lambda: stacks.paces[-1] == 1.0, timeout_s=10, what="full duty again after the class moved")
-        wait_for(lambda: stacks.paces[-1] == Session.STEADY_PACE, timeout_s=10, what="slowed again")
+        wait_for(lambda: stacks.paces[-1] == PaceStacks.STEADY_PACE, timeout_s=10, what="slowed again")
         session.stacks_watched = True  # the Python pane zoomed: the user wants fresh stacks
         wait_for(lambda: stacks.paces[-1] == 1.0, timeout_s=10, what="full duty while the stacks are watched")
         session.stacks_watched = False
-        wait_for(lambda: stacks.paces[-1] == Session.STEADY_PACE, timeout_s=10, what="slowed after the zoom")
+        wait_for(lambda: stacks.paces[-1] == PaceStacks.STEADY_PACE, timeout_s=10, what="slowed after the zoom")
     finally:
         session.stop()
 

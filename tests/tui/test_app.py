@@ -6,7 +6,7 @@ import pytest
 from tuiscreen import screen_text, wait_for_screen
 
 from optitop.config import Options
-from optitop.runtime import make_session
+from optitop.runtime import live_runtime
 from optitop.tui.app import OptitopApp
 
 TARGET = """
@@ -19,9 +19,7 @@ time.sleep(600)
 
 def make_app(pid: int, **opts) -> OptitopApp:
     options = Options(interval_s=0.3, **opts)
-    session = make_session(pid, options)
-    session.start()
-    return OptitopApp(session.store, options, session=session)
+    return OptitopApp(live_runtime(pid, options), options)
 
 
 @pytest.mark.parametrize("size", [(80, 24), (160, 48)])
@@ -87,9 +85,9 @@ async def test_zoom_and_history_keys(start_target):
         assert "burner" in text and app.zoomed == "cpu-box"
         await pilot.press("2")  # back
         await wait_for_screen(pilot, lambda t: "TREE" in t)
-        before = app.store.history_s
+        before = app.live.history_s
         await pilot.press("minus")
-        assert app.store.history_s < before
+        assert app.live.history_s < before
         await pilot.press("plus")
         await pilot.press("plus")
-        assert app.store.history_s > before
+        assert app.live.history_s > before

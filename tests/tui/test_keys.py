@@ -23,10 +23,11 @@ from tuiscreen import screen_text, wait_for_screen, without_scrollbar
 from optitop.args import options_from
 from optitop.commands.top import main_parser
 from optitop.config import Options
+from optitop.live import StoreView
 from optitop.model import ThreadSample
 from optitop.recording.scan import load
 from optitop.recording.writer import default_record_path
-from optitop.runtime import make_session
+from optitop.runtime import live_runtime
 from optitop.tui.app import HelpScreen, OptitopApp
 from optitop.tui.panes.verdict import VerdictPane
 
@@ -49,15 +50,13 @@ time.sleep(600)
 
 def replay_app(tmp_path: Path, **opts: object) -> OptitopApp:
     store = replayed_store(str(tmp_path / "busy.jsonl"))
-    return OptitopApp(store, Options(interval_s=0.2, **opts))  # type: ignore[arg-type]
+    return OptitopApp(StoreView(store), Options(interval_s=0.2, **opts))  # type: ignore[arg-type]
 
 
 def live_app(pid: int) -> OptitopApp:
     # py-spy and GPU probing are not what these keys are about; leave them off to keep the machine quiet
     options = Options(interval_s=0.5, disabled=frozenset({"pystacks", "gpu", "queue", "logs"}))
-    session = make_session(pid, options)
-    session.start()
-    return OptitopApp(session.store, options, session=session)
+    return OptitopApp(live_runtime(pid, options), options)
 
 
 def messages(app: OptitopApp) -> list[str]:
@@ -100,9 +99,9 @@ async def test_pause_freezes_the_screen_and_resumes(tmp_path, key):
         await wait_for_screen(pilot, lambda t: "vllm-engine" in t)
         await pilot.press(key)
         await wait_for_screen(pilot, lambda t: "PAUSED" in t)
-        last = app.store.window().samples["process"][-1]
+        last = app.live.store.window().samples["process"][-1]
         thread = ThreadSample(9999, 4242, "fresh-thread", "R", 99.0)
-        app.store.add(
+        app.live.store.add(
             "process", dataclasses.replace(last, mono_s=last.mono_s + 1, ts_s=last.ts_s + 1, threads=(thread,))
         )
         await pilot.pause(1.0)  # five refresh intervals: a paused screen must not pick the sample up
@@ -136,7 +135,7 @@ async def test_zoomed_verdict_shows_every_fix(tmp_path):
         assert "fixes to try first" not in text  # 80x24: the top fixes, clipped, on the main screen
         await pilot.press("1")
         text = await wait_for_screen(pilot, lambda t: "fixes to try first" in t)
-        fixes = app.store.window().diagnoses[-1].fixes
+        fixes = app.live.store.window().diagnoses[-1].fixes
         assert len(fixes) >= 2
         words = " ".join(without_scrollbar(row) for row in text.splitlines()).split()
         for fix in fixes:  # every fix, whole (wrapped, not clipped)
@@ -147,19 +146,19 @@ async def test_plus_and_minus_step_the_history(tmp_path):
     app = replay_app(tmp_path)
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for_screen(pilot, lambda t: "COMPUTE-BOUND" in t)
-        assert app.store.history_s == 600.0
+        assert app.live.store.history_s == 600.0
         await pilot.press("minus")
-        assert app.store.history_s == 300.0
+        assert app.live.store.history_s == 300.0
         assert "history: 5 min" in await wait_notified(pilot, "history: 5")
         await pilot.press("plus")
         await pilot.press("equals_sign")  # '=' is '+' without shift
-        assert app.store.history_s == 1800.0
+        assert app.live.store.history_s == 1800.0
         for _ in range(5):
             await pilot.press("plus")
-        assert app.store.history_s == OptitopApp.HISTORY_STEPS_S[-1]  # stops at the top
+        assert app.live.store.history_s == OptitopApp.HISTORY_STEPS_S[-1]  # stops at the top
         for _ in range(10):
             await pilot.press("minus")
-        assert app.store.history_s == OptitopApp.HISTORY_STEPS_S[0]  # and at the bottom
+        assert app.live.store.history_s == OptitopApp.HISTORY_STEPS_S[0]  # and at the bottom
 
 
 async def test_question_mark_opens_help_and_escape_or_q_closes_it(tmp_path):
@@ -326,7 +325,7 @@ async def test_zooming_the_python_pane_keeps_the_stacks_at_full_duty(start_targe
     app = live_app(target.pid)
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for_screen(pilot, lambda t: "napper" in t)
-        session = app.session
+        session = app.live.session
         assert session is not None and not session.stacks_watched
         python_key = str(OptitopApp.ZOOMABLE.index("python") + 1)
         await pilot.press(python_key)
@@ -370,7 +369,7 @@ async def test_no_color_and_mono_drop_the_colours_but_keep_the_verdict(tmp_path,
     else:
         options = options_from(main_parser().parse_args(["--mono"]))
         assert options.monochrome
-    app = OptitopApp(replayed_store(str(tmp_path / "busy.jsonl")), options)
+    app = OptitopApp(StoreView(replayed_store(str(tmp_path / "busy.jsonl"))), options)
     async with app.run_test(size=(80, 24)) as pilot:
         text = await wait_for_screen(pilot, lambda t: "COMPUTE-BOUND" in t)
         assert app.has_class("-monochrome")

@@ -12,6 +12,7 @@ from screen_recording import replayed_store
 from tuiscreen import wait_for_screen
 
 from optitop.config import Options
+from optitop.live import StoreView
 from optitop.recording.replayer import ReplayStore
 from optitop.tui.app import OptitopApp
 
@@ -35,7 +36,7 @@ def push_cpu(store: ReplayStore, cpu: float, seconds_later: float) -> None:
 @pytest.mark.parametrize("low_bandwidth", [False, True])
 async def test_sparklines_hold_for_five_seconds_in_low_bandwidth_mode(tmp_path, low_bandwidth):
     store = replayed_store(str(tmp_path / "busy.jsonl"))
-    app = OptitopApp(store, Options(interval_s=0.2, low_bandwidth=low_bandwidth))
+    app = OptitopApp(StoreView(store), Options(interval_s=0.2, low_bandwidth=low_bandwidth))
     async with app.run_test(size=(80, 24)) as pilot:
         text = await wait_for_screen(pilot, lambda t: "CPU 96%" in t)
         before = spark_of(text)
@@ -55,7 +56,7 @@ async def test_sparklines_hold_for_five_seconds_in_low_bandwidth_mode(tmp_path, 
 async def test_low_bandwidth_draws_fewer_frames_but_a_new_verdict_at_once(tmp_path, monkeypatch, low_bandwidth):
     monkeypatch.setattr(OptitopApp, "LOW_BANDWIDTH_REDRAW_S", 60.0)  # so any frame below is not the periodic one
     store = replayed_store(str(tmp_path / "busy.jsonl"))
-    app = OptitopApp(store, Options(interval_s=0.2, low_bandwidth=low_bandwidth))
+    app = OptitopApp(StoreView(store), Options(interval_s=0.2, low_bandwidth=low_bandwidth))
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for_screen(pilot, lambda t: "CPU 96%" in t)
         frames = app._renders

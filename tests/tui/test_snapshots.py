@@ -18,13 +18,14 @@ from textual.pilot import Pilot
 from tuiscreen import screen_text
 
 from optitop.config import Options
+from optitop.live import StoreView
 from optitop.tui.app import OptitopApp
 from optitop.tui.panes.base import Pane
 
 
 def make_app(tmp_path, **opts: object) -> OptitopApp:
     store = replayed_store(str(tmp_path / "busy.jsonl"))
-    return OptitopApp(store, Options(interval_s=0.5, **opts))  # type: ignore[arg-type]
+    return OptitopApp(StoreView(store), Options(interval_s=0.5, **opts))  # type: ignore[arg-type]
 
 
 async def settled(pilot: Pilot) -> None:

@@ -1,4 +1,4 @@
-"""The screen comes first, the collectors after: run_tui's deferred session start."""
+"""The screen comes first, the collectors after: the live handle is started after the first frame."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import threading
 from tuiscreen import wait_for_screen
 
 from optitop.config import Options
-from optitop.runtime import make_session
+from optitop.runtime import LiveRuntime, make_session
 from optitop.store import Store
 from optitop.target import describe
 from optitop.tui.app import OptitopApp
@@ -32,14 +32,15 @@ async def test_the_frame_is_drawn_before_the_session_is_built(start_target):
         built.append(session)
         return session
 
-    app = OptitopApp(store, options, start_session=build)
+    live = LiveRuntime(store, options, build=build)
+    app = OptitopApp(live, options)
     async with app.run_test(size=(80, 24)) as pilot:
         # the whole layout and the target are on screen while the collectors do not exist yet
         text = await wait_for_screen(pilot, lambda t: f"pid {target.pid}" in t and "q quit" in t)
-        assert "burner" not in text and app.session is None
+        assert "burner" not in text and live.session is None
         release.set()
         await wait_for_screen(pilot, lambda t: "burner" in t)  # then the data arrive
-        assert app.session is built[0]
+        assert live.session is built[0]
     assert built[0].stopped, "quitting stops the session that was started late"
 
 
@@ -50,7 +51,7 @@ async def test_a_session_that_cannot_be_built_exits_with_the_reason(start_target
     def broken():
         raise RuntimeError("no collectors here")
 
-    app = OptitopApp(store, Options(interval_s=0.3), start_session=broken)
+    app = OptitopApp(LiveRuntime(store, Options(interval_s=0.3), build=broken), Options(interval_s=0.3))
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause(0.5)
     assert app.return_code == 2
@@ -73,7 +74,8 @@ async def test_quitting_while_the_session_is_built_starts_nothing(start_target):
         finished.set()
         return session
 
-    app = OptitopApp(store, options, start_session=slow)
+    live = LiveRuntime(store, options, build=slow)
+    app = OptitopApp(live, options)
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for_screen(pilot, lambda t: "q quit" in t)
         await pilot.press("q")
@@ -82,5 +84,5 @@ async def test_quitting_while_the_session_is_built_starts_nothing(start_target):
     starter = next((t for t in threading.enumerate() if t.name == "optitop-start"), None)
     if starter is not None:
         starter.join(20)
-    assert app.session is None, "a session built after quitting must not be kept"
+    assert live.session is None, "a session built after quitting must not be kept"
     assert not made[0]._housekeeper.is_alive(), "nor started"

@@ -6,6 +6,7 @@ from rich.style import Style
 from tuiscreen import wait_for_screen
 
 from optitop.config import Options
+from optitop.live import StoreView
 from optitop.model import Diagnosis, TargetInfo, Window
 from optitop.store import Store
 from optitop.tui.app import OptitopApp
@@ -120,7 +121,7 @@ async def test_pane_in_the_app_colours_each_class():
     store = Store(TARGET)
     for d in (IDLE, IDLE, COMPUTE):
         store.add_diagnosis(d)
-    app = OptitopApp(store, Options(interval_s=0.2))
+    app = OptitopApp(StoreView(store), Options(interval_s=0.2))
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await wait_for_screen(pilot, lambda t: "COMPUTE-BOUND" in t)
         assert "72%" in screen and "tensor cores active 75 %" in screen

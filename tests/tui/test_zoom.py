@@ -10,6 +10,7 @@ import samplefactory
 from tuiscreen import screen_text, wait_for_screen, without_scrollbar
 
 from optitop.config import Options
+from optitop.live import StoreView
 from optitop.model import (
     Diagnosis,
     HotFunction,
@@ -96,7 +97,7 @@ def make_store(diagnosis: Diagnosis = LONG, stats: ServingStats | None = None) -
 
 
 async def zoomed_screen(store: Store, key: str, expect: str) -> str:
-    app = OptitopApp(store, Options(interval_s=0.2))
+    app = OptitopApp(StoreView(store), Options(interval_s=0.2))
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for_screen(pilot, lambda t: "SCHEDULING" in t)
         await pilot.press(key)
@@ -129,7 +130,7 @@ async def test_zoomed_queue_pane_shows_its_source_whole():
 
 
 async def test_80x24_leaves_no_row_blank_while_a_pane_is_cut():
-    app = OptitopApp(make_store(), Options(interval_s=0.2))
+    app = OptitopApp(StoreView(make_store()), Options(interval_s=0.2))
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for_screen(pilot, lambda t: "SCHEDULING" in t and "worker-" in t)
         deadline = time.monotonic() + 5
@@ -150,7 +151,7 @@ async def test_80x24_leaves_no_row_blank_while_a_pane_is_cut():
 )
 async def test_the_headline_word_matches_the_confidence(confidence, word):
     store = make_store(Diagnosis("compute", confidence, evidence=("x",), mono_s=10.0))
-    app = OptitopApp(store, Options(interval_s=0.2))
+    app = OptitopApp(StoreView(store), Options(interval_s=0.2))
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await wait_for_screen(pilot, lambda t: "COMPUTE-BOUND" in t)
     headline = next(row for row in screen.splitlines() if "COMPUTE-BOUND" in row)
@@ -161,7 +162,7 @@ async def test_the_headline_word_matches_the_confidence(confidence, word):
 
 
 async def test_a_server_without_tokens_shows_latency_not_ttft():
-    app = OptitopApp(make_store(), Options(interval_s=0.2))
+    app = OptitopApp(StoreView(make_store()), Options(interval_s=0.2))
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("5")
         screen = await wait_for_screen(pilot, lambda t: "p50/p95" in t)
@@ -174,7 +175,7 @@ async def test_an_llm_server_keeps_ttft_and_e2e():
         requests_running=4.0, ttft_p50_s=0.09, ttft_p95_s=0.31, e2e_p50_s=3.2, e2e_p95_s=7.9,
         generation_tokens_per_s=1500.0,
     )  # fmt: skip
-    app = OptitopApp(make_store(stats=stats), Options(interval_s=0.2))
+    app = OptitopApp(StoreView(make_store(stats=stats)), Options(interval_s=0.2))
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("5")
         screen = await wait_for_screen(pilot, lambda t: "p50/p95" in t)

@@ -206,6 +206,20 @@ class Pane(Static):
         self._shown, self._last_width = True, width
         return True
 
+    def show_failure(self, exc: BaseException) -> None:
+        """Show that this pane's build raised ``exc`` instead of its last text (which would go stale unsaid).
+
+        The message is plain text (a Text, never markup: an exception may quote the target's names). The next
+        ``show`` builds again, so a pane whose data stop upsetting it recovers by itself.
+        """
+        message = f"this pane failed: {type(exc).__name__}: {exc}".strip().rstrip(":")
+        self._last_inputs = None
+        self._strips.clear()
+        self._rows = [Text(printable(message), style=self.sty("pane--bad"))]
+        self.natural_rows = 1
+        self._shown = False  # the next show repaints the whole pane
+        self.refresh(layout=True)
+
     def _rows_for(self, window: Window, width: int) -> list[Text]:
         """The pane's rows at ``width``: built, split, wrapped when zoomed; sets ``natural_rows``."""
         self.uncut_rows = 0

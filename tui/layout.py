@@ -1,0 +1,96 @@
+"""The panes of the live screen, in one table: adding a pane is one entry here plus its own module.
+
+The app composes the screen from ``PANES`` (in order), binds the number keys and lists them in the help from the
+zoom keys, and shares the rows of a small terminal by each pane's budget. A pane's own CSS (its border, its
+padding) can live in its class's ``DEFAULT_CSS``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from optitop.tui.panes.base import Pane
+from optitop.tui.panes.cpu import CpuPane
+from optitop.tui.panes.gpu import GpuPane
+from optitop.tui.panes.membw import MemBwPane
+from optitop.tui.panes.python import PythonPane
+from optitop.tui.panes.queue import QueuePane
+from optitop.tui.panes.tree import TreePane
+from optitop.tui.panes.verdict import VerdictPane
+
+
+@dataclass(frozen=True, slots=True)
+class PaneSpec:
+    """One pane of the screen.
+
+    Attributes:
+        id: the widget id (the CSS and the tests find the pane by it).
+        kind: the pane's class.
+        zoom_key: the number key that zooms it ("" when it does not zoom).
+        label: its name in the help's zoom list.
+        box: the id of a container it sits in, zoomed as a whole ("" for none): the CPU pane shares its box with
+            the chart mounted above it.
+        budget: (weight, minimum lines) of the rows it gets on a small terminal; None when it takes no share
+            (the verdict has its own rule).
+        source: the source whose absence shrinks it to one line ("" when it has none).
+    """
+
+    id: str
+    kind: type[Pane]
+    zoom_key: str = ""
+    label: str = ""
+    box: str = ""
+    budget: tuple[float, int] | None = None
+    source: str = ""
+
+    @property
+    def zoom_id(self) -> str:
+        """The id of what the zoom key shows alone: the pane, or the box it sits in."""
+        return self.box or self.id
+
+
+#: Every pane below the header, top to bottom.
+PANES: tuple[PaneSpec, ...] = (
+    PaneSpec("verdict", VerdictPane, zoom_key="1", label="verdict"),
+    PaneSpec("cpu", CpuPane, zoom_key="2", label="CPU", box="cpu-box", budget=(4, 3)),
+    PaneSpec("tree", TreePane, budget=(2, 1)),
+    PaneSpec("gpu", GpuPane, zoom_key="3", label="GPU", budget=(3, 1), source="gpu"),
+    PaneSpec("membw", MemBwPane, zoom_key="4", label="memory bandwidth", budget=(2, 2)),
+    PaneSpec("queue", QueuePane, zoom_key="5", label="queue", budget=(3, 2), source="queue"),
+    PaneSpec("python", PythonPane, zoom_key="6", label="Python", budget=(3, 2), source="pystacks"),
+)
+
+#: The zoomable panes in key order.
+ZOOMS: tuple[PaneSpec, ...] = tuple(sorted((p for p in PANES if p.zoom_key), key=lambda p: int(p.zoom_key)))
+
+#: The ids the number keys zoom, in key order (the key of ``ZOOMABLE[i]`` is ``i + 1``).
+ZOOMABLE: tuple[str, ...] = tuple(p.zoom_id for p in ZOOMS)
+
+
+#: Compact mode's line budget: (pane id, weight, minimum lines). Spare rows go to the heavier panes first, and
+#: among equal weights to the lower pane on the screen (the order below).
+def _budget() -> tuple[tuple[str, float, int], ...]:
+    shared = [(index, p.id, p.budget) for index, p in enumerate(PANES) if p.budget is not None]
+    shared.sort(key=lambda row: (-row[2][0], -row[0]))
+    return tuple((pane_id, weight, minimum) for _, pane_id, (weight, minimum) in shared)
+
+
+BUDGET: tuple[tuple[str, float, int], ...] = _budget()
+
+#: Pane id -> the source whose absence shrinks it to one line.
+PANE_SOURCE: dict[str, str] = {p.id: p.source for p in PANES if p.source}
+
+
+def zoom_help(indent: int, width: int) -> str:
+    """The help's zoom line: ``1-6  zoom a pane (same key: back): 1 verdict 2 CPU …``, wrapped to ``width``."""
+    keys = f"{ZOOMS[0].zoom_key}-{ZOOMS[-1].zoom_key}" if len(ZOOMS) > 1 else ZOOMS[0].zoom_key
+    line = f"  {keys}".ljust(indent) + "zoom a pane (same key: back):"
+    lines = []
+    for item in (f"{p.zoom_key} {p.label}" for p in ZOOMS):
+        if len(line) + 1 + len(item) > width:
+            lines.append(line)
+            line = " " * indent + item
+        else:
+            line += " " + item
+    lines.append(line)
+    return "\n".join(lines)
