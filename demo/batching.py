@@ -19,9 +19,9 @@ from urllib.parse import urlparse
 
 from optitop.demo.metrics import DemoMetrics
 from optitop.demo.models import Model
-from optitop.demo.procs import name_os_thread
 from optitop.demo.scenarios import Batching
 from optitop.demo.tokenizer import tokenise
+from optitop.osthread import name_os_thread
 
 
 @dataclass(eq=False, slots=True)

@@ -123,13 +123,13 @@ def serve(demo: Demo, duration_s: float | None, stopped: threading.Event) -> int
 def attach(demo: Demo, duration_s: float | None) -> int:
     """Run the live screen on the server's pid; with a duration, stop the demo (and so the screen) in time."""
     assert demo.server is not None
-    from optitop.cli import main as optitop_main
+    from optitop.commands.top import top_main
 
     if duration_s is not None:
         timer = threading.Timer(duration_s, signal.raise_signal, args=(signal.SIGTERM,))
         timer.daemon = True
         timer.start()
-    return optitop_main(["--pid", str(demo.server.pid), "--metrics-url", demo.metrics_url])
+    return top_main(["--pid", str(demo.server.pid), "--metrics-url", demo.metrics_url])
 
 
 def main(argv: Sequence[str]) -> int:

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from types import FrameType
 from urllib.parse import urlparse
 
-from optitop.demo.procs import die_with_parent, name_os_thread
+from optitop.demo.procs import die_with_parent
+from optitop.osthread import name_os_thread
 
 
 @dataclass

@@ -14,7 +14,6 @@ import selectors
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Sequence
 
@@ -34,17 +33,6 @@ def die_with_parent(parent_pid: int | None) -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     if os.getppid() != parent_pid:
         raise SystemExit(0)
-
-
-def name_os_thread(name: str) -> None:
-    """Give the calling thread an OS name (``/proc/<pid>/task/<tid>/comm``), as Python < 3.14 does not.
-
-    Why: monitors such as optitop and htop read thread names from the kernel, not from ``threading``.
-    """
-    with contextlib.suppress(OSError, AttributeError):
-        path = f"/proc/self/task/{threading.get_native_id()}/comm"
-        with open(path, "w") as fh:
-            fh.write(name[:15])
 
 
 def announce_ready(port: int) -> None:

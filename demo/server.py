@@ -24,8 +24,9 @@ from typing import Any
 from optitop.demo import scenarios
 from optitop.demo.batching import Batcher, Request
 from optitop.demo.metrics import CONTENT_TYPE, DemoMetrics
-from optitop.demo.procs import announce_ready, die_with_parent, name_os_thread
+from optitop.demo.procs import announce_ready, die_with_parent
 from optitop.demo.scenarios import Scenario
+from optitop.osthread import name_os_thread
 
 REQUEST_TIMEOUT_S = 60.0
 

@@ -15,7 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 from urllib.parse import parse_qs, urlparse
 
-from optitop.demo.procs import announce_ready, die_with_parent, name_os_thread
+from optitop.demo.procs import announce_ready, die_with_parent
+from optitop.osthread import name_os_thread
 
 
 class UpstreamHandler(BaseHTTPRequestHandler):

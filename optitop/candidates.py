@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 import re
 import time
-from dataclasses import dataclass
 
 import psutil
 
+from optitop.model import Candidate
 from optitop.redact import redact_cmdline
 
 KNOWN_SERVERS = re.compile(
@@ -20,21 +20,6 @@ KNOWN_SERVERS = re.compile(
     r"ray::|serve|uvicorn|gunicorn|litserve|bentoml|mlserver|ollama",
     re.IGNORECASE,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """A process worth offering in the picker."""
-
-    pid: int
-    name: str
-    cmdline: str
-    cpu_pct: float
-    rss_bytes: int
-    ports: tuple[int, ...]
-    torch: bool
-    known: str
-    score: float
 
 
 def _has_torch(pid: int) -> bool:

@@ -86,6 +86,63 @@ class LiveHandle(Protocol):
         ...
 
 
+class Playback(Protocol):
+    """What the replay screen drives: a position in a recording that plays, pauses, steps and seeks
+    (``optitop.recording.replayer.Replayer`` is one). The replay screen imports this, never the recording code."""
+
+    speed: float
+    paused: bool
+
+    @property
+    def path(self) -> str:
+        """The recording's file."""
+        ...
+
+    @property
+    def at_end(self) -> bool:
+        """True when every event has been replayed."""
+        ...
+
+    @property
+    def start_mono_s(self) -> float:
+        """The recording's first instant."""
+        ...
+
+    @property
+    def elapsed_s(self) -> float:
+        """Recorded seconds since the start."""
+        ...
+
+    @property
+    def duration_s(self) -> float:
+        """The recording's length in seconds."""
+        ...
+
+    def wall_time(self) -> float:
+        """The wall-clock time of the position, as it was when recorded."""
+        ...
+
+    def tick(self) -> bool:
+        """Advance by the wall time since the previous tick times the speed; True when the position moved."""
+        ...
+
+    def seek(self, mono_s: float) -> None:
+        """Jump to ``mono_s``."""
+        ...
+
+    def seek_by(self, seconds: float) -> None:
+        """Jump ``seconds`` of recorded time forward (back when negative)."""
+        ...
+
+    def step(self) -> None:
+        """Pause and move one sampling interval forward."""
+        ...
+
+    def toggle_pause(self) -> None:
+        """Pause or resume."""
+        ...
+
+
 class StoreView:
     """A handle over a store that nothing here collects into: a replay, or a test's data.
 

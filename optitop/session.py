@@ -28,6 +28,7 @@ from optitop.model import (
     TargetGone,
     Window,
 )
+from optitop.osthread import name_os_thread
 from optitop.policies import Policy, StackSampler, default_policies
 from optitop.store import Store
 
@@ -356,13 +357,3 @@ class LiveSession(Protocol):
     def stacks(self) -> StackSampler | None:
         """The running stack sampler, if any."""
         ...
-
-
-def name_os_thread(name: str) -> None:
-    """Give the calling thread ``name`` in the kernel too (15 characters), so ``top -H``, py-spy and optitop
-    itself show which of optitop's threads costs what; best effort."""
-    try:
-        with open(f"/proc/self/task/{threading.get_native_id()}/comm", "w") as fh:
-            fh.write(name[:15])
-    except OSError:
-        pass

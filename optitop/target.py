@@ -20,7 +20,7 @@ class TargetError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class Candidate:
+class Match:
     """A process that matched a --port or --name query."""
 
     pid: int
@@ -81,7 +81,7 @@ def _sample_cpu(pids: list[int]) -> dict[int, float]:
     return out
 
 
-def _candidates(pids: list[int]) -> list[Candidate]:
+def _candidates(pids: list[int]) -> list[Match]:
     cpu = _sample_cpu(pids)
     out = []
     for pid in pids:
@@ -89,7 +89,7 @@ def _candidates(pids: list[int]) -> list[Candidate]:
             cmd = redact_cmdline(psutil.Process(pid).cmdline())
         except psutil.Error:
             continue
-        out.append(Candidate(pid, cmd, cpu.get(pid, 0.0)))
+        out.append(Match(pid, cmd, cpu.get(pid, 0.0)))
     return sorted(out, key=lambda c: c.cpu_pct, reverse=True)
 
 

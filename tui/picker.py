@@ -10,7 +10,7 @@ from textual.binding import Binding, BindingType
 from textual.widgets import Footer, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
-from optitop.candidates import Candidate
+from optitop.model import Candidate
 from optitop.tui.format import clip, fmt_bytes
 
 

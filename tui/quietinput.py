@@ -20,7 +20,7 @@ import threading
 from codecs import getincrementaldecoder
 from typing import Any
 
-from optitop.session import name_os_thread
+from optitop.osthread import name_os_thread
 
 #: Longest sleep without input: a safety net, the exit flag and the parser's timeout wake the loop anyway.
 MAX_WAIT_S = 1.0

@@ -1,8 +1,9 @@
 """The replay screen: the live app's panes fed from a recording, with pause, step and seek keys.
 
-Everything the live screen shows comes from the store; here the store is filled by a ``Replayer`` instead of
-collectors, and its clock is the replay position, so panes that look at "the last N seconds" see recorded
-time. A bar above the header says that this is a replay, of which file, and where in it we are.
+Everything the live screen shows comes from the store; here the store is filled by a replayer (an
+``optitop.live.Playback``, which ``optitop replay`` builds) instead of collectors, and its clock is the replay
+position, so panes that look at "the last N seconds" see recorded time. A bar above the header says that this is a
+replay, of which file, and where in it we are.
 """
 
 from __future__ import annotations
@@ -15,10 +16,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 
 from optitop.config import Options
-from optitop.live import StoreView
+from optitop.live import LiveHandle, Playback
 from optitop.model import Window
-from optitop.recording.replayer import Replayer
-from optitop.recording.scan import Recording
 from optitop.safetext import printable
 from optitop.tui.app import OptitopApp
 from optitop.tui.format import clip, fmt_clock, fmt_duration
@@ -33,7 +32,7 @@ SEEK_S = 10.0
 class ReplayBar(Pane):
     """One line: REPLAY <file> @ <recorded wall time>, the position in the recording, speed and state."""
 
-    def __init__(self, replayer: Replayer, label: str, *, id: str | None = None) -> None:  # noqa: A002
+    def __init__(self, replayer: Playback, label: str, *, id: str | None = None) -> None:  # noqa: A002
         """A bar for ``replayer``; ``label`` names the file."""
         super().__init__(id=id)
         self.replayer = replayer
@@ -64,11 +63,11 @@ class ReplayApp(OptitopApp):
         Binding("right,right_square_bracket", f"seek({SEEK_S})", f"+{SEEK_S:g}s", key_display="→"),
     ]
 
-    def __init__(self, replayer: Replayer, options: Options, label: str = "") -> None:
-        """Replay with ``replayer`` (its store is what the panes render)."""
-        super().__init__(StoreView(replayer.store), options)
+    def __init__(self, replayer: Playback, view: LiveHandle, options: Options, label: str = "") -> None:
+        """Replay with ``replayer``; ``view`` is the handle on the store it fills (what the panes render)."""
+        super().__init__(view, options)
         self.replayer = replayer
-        self.label = printable(label or os.path.basename(replayer.recording.path))  # a file name may hold ESC
+        self.label = printable(label or os.path.basename(replayer.path))  # a file name may hold ESC
         self.title = f"optitop replay {self.label}"
 
     def compose(self) -> ComposeResult:
@@ -125,17 +124,3 @@ class ReplayApp(OptitopApp):
     def action_toggle_record(self) -> None:
         """Recording a replay would only copy the file: say so instead."""
         self.notify("recording is off while replaying: the file is already a recording")
-
-
-def run_replay(recording: Recording, speed: float = 1.0, monochrome: bool = False) -> int:
-    """Open the replay screen on ``recording`` until the user quits."""
-    replayer = Replayer(recording, speed=speed)
-    options = Options(
-        interval_s=max(0.1, min(1.0, replayer.interval_s / speed)),
-        history_s=replayer.history_s,
-        analysis_window_s=replayer.analysis_window_s,
-        monochrome=monochrome,
-    )
-    app = ReplayApp(replayer, options)
-    app.run()
-    return 0

@@ -143,8 +143,25 @@ def replay_main(argv: Sequence[str]) -> int:
         if not sys.stdout.isatty():
             print("optitop: replay needs a terminal; use `optitop compare` for a text summary", file=sys.stderr)
             return EXIT_USAGE
-        from optitop.tui.replay import run_replay
-
         return run_replay(recording, speed=args.speed, monochrome=args.mono)
     finally:
         recording.close()
+
+
+def run_replay(recording: Recording, speed: float = 1.0, monochrome: bool = False) -> int:
+    """Open the replay screen on ``recording`` until the user quits (the screen gets the replayer as a Playback and
+    its store behind a StoreView: it never builds either)."""
+    from optitop.config import Options
+    from optitop.live import StoreView
+    from optitop.recording.replayer import Replayer
+    from optitop.tui.replay import ReplayApp
+
+    replayer = Replayer(recording, speed=speed)
+    options = Options(
+        interval_s=max(0.1, min(1.0, replayer.interval_s / speed)),
+        history_s=replayer.history_s,
+        analysis_window_s=replayer.analysis_window_s,
+        monochrome=monochrome,
+    )
+    ReplayApp(replayer, StoreView(replayer.store), options).run()
+    return 0

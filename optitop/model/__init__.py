@@ -11,6 +11,7 @@ from __future__ import annotations
 from optitop.model.core import (
     CATEGORIES,
     CONFIDENCE_WORDS,
+    Candidate,
     Collector,
     Diagnosis,
     Latency,
@@ -36,6 +37,7 @@ __all__ = [
     "CATEGORIES",
     "CONFIDENCE_WORDS",
     "SAMPLE_TYPES",
+    "Candidate",
     "Collector",
     "Diagnosis",
     "GpuDevice",

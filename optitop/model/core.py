@@ -222,3 +222,18 @@ class SelfCost:
     rss_bytes: int | None
     slowest_source: str = ""
     slowest_latency_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A process worth offering in the picker (found by ``optitop.candidates``, shown by ``tui/picker.py``)."""
+
+    pid: int
+    name: str
+    cmdline: str
+    cpu_pct: float
+    rss_bytes: int
+    ports: tuple[int, ...]
+    torch: bool
+    known: str
+    score: float

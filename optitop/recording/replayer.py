@@ -130,6 +130,11 @@ class Replayer:
 
     # -- position --------------------------------------------------------------------------------------
     @property
+    def path(self) -> str:
+        """The recording's file."""
+        return self.recording.path
+
+    @property
     def at_end(self) -> bool:
         """True when every event has been replayed."""
         return self.position_mono_s >= self.end_mono_s

@@ -10,6 +10,7 @@ from conftest import wait_for
 from tuiscreen import screen_text, wait_for_screen
 
 from optitop.config import Options
+from optitop.live import StoreView
 from optitop.model import ProcessSample, SourceState, SourceStatus, TargetInfo, ThreadSample
 from optitop.recording.replayer import Replayer
 from optitop.recording.scan import load
@@ -64,7 +65,7 @@ def make_app(tmp_path, speed: float = 1.0) -> ReplayApp:
     path = str(tmp_path / "incident.jsonl.gz")
     make_recording(path)
     replayer = Replayer(load(path), speed=speed)
-    return ReplayApp(replayer, Options(interval_s=0.2))
+    return ReplayApp(replayer, StoreView(replayer.store), Options(interval_s=0.2))
 
 
 def worker_on_screen(text: str) -> int:
