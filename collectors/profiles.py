@@ -16,15 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Literal
 
-from optitop.collectors.promtext import (
-    Exposition,
-    Labels,
-    buckets_delta,
-    counter_delta,
-    histogram_buckets,
-    label_match,
-    quantile,
-)
+from optitop.collectors.promtext import Exposition, Labels
+from optitop.collectors.promwindow import buckets_delta, counter_delta, histogram_buckets, label_match, quantile
 from optitop.model import ServingStats
 
 #: Latency families: each fills ``<key>_p50_s`` and ``<key>_p95_s``.

@@ -33,16 +33,8 @@ from typing import Any, ClassVar
 import psutil
 
 from optitop.collectors.profiles import Reading, evaluate, metrics_paths, profile_by_name, wanted_names
-from optitop.collectors.promtext import (
-    FETCH_TIMEOUT_S,
-    MAX_BODY_BYTES,
-    MAX_LINES,
-    Exposition,
-    FetchResult,
-    NotExposition,
-    fetch,
-    parse_exposition,
-)
+from optitop.collectors.promfetch import FETCH_TIMEOUT_S, MAX_BODY_BYTES, MAX_LINES, FetchResult, fetch
+from optitop.collectors.promtext import Exposition, NotExposition, parse_exposition
 from optitop.config import CollectorContext
 from optitop.model import ServingSample, ServingStats, SourceUnavailable, TargetGone
 from optitop.redact import redact_text
