@@ -32,7 +32,8 @@ from typing import Any, ClassVar
 
 import psutil
 
-from optitop.collectors.profiles import Reading, evaluate, metrics_paths, profile_by_name, wanted_names
+from optitop.collectors.profileread import Reading, evaluate, wanted_names
+from optitop.collectors.profiles import metrics_paths, profile_by_name
 from optitop.collectors.promfetch import FETCH_TIMEOUT_S, MAX_BODY_BYTES, MAX_LINES, FetchResult, fetch
 from optitop.collectors.promtext import Exposition, NotExposition, parse_exposition
 from optitop.config import CollectorContext
