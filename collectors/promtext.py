@@ -1,198 +1,30 @@
-"""Prometheus exposition text: fetch it safely, parse it tolerantly, and do the windowed arithmetic.
+"""Prometheus exposition text: parse it tolerantly, and fast when a page repeats itself.
 
-Servers no one here wrote answer ``/metrics`` in every state: slowly, endlessly, with an HTML login page, or
-with text copied from docs that elide lines with ``...``. So fetching has a short timeout, a total deadline and
-a body cap, and parsing uses prometheus_client's parser line by line only when the whole text is rejected,
-keeping the lines it accepts and counting the ones it drops. The arithmetic (counter deltas across resets,
-histogram quantiles from bucket deltas) lives here because it is about exposition data, not about any server.
+Servers answer ``/metrics`` with text copied from docs that elide lines with ``...``, with an HTML login page,
+or with JSON. So parsing uses prometheus_client's parser line by line only when the whole text is rejected,
+keeping the lines it accepts and counting the ones it drops, and names a body that is something else for what
+it is. Families seen before are not parsed again (see ``_FAMILY_CACHE``). Fetching the text is promfetch's
+job; the arithmetic over two parses (rates, quantiles) is promwindow's.
 """
 
 from __future__ import annotations
 
-import base64
 import math
 import re
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-#: Seconds to wait for a connection or for the next bytes of a response.
-FETCH_TIMEOUT_S = 1.0
-#: Bytes read at most from one response; the rest is never read (an endless body cannot pin a thread).
-#: The largest real pages seen are ~1 MB (Ray Serve's ~700 KB); an endless stream read to the old 8 MiB cap
-#: peaked at 278 MiB RSS and never answered (330 000 lines at the parser's ~40 µs each).
-MAX_BODY_BYTES = 4 * 1024 * 1024
-#: Lines read at most from one response: parsing costs time and memory per line, not per byte (100 000
-#: series held 193 MiB). A vLLM page has ~1 500 lines; Ray Serve's ~700 KB page ~6 000.
-MAX_LINES = 20_000
-#: Read size; read1() returns what has arrived, so a trickling server cannot stall a read past the deadline.
-_CHUNK = 64 * 1024
-#: Ask for classic text: servers that can also speak OpenMetrics or protobuf then answer what we parse.
-ACCEPT = "text/plain;version=0.0.4;q=1.0, */*;q=0.1"
-
 #: A label set as a sorted tuple of (name, value): hashable and order-independent.
 Labels = tuple[tuple[str, str], ...]
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Redirects are reported, not followed: a probe of a loopback port must not end up on another host."""
-
-    def redirect_request(self, *args: object, **kwargs: object) -> None:
-        """Refuse (urllib then raises HTTPError with the 3xx status)."""
-        return None
-
-
-# No proxies (a loopback scrape must never go through $http_proxy) and no redirects.
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
 
 
 class NotExposition(ValueError):  # noqa: N818 - a verdict on a body, not a programming error
     """The body is not Prometheus exposition text; the message says what it looked like instead."""
 
 
-@dataclass(frozen=True, slots=True)
-class FetchResult:
-    """What one GET returned.
-
-    Attributes:
-        url: the URL asked for.
-        body: the decoded body (possibly cut at the cap), or None when nothing usable came back.
-        status: the HTTP status, or None when no response arrived.
-        content_type: the response's Content-Type ("" when absent).
-        reason: "" on success, else what went wrong in words ("timed out after 1 s", "HTTP 404" …).
-        capped: True when the body was longer than a cap and reading stopped there.
-        elapsed_s: seconds the fetch took.
-        cut: when capped, which cap in words ("page cut at 4 MiB", "page cut at 20000 lines").
-    """
-
-    url: str
-    body: str | None
-    status: int | None
-    content_type: str
-    reason: str
-    capped: bool
-    elapsed_s: float
-    cut: str = ""
-
-    @property
-    def ok(self) -> bool:
-        """True when a body arrived with a 2xx status."""
-        return self.body is not None and not self.reason
-
-
-def fetch(
-    url: str, timeout_s: float = FETCH_TIMEOUT_S, max_bytes: int = MAX_BODY_BYTES, max_lines: int = MAX_LINES
-) -> FetchResult:
-    """GET ``url`` with a per-read timeout, a total deadline of twice that, and caps on bytes and lines.
-
-    The body is streamed and reading stops at either cap: what one scrape costs is bounded whatever the
-    server sends, and the result says where the page was cut.
-
-    Never raises for network trouble: the reason is in the result, so one bad endpoint is one line of
-    status rather than an exception in the collector.
-    """
-    start = time.monotonic()
-    deadline = start + 2 * timeout_s
-    try:
-        request = _request(url)
-    except ValueError as exc:  # a malformed URL (bad port, bad IPv6 literal)
-        return _failed(url, start, f"{type(exc).__name__}: {exc}")
-    try:
-        with _OPENER.open(request, timeout=timeout_s) as resp:
-            status = int(resp.status)
-            ctype = resp.headers.get("Content-Type", "") or ""
-            data, cut, late = _read_capped(resp, max_bytes, max_lines, deadline)
-    except urllib.error.HTTPError as exc:
-        exc.close()  # the error body is not wanted; release the connection now
-        return _failed(url, start, f"HTTP {exc.code}", status=exc.code)
-    except TimeoutError:
-        return _failed(url, start, f"timed out after {timeout_s:g} s")
-    except urllib.error.URLError as exc:
-        return _failed(url, start, _url_error_reason(exc, timeout_s))
-    except (OSError, ValueError) as exc:  # reset mid-body, bad chunking, malformed URL
-        return _failed(url, start, f"{type(exc).__name__}: {exc}".rstrip(": "))
-    if late:
-        return _failed(url, start, f"body still arriving after {2 * timeout_s:g} s: timed out", status=status)
-    body = data.decode("utf-8", errors="replace")
-    if cut:
-        body = body[: body.rfind("\n") + 1]  # the last line is cut mid-way: drop it
-    return FetchResult(url, body, status, ctype, "", bool(cut), time.monotonic() - start, cut)
-
-
-def _request(url: str) -> urllib.request.Request:
-    """The GET for ``url``; its ``user:password@`` is sent as Basic authentication.
-
-    urllib reads a URL's userinfo as part of the host name (the fetch then fails on a name lookup that
-    carries the password); redirects are never followed, so the header goes to this host only.
-    """
-    headers = {"Accept": ACCEPT, "User-Agent": "optitop"}
-    parts = urllib.parse.urlsplit(url)
-    if "@" in parts.netloc:
-        userinfo, _, hostport = parts.netloc.rpartition("@")
-        user, _, password = userinfo.partition(":")
-        pair = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}"
-        headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
-        url = urllib.parse.urlunsplit(parts._replace(netloc=hostport))
-    return urllib.request.Request(url, headers=headers)
-
-
-class _Body(Protocol):
-    def read1(self, n: int = -1, /) -> bytes: ...
-
-
-def _read_capped(resp: _Body, max_bytes: int, max_lines: int, deadline: float) -> tuple[bytes, str, bool]:
-    """Read until EOF, a cap or the deadline; returns (data, the cap hit in words or "", late).
-
-    At the line cap the data ends with the last line kept (its newline included).
-    """
-    data = bytearray()
-    lines = 0
-    while True:
-        if time.monotonic() > deadline:
-            return bytes(data), "", True
-        chunk = resp.read1(_CHUNK)
-        if not chunk:
-            return bytes(data), "", False
-        newlines = chunk.count(b"\n")
-        if lines + newlines > max_lines:
-            end = -1
-            for _ in range(max_lines - lines):
-                end = chunk.index(b"\n", end + 1)
-            data += chunk[: end + 1]
-            if len(data) <= max_bytes:
-                return bytes(data), f"page cut at {max_lines} lines", False
-        else:
-            data += chunk
-            lines += newlines
-        if len(data) > max_bytes:
-            return bytes(data[:max_bytes]), f"page cut at {_size(max_bytes)}", False
-
-
-def _size(n: int) -> str:
-    return f"{n / (1 << 20):g} MiB" if n >= 1 << 20 else f"{n / 1024:g} KiB"
-
-
-def _url_error_reason(exc: urllib.error.URLError, timeout_s: float) -> str:
-    inner = exc.reason
-    if isinstance(inner, TimeoutError):
-        return f"timed out after {timeout_s:g} s"
-    if isinstance(inner, ConnectionRefusedError):
-        return "connection refused"
-    return str(inner)
-
-
-def _failed(url: str, start: float, reason: str, status: int | None = None) -> FetchResult:
-    return FetchResult(url, None, status, "", reason, False, time.monotonic() - start)
-
-
-# -- parsing ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Exposition:
     """One parsed scrape: every sample by name and label set, plus what had to be dropped to get it.
@@ -524,112 +356,3 @@ def _collect(families: Sequence[Metric], dropped: int, repaired: int, first: str
             per_name[key] = value
             types.setdefault(sample.name, typ)
     return Exposition(samples, types, has_meta, dropped, repaired, duplicates, nonfinite, first)
-
-
-# -- windowed arithmetic ----------------------------------------------------------------------------------
-def label_match(labels: Labels, want: Mapping[str, str]) -> bool:
-    """True when every wanted label's value fully matches its regular expression."""
-    got = dict(labels)
-    return all(k in got and re.fullmatch(pattern, got[k]) is not None for k, pattern in want.items())
-
-
-def counter_delta(
-    cur: Mapping[Labels, float], prev: Mapping[Labels, float], want: Mapping[str, str] | None = None
-) -> float:
-    """The increase of a counter summed over its label sets, across resets.
-
-    A series that went down was restarted (the server restarted or the child was recreated), so its
-    increase since then is its current value, as Prometheus' ``rate()`` assumes. A label set that appeared
-    since the previous scrape was created from zero in between, so all of its value is new.
-    """
-    total = 0.0
-    for labels, now in cur.items():
-        if want and not label_match(labels, want):
-            continue
-        before = prev.get(labels)
-        if before is None or now < before:
-            total += now
-        else:
-            total += now - before
-    return total
-
-
-def le_value(raw: str) -> float | None:
-    """A bucket bound as a float (``+Inf`` is infinity), or None when it does not parse."""
-    try:
-        return float(raw)
-    except ValueError:
-        return None
-
-
-Buckets = dict[float, float]
-
-
-def histogram_buckets(expo: Exposition, base: str) -> dict[Labels, Buckets]:
-    """Cumulative bucket counts of one histogram, per label set without ``le``.
-
-    Accepts ``base_bucket{le=…}`` (the format) and also ``base{le=…}`` (seen in Triton's docs).
-    """
-    out: dict[Labels, Buckets] = {}
-    for name in (base + "_bucket", base):
-        for labels, value in expo.samples.get(name, {}).items():
-            le_raw = dict(labels).get("le")
-            if le_raw is None:
-                continue
-            le = le_value(le_raw)
-            if le is None:
-                continue
-            rest = tuple((k, v) for k, v in labels if k != "le")
-            out.setdefault(rest, {})[le] = value
-        if out:
-            return out
-    return out
-
-
-def buckets_delta(cur: Mapping[Labels, Buckets], prev: Mapping[Labels, Buckets]) -> Buckets:
-    """Bucket counts observed between two scrapes, summed over label sets; a reset series counts whole."""
-    total: Buckets = {}
-    for labels, now in cur.items():
-        before = prev.get(labels)
-        reset = before is None or _bucket_total(now) < _bucket_total(before)
-        for le, count in now.items():
-            inc = count if reset or before is None else count - before.get(le, 0.0)
-            total[le] = total.get(le, 0.0) + max(0.0, inc)
-    return total
-
-
-def _bucket_total(buckets: Buckets) -> float:
-    return buckets[max(buckets)] if buckets else 0.0
-
-
-def quantile(buckets: Buckets, q: float) -> float | None:
-    """The q-quantile of cumulative buckets, interpolated linearly inside a bucket as Prometheus does.
-
-    None when no observation fell in the buckets. When the quantile lies in the +Inf bucket the answer is the
-    largest finite bound (the true value is somewhere above it).
-    """
-    if not buckets:
-        return None
-    bounds = sorted(buckets)
-    cum: list[float] = []
-    running = 0.0
-    for le in bounds:
-        running = max(running, buckets[le])  # a non-monotonic exposition: as Prometheus, never go down
-        cum.append(running)
-    total = cum[-1]
-    if total <= 0:
-        return None
-    rank = q * total
-    idx = next(i for i, c in enumerate(cum) if c >= rank)
-    upper = bounds[idx]
-    if math.isinf(upper):
-        finite = [b for b in bounds if not math.isinf(b)]
-        return finite[-1] if finite else None
-    if idx == 0 and upper <= 0:
-        return upper
-    lower = bounds[idx - 1] if idx > 0 else 0.0
-    below = cum[idx - 1] if idx > 0 else 0.0
-    in_bucket = cum[idx] - below
-    if in_bucket <= 0:
-        return upper
-    return lower + (upper - lower) * (rank - below) / in_bucket

@@ -4,7 +4,8 @@ Discovery looks at the TCP ports the target tree listens on (v4 and v6) and asks
 only; endpoints that answer exposition text are kept. ``--metrics-url`` adds endpoints (and wins the pick
 over discovered ones); ``--no-scrape`` turns discovery off. Discovery runs once at the start, and again every
 ``REDISCOVER_S`` seconds while no endpoint (found or given) answers; the sample says what was tried so the pane
-can tell the user what to pass.
+can tell the user what to pass. Finding candidate URLs lives in discovery.py; one endpoint's scrape and the
+state it keeps between scrapes in endpoint.py.
 
 Every fetch runs on a small thread pool and ``sample()`` waits for them only a short while: a slow endpoint
 is harvested on a later tick, never holding back the others. Rates and windowed quantiles are computed per
@@ -21,28 +22,20 @@ never held (a server idle from the start reads 0/s at once).
 
 from __future__ import annotations
 
-import ipaddress
 import random
 import time
 import urllib.parse
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import psutil
 
-from optitop.collectors.profiles import Reading, evaluate, metrics_paths, profile_by_name, wanted_names
-from optitop.collectors.promtext import (
-    FETCH_TIMEOUT_S,
-    MAX_BODY_BYTES,
-    MAX_LINES,
-    Exposition,
-    FetchResult,
-    NotExposition,
-    fetch,
-    parse_exposition,
-)
+from optitop.collectors.discovery import _Discovery, _loopback_hosts, _probe, _server_fault, _tcp_sockets, normalise_url
+from optitop.collectors.endpoint import Endpoint, _Scrape, _scrape, unrefreshed
+from optitop.collectors.profileread import evaluate, wanted_names
+from optitop.collectors.profiles import metrics_paths, profile_by_name
+from optitop.collectors.promfetch import FETCH_TIMEOUT_S, MAX_BODY_BYTES, MAX_LINES
 from optitop.config import CollectorContext
 from optitop.model import ServingSample, ServingStats, SourceUnavailable, TargetGone
 from optitop.redact import redact_text
@@ -74,163 +67,6 @@ COST_FACTOR = 20.0
 JITTER = 0.1
 #: Samples taken at the base interval before the minimum applies: two scrapes give the first rates.
 EAGER_SAMPLES = 2
-
-
-@dataclass(slots=True)
-class _Scrape:
-    """A fetch that finished: the parsed text or the reason it is not usable, and when it arrived."""
-
-    url: str
-    expo: Exposition | None
-    reason: str
-    mono_s: float
-    #: Which cap cut the page ("page cut at 4 MiB"), or "" when it was read whole.
-    cut: str = ""
-    full: bool = True
-    #: CPU seconds the fetch and parse took on the pool thread.
-    cpu_s: float = 0.0
-
-
-@dataclass(slots=True)
-class Endpoint:
-    """One scraped URL and the state its rates need.
-
-    Attributes:
-        url: what is fetched (with its credentials, if the user gave any).
-        shown: the URL as every sample, line and file shows it (password and secret parameters hidden).
-        explicit: given with ``--metrics-url`` (kept when failing; preferred when several answer).
-        prev: the previous good scrape, for counter and bucket deltas; prev_mono_s: when it arrived.
-        pending: the fetch in flight (never two at once for one endpoint); submitted_mono_s: when it started.
-        slow: the last fetch outlasted a tick's wait, so ticks no longer wait for this endpoint.
-        failures: consecutive failed scrapes; reason: why the last one failed.
-        reading: the latest canonical reading; notes: what the last full parse had to drop or repair.
-        keep: the metric names the profile reads (later scrapes parse only those lines).
-        full_parse_mono_s: when the last full parse happened (one every REPARSE_S).
-        cut: the last answer was cut at a cap ("page cut at 4 MiB"): shown with the source, since the
-            series past the cut are missing from the reading.
-        held: the last answer was identical to ``prev`` and its reading was held (a cache not yet refreshed).
-        rated: ``reading`` was computed against a baseline (it has rates); only such a reading is held, so a
-            server idle from the start reads 0/s at once, not unknown for HOLD_MAX_S.
-    """
-
-    url: str
-    explicit: bool
-    shown: str = ""
-    prev: Exposition | None = None
-    prev_mono_s: float | None = None
-    pending: Future[_Scrape] | None = None
-    submitted_mono_s: float = 0.0
-    slow: bool = False
-    failures: int = 0
-    reason: str = ""
-    reading: Reading | None = None
-    notes: tuple[str, ...] = ()
-    keep: frozenset[str] | None = None
-    full_parse_mono_s: float = 0.0
-    held: bool = False
-    rated: bool = False
-    cut: str = ""
-
-    def __post_init__(self) -> None:
-        self.shown = self.shown or redact_text(self.url)
-
-
-def unrefreshed(cur: Exposition, prev: Exposition) -> bool:
-    """True when ``cur`` repeats ``prev`` in every series they share (the endpoint served the same cache).
-
-    Only the shared names are compared: one of the two may be a filtered parse of the profile's names.
-    """
-    shared = cur.samples.keys() & prev.samples.keys()
-    return bool(shared) and all(cur.samples[name] == prev.samples[name] for name in shared)
-
-
-@dataclass(slots=True)
-class _Discovery:
-    """A discovery round in flight: the probes and what was learnt before probing."""
-
-    probes: dict[int, Future[_Scrape]] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    ports: list[int] = field(default_factory=list)
-    denied: int = 0
-
-
-def normalise_url(raw: str) -> str:
-    """``8000``, ``:8000``, ``host:8000`` or a full URL → a full URL; a bare host:port gets ``/metrics``."""
-    text = raw.strip()
-    if text.isdigit():
-        text = f"127.0.0.1:{text}"
-    elif text.startswith(":") and text[1:].isdigit():
-        text = f"127.0.0.1{text}"
-    if "://" not in text:
-        text = "http://" + text
-    parts = urllib.parse.urlsplit(text)
-    if parts.path in ("", "/"):
-        parts = parts._replace(path="/metrics")
-    return urllib.parse.urlunsplit(parts)
-
-
-def _loopback_hosts(ip: str) -> list[str] | None:
-    """Loopback hosts to reach a listener bound to ``ip``, or None when it is bound to another address only."""
-    try:
-        addr = ipaddress.ip_address(ip.split("%")[0])
-    except ValueError:
-        return None
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    if addr.is_unspecified:
-        return ["127.0.0.1", "[::1]"] if addr.version == 6 else ["127.0.0.1"]
-    if addr.is_loopback:
-        return ["127.0.0.1"] if addr.version == 4 else ["[::1]"]
-    return None
-
-
-def _tcp_sockets(proc: psutil.Process) -> list[Any]:
-    """The process's TCP sockets, v4 and v6 (``net_connections`` since psutil 6, ``connections`` before)."""
-    method = getattr(proc, "net_connections", None) or getattr(proc, "connections")  # noqa: B009
-    return list(method(kind="tcp"))
-
-
-def _scrape(
-    url: str, timeout_s: float, max_bytes: int, keep: frozenset[str] | None = None, max_lines: int = MAX_LINES
-) -> _Scrape:
-    """Fetch and parse one URL (runs on the pool); ``keep`` limits parsing to the names a profile reads."""
-    cpu0 = time.thread_time()
-    got = _judge_fetch(fetch(url, timeout_s, max_bytes, max_lines), keep)
-    got.cpu_s = time.thread_time() - cpu0
-    return got
-
-
-def _judge_fetch(got: FetchResult, keep: frozenset[str] | None) -> _Scrape:
-    # The response time, not the parse's end: rates divide by the time between two servers' answers.
-    arrived = time.monotonic()
-    if not got.ok or got.body is None:
-        return _Scrape(got.url, None, got.reason or "no body", arrived)
-    try:
-        expo = parse_exposition(got.body, got.content_type, keep)
-    except NotExposition as exc:
-        reason = f"{exc} ({got.cut})" if got.cut else str(exc)
-        return _Scrape(got.url, None, reason, arrived, got.cut, keep is None)
-    return _Scrape(got.url, expo, "", arrived, got.cut, keep is None)
-
-
-def _server_fault(reason: str) -> bool:
-    """A fetch that reached something broken (HTTP 5xx, a timeout), not a port without a metrics page."""
-    return reason.startswith("HTTP 5") or "timed out" in reason
-
-
-def _probe(hosts: list[str], port: int, paths: tuple[str, ...], timeout_s: float, max_bytes: int) -> _Scrape:
-    """Try each loopback host and path of one port; the first that answers exposition text wins."""
-    last: _Scrape | None = None
-    for path in paths:
-        for host in hosts:
-            got = _scrape(f"http://{host}:{port}{path}", timeout_s, max_bytes)
-            if got.expo is not None:
-                return got
-            last = got
-            if got.reason != "connection refused":
-                break  # the host answered (or hung): the other family would not differ
-    assert last is not None
-    return last
 
 
 class QueueCollector:

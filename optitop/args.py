@@ -149,7 +149,7 @@ def metrics_url(text: str) -> str:
 
     The messages do not repeat the URL: it may hold a password or a token.
     """
-    from optitop.collectors.queue import normalise_url
+    from optitop.collectors.discovery import normalise_url
 
     if not text.strip() or any(ord(c) < 32 or c == "\x7f" for c in text):
         raise argparse.ArgumentTypeError("not a URL (empty, or control characters in it)")

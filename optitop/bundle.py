@@ -101,7 +101,7 @@ def endpoints_text(urls: Sequence[str]) -> tuple[str, str]:
         return "no /metrics endpoint was discovered (pass --metrics-url URL if the server has one)\n", ""
     listing = "".join(f"{u}\n" for u in urls)
     try:
-        from optitop.collectors.promtext import fetch
+        from optitop.collectors.promfetch import fetch
     except ImportError as exc:
         return listing, f"no scrape: the queue collector is not in this build ({exc})\n"
     got = fetch(urls[0], max_bytes=MAX_SCRAPE_BYTES)

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from optitop.collectors.profiles import PROFILES, detect, evaluate, generic_profile, metrics_paths
+from optitop.collectors.genericprofile import generic_profile
+from optitop.collectors.profileread import evaluate
+from optitop.collectors.profiles import PROFILES, detect, metrics_paths
 from optitop.collectors.promtext import Exposition, parse_exposition
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "metrics"

@@ -9,14 +9,8 @@ from pathlib import Path
 import pytest
 
 from optitop.collectors import promtext
-from optitop.collectors.promtext import (
-    NotExposition,
-    buckets_delta,
-    counter_delta,
-    histogram_buckets,
-    parse_exposition,
-    quantile,
-)
+from optitop.collectors.promtext import NotExposition, parse_exposition
+from optitop.collectors.promwindow import buckets_delta, counter_delta, histogram_buckets, quantile
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "metrics"
 

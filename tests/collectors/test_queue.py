@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 from conftest import wait_for
 
-from optitop.collectors.promtext import fetch
-from optitop.collectors.queue import QueueCollector, normalise_url
+from optitop.collectors.discovery import normalise_url
+from optitop.collectors.promfetch import fetch
+from optitop.collectors.queue import QueueCollector
 from optitop.config import CollectorContext, Options
 from optitop.model import ServingSample, SourceUnavailable
 

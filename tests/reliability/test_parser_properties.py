@@ -33,7 +33,8 @@ from optitop.collectors.netparse import (
     parse_tcp_table,
     tcp_in_use,
 )
-from optitop.collectors.promtext import Exposition, NotExposition, histogram_buckets, parse_exposition, quantile
+from optitop.collectors.promtext import Exposition, NotExposition, parse_exposition
+from optitop.collectors.promwindow import histogram_buckets, quantile
 from optitop.collectors.pyspyparse import parse_dump, parse_frame, parse_raw
 from optitop.config import Options
 from optitop.model import SourceState, SourceStatus, TargetInfo
