@@ -13,7 +13,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import psutil
 
@@ -41,6 +41,14 @@ STALL_INTERVALS = 5.0
 STALL_MIN_S = 5.0
 
 Analyzer = Callable[[Window, object], tuple[Diagnosis, object]]
+
+
+@runtime_checkable
+class ReportsProblem(Protocol):
+    """A collector that can answer while its source fails (every endpoint errs, the log file is gone) says why in
+    ``problem`` ("" when all is well): its sample is kept, its status is not live."""
+
+    problem: str
 
 
 class CollectorRunner:
@@ -112,7 +120,7 @@ class CollectorRunner:
                         self._store.add(self.name, sample)
                     # A collector that answered but whose source fails (every endpoint errs) says so in
                     # ``problem``: the sample is kept (it says what was tried), the status is not live.
-                    problem = getattr(self.collector, "problem", "")
+                    problem = self.collector.problem if isinstance(self.collector, ReportsProblem) else ""
                     if problem:
                         self._set_status(SourceStatus(self.name, SourceState.ERROR, problem, self.last_latency_s))
                     else:

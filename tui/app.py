@@ -29,7 +29,7 @@ from textual.widgets import Footer
 
 from optitop.config import Options
 from optitop.live import LiveHandle, Notice
-from optitop.model import Window
+from optitop.model import ProcessSample, Window
 from optitop.tui.format import with_gaps
 from optitop.tui.help import HelpScreen
 from optitop.tui.layout import BUDGET, PANE_SOURCE, PANES, ZOOMABLE, ZOOMS
@@ -339,9 +339,9 @@ class OptitopApp(App[int]):
 
         if not isinstance(self._chart, HistoryChart):
             return
-        series = window.series("process")
+        series = window.of("process", ProcessSample)
         now = window.now_mono_s
-        gapped = with_gaps(series, "cpu_pct")
+        gapped = with_gaps(series, lambda s: s.cpu_pct)
         xs = [mono - now for mono, _ in gapped]
         ys = [value for _, value in gapped]
         self._chart.plot_series([("target", xs, ys)])

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
+from optitop.model import Sample
 from optitop.safetext import printable
+
+S = TypeVar("S", bound=Sample)
 
 BLOCKS = " ▁▂▃▄▅▆▇█"
 
@@ -106,17 +110,17 @@ def clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
 
 
-def with_gaps(samples: Sequence[object], attr: str) -> list[tuple[float, float | None]]:
-    """(mono_s, value) of each sample, with a None inserted where samples are missing (a restart, a stall).
+def with_gaps(samples: Sequence[S], pick: Callable[[S], float | None]) -> list[tuple[float, float | None]]:
+    """(mono_s, pick(sample)) of each sample, with a None inserted where samples are missing (a restart, a stall).
 
     A gap is a pause longer than three times the median spacing, so charts and sparklines show it.
     """
     points: list[tuple[float, float | None]] = []
-    monos = [float(getattr(s, "mono_s", 0.0)) for s in samples]
+    monos = [s.mono_s for s in samples]
     steps = sorted(b - a for a, b in zip(monos, monos[1:], strict=False))
     typical = steps[len(steps) // 2] if steps else 0.0
     for i, sample in enumerate(samples):
         if i and typical > 0 and monos[i] - monos[i - 1] > 3 * typical:
             points.append(((monos[i] + monos[i - 1]) / 2, None))
-        points.append((monos[i], getattr(sample, attr, None)))
+        points.append((monos[i], pick(sample)))
     return points

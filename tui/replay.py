@@ -83,10 +83,7 @@ class ReplayApp(OptitopApp):
 
     def _allocate_lines(self, window: Window) -> None:
         """The live app's line budget, less the one row the replay bar takes (80×24 must still fit)."""
-        allocate = getattr(super(), "_allocate_lines", None)
-        if allocate is None:
-            return
-        allocate(window)
+        super()._allocate_lines(window)
         budgeted = [p for p in self.panes() if p.max_lines is not None and p.id not in ("verdict", "replay-bar")]
         if budgeted:
             largest = max(budgeted, key=lambda p: p.max_lines or 0)
@@ -120,7 +117,3 @@ class ReplayApp(OptitopApp):
         """Move ``seconds`` of recorded time forward or back."""
         self.replayer.seek_by(seconds)
         self._redraw()
-
-    def action_toggle_record(self) -> None:
-        """Recording a replay would only copy the file: say so instead."""
-        self.notify("recording is off while replaying: the file is already a recording")

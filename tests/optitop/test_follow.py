@@ -36,7 +36,7 @@ def test_reattaches_to_the_restarted_server_and_keeps_history(start_target):
         wait_for(lambda: any(s.pid == second.pid for s in store.window().series("process")))
         series = store.window().series("process")
         assert any(s.pid == first.pid for s in series)  # the history from before the restart is kept
-        assert any(v is None for _, v in with_gaps(series, "cpu_pct"))  # and the gap shows
+        assert any(v is None for _, v in with_gaps(series, lambda s: s.cpu_pct))  # and the gap shows
     finally:
         follower.stop()
 

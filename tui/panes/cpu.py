@@ -63,7 +63,7 @@ class CpuPane(Pane):
         if proc is None:
             text.append("waiting for the first sample…", style=self.sty("pane--dim"))
             return text
-        history = [value for _, value in with_gaps(self.history(window).of("process", ProcessSample), "cpu_pct")]
+        history = [value for _, value in with_gaps(self.history(window).of("process", ProcessSample), _cpu_pct)]
         text.append(f"{fmt_pct(proc.cpu_pct)} of a core")
         if proc.cpu_pct_of_allowed is not None:
             text.append(f" ({proc.cpu_pct_of_allowed:.0f}% of {proc.allowed_cores})")
@@ -122,3 +122,7 @@ class CpuPane(Pane):
             text.append(f" {thread.state} {fmt_pct(thread.cpu_pct, 5)}")
             if thread.pid != proc.pid:
                 text.append(f"  pid {thread.pid}", style=self.sty("pane--dim"))
+
+
+def _cpu_pct(sample: ProcessSample) -> float | None:
+    return sample.cpu_pct

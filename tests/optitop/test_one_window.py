@@ -1,0 +1,82 @@
+"""One window, four readers: the verdict, the GPU pane, the exporter and compare must agree on which GPUs are the
+target's and how busy they are (issue 21: "which GPUs" was computed three ways and "GPU busy %" four, two of them
+falling back to NVML's legacy utilisation, which reads 0 % under load on Hopper; one window could read busy in the
+verdict and idle in compare).
+
+The window is a two-GPU host where the target runs on GPU 1 only: GPU 1 reads GPM (78 % SM, legacy 0 %), GPU 0 is
+another tenant's legacy-only device at 99 %. A reader that judges every GPU says 99 (or 88.5 averaged); a reader that
+takes the legacy number says 0; only the model's rule (``GpuSample.target_devices``, ``gpu_busy_pct``) says 78.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import samplefactory
+from prometheus_client import generate_latest
+
+from optitop.analyzers.signals import extract
+from optitop.exporter import make_registry
+from optitop.model import GpuSample, TargetInfo, Window
+from optitop.recording.compare import row_spec, run_of, value_of
+from optitop.recording.scan import load
+from optitop.recording.writer import write_snapshot
+from optitop.store import Store
+from optitop.tui.panes.gpu import GpuPane
+
+WALL0 = 1_800_000_000.0
+TARGET_BUSY = 78.0
+
+
+def two_gpu_store() -> Store:
+    other = samplefactory.gpu_device(
+        index=0, uuid="GPU-0", util_source="legacy", sm_util_pct=None, legacy_gpu_util_pct=99.0, target_pids=()
+    )
+    mine = samplefactory.gpu_device(
+        index=1, uuid="GPU-1", util_source="gpm", sm_util_pct=TARGET_BUSY, legacy_gpu_util_pct=0.0
+    )
+    store = Store(TargetInfo(4242, "python", "python serve.py", "me", WALL0 - 60, "box"), clock=lambda: 13.0)
+    for i in range(4):
+        store.add("process", samplefactory.process_sample(WALL0 + i, 10.0 + i, 1.0 if i else None, cpu_pct=90.0))
+        store.add("gpu", samplefactory.gpu_sample(WALL0 + i, 10.0 + i, devices=(other, mine), target_gpu_indices=(1,)))
+    return store
+
+
+@pytest.fixture
+def window() -> Window:
+    return two_gpu_store().window()
+
+
+def test_the_model_picks_the_targets_gpu(window: Window) -> None:
+    sample = window.latest_of("gpu", GpuSample)
+    assert sample is not None
+    chosen = sample.target_devices()
+    assert [d.index for d in chosen.devices] == [1]
+    assert chosen.known is True
+    assert sample.target_busy_pct() == TARGET_BUSY
+
+
+def test_the_verdict_reads_the_targets_gpu(window: Window) -> None:
+    assert extract(window).gpu_busy_pct == TARGET_BUSY
+
+
+def test_the_gpu_pane_marks_and_reads_the_targets_gpu(window: Window) -> None:
+    text = GpuPane().build(window, 78).plain
+    assert "target on GPU 1" in text.splitlines()[0]
+    block = text[text.index("\n1 ") :]  # GPU 1's block
+    assert re.search(r"SM .* 78%", block), block
+
+
+def test_the_exporter_reads_the_targets_gpu() -> None:
+    page = generate_latest(make_registry(two_gpu_store())).decode()
+    assert re.search(r"^optitop_gpu_target_busy_percent 78\.0$", page, re.M), page
+    assert re.search(r'^optitop_gpu_busy_percent\{gpu="1",.*\} 78\.0$', page, re.M)
+    assert re.search(r'^optitop_gpu_busy_percent\{gpu="0",.*\} 99\.0$', page, re.M)  # each GPU by the same policy
+
+
+def test_compare_reads_the_targets_gpu(tmp_path) -> None:
+    """Through the real path: the window written as a recording, read back, reduced to compare's row."""
+    path = str(tmp_path / "run.jsonl")
+    write_snapshot(two_gpu_store(), path)
+    assert value_of(run_of(load(path)), row_spec("GPU SM util")) == TARGET_BUSY
