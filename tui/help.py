@@ -10,11 +10,13 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from optitop.tui.layout import zoom_help
+from optitop.tui.layout import panes_help, zoom_help
 
 #: Where the keys' descriptions start, and the width the zoom list wraps at.
 KEY_COLUMN = 13
 HELP_WIDTH = 72
+#: Where a pane's description starts in the list of panes.
+PANE_COLUMN = 11
 
 HELP_TEXT = (
     """optitop — keys (↑/↓ scroll, esc closes)
@@ -31,18 +33,9 @@ HELP_TEXT = (
   ?          this help      ctrl+p  command palette
 
 Panes
-  verdict  the bottleneck class, confidence, evidence and fixes;
-           the strip on the right is the verdict history, newest right
-  CPU      the target tree's CPU (% of one core), per-core bars, the
-           busiest threads (state R running, S sleeping, D disk)
-  TREE     the target and its children, busiest first
-  GPU      per GPU: SM/tensor/DRAM/graphics (gpm) or busy % (legacy),
-           memory and the target's share, power, clocks, throttling
-  MEMORY   GPU DRAM GB/s of peak (est.), PCIe % of link, host paging
-  PYTHON   py-spy: per thread active/GIL %, what it waits on (network,
-           queue, GPU sync, sleep, I/O), hot functions, native op mix
-  QUEUE    waiting/running, batch, KV cache, p50/p95 latencies, accept
-           queue; each block names its source (endpoint, log, kernel)
+"""
+    + panes_help(PANE_COLUMN, HELP_WIDTH)
+    + """
 
 Header: ● live source, ○ starting, ✗ unavailable (doctor says why),
 ! failing; 'self' is optitop's own CPU and memory.

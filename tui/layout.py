@@ -33,6 +33,8 @@ class PaneSpec:
         budget: (weight, minimum lines) of the rows it gets on a small terminal; None when it takes no share
             (the verdict has its own rule).
         source: the source whose absence shrinks it to one line ("" when it has none).
+        title: its name in the help's list of panes.
+        explain: what it shows, for that list (wrapped there).
     """
 
     id: str
@@ -42,6 +44,8 @@ class PaneSpec:
     box: str = ""
     budget: tuple[float, int] | None = None
     source: str = ""
+    title: str = ""
+    explain: str = ""
 
     @property
     def zoom_id(self) -> str:
@@ -51,13 +55,69 @@ class PaneSpec:
 
 #: Every pane below the header, top to bottom.
 PANES: tuple[PaneSpec, ...] = (
-    PaneSpec("verdict", VerdictPane, zoom_key="1", label="verdict"),
-    PaneSpec("cpu", CpuPane, zoom_key="2", label="CPU", box="cpu-box", budget=(4, 3)),
-    PaneSpec("tree", TreePane, budget=(2, 1)),
-    PaneSpec("gpu", GpuPane, zoom_key="3", label="GPU", budget=(3, 1), source="gpu"),
-    PaneSpec("membw", MemBwPane, zoom_key="4", label="memory bandwidth", budget=(2, 2)),
-    PaneSpec("queue", QueuePane, zoom_key="5", label="queue", budget=(3, 2), source="queue"),
-    PaneSpec("python", PythonPane, zoom_key="6", label="Python", budget=(3, 2), source="pystacks"),
+    PaneSpec(
+        "verdict",
+        VerdictPane,
+        zoom_key="1",
+        label="verdict",
+        title="verdict",
+        explain="the bottleneck class, confidence, evidence and fixes; the strip on the right is the verdict"
+        " history, newest right",
+    ),
+    PaneSpec(
+        "cpu",
+        CpuPane,
+        zoom_key="2",
+        label="CPU",
+        box="cpu-box",
+        budget=(4, 3),
+        title="CPU",
+        explain="the target tree's CPU (% of one core), per-core bars, the busiest threads (state R running,"
+        " S sleeping, D disk)",
+    ),
+    PaneSpec("tree", TreePane, budget=(2, 1), title="TREE", explain="the target and its children, busiest first"),
+    PaneSpec(
+        "gpu",
+        GpuPane,
+        zoom_key="3",
+        label="GPU",
+        budget=(3, 1),
+        source="gpu",
+        title="GPU",
+        explain="per GPU: SM/tensor/DRAM/graphics (gpm) or busy % (legacy), memory and the target's share, power,"
+        " clocks, throttling",
+    ),
+    PaneSpec(
+        "membw",
+        MemBwPane,
+        zoom_key="4",
+        label="memory bandwidth",
+        budget=(2, 2),
+        title="MEMORY",
+        explain="GPU DRAM GB/s of peak (est.), PCIe % of link, host paging",
+    ),
+    PaneSpec(
+        "queue",
+        QueuePane,
+        zoom_key="5",
+        label="queue",
+        budget=(3, 2),
+        source="queue",
+        title="QUEUE",
+        explain="waiting/running, batch, KV cache, p50/p95 latencies, accept queue; each block names its source"
+        " (endpoint, log, kernel)",
+    ),
+    PaneSpec(
+        "python",
+        PythonPane,
+        zoom_key="6",
+        label="Python",
+        budget=(3, 2),
+        source="pystacks",
+        title="PYTHON",
+        explain="py-spy: per thread active/GIL %, what it waits on (network, queue, GPU sync, sleep, I/O), hot"
+        " functions, native op mix",
+    ),
 )
 
 #: The zoomable panes in key order.
@@ -79,6 +139,21 @@ BUDGET: tuple[tuple[str, float, int], ...] = _budget()
 
 #: Pane id -> the source whose absence shrinks it to one line.
 PANE_SOURCE: dict[str, str] = {p.id: p.source for p in PANES if p.source}
+
+
+def panes_help(indent: int, width: int) -> str:
+    """The help's list of panes: each pane's title, and what it shows wrapped to ``width`` under ``indent``."""
+    lines = []
+    for p in (p for p in PANES if p.title):
+        line = f"  {p.title}".ljust(indent)
+        for word in p.explain.split():
+            if len(line) + 1 + len(word) > width and line.strip() != p.title:
+                lines.append(line)
+                line = " " * indent + word
+            else:
+                line += ("" if line.endswith(" ") else " ") + word
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def zoom_help(indent: int, width: int) -> str:

@@ -1,8 +1,8 @@
 """Canonical serving statistics: what every server's metrics or logs are turned into.
 
-The Prometheus profiles (queue.py) and the log parsers (logs.py) both produce ``ServingStats``, so the
-analyzer and the queue pane read one shape whatever the server. Every field is None when unknown (never 0),
-and ``provenance`` names the raw metric or log field each value came from.
+The Prometheus profiles (collectors/profiles.py, read through profileread.py) and the log parsers (logparse.py)
+both produce ``ServingStats``, so the analyzer and the queue pane read one shape whatever the server. Every field
+is None when unknown (never 0), and ``provenance`` names the raw metric or log field each value came from.
 """
 
 from __future__ import annotations

@@ -46,6 +46,13 @@ def test_the_zoom_keys_and_their_help_come_from_the_pane_table():
     assert HelpScreen is not None
 
 
+def test_the_help_lists_every_pane_of_the_table_with_what_it_shows():
+    flat = " ".join(HELP_TEXT.split())
+    for pane in PANES:
+        assert pane.title and pane.explain, pane.id
+        assert f"{pane.title} {' '.join(pane.explain.split())}" in flat, pane.id
+
+
 async def test_the_screen_shows_the_panes_of_the_table_in_order(tmp_path):
     app = OptitopApp(StoreView(replayed_store(str(tmp_path / "busy.jsonl"))), Options(interval_s=0.2))
     async with app.run_test(size=(160, 48)) as pilot:
