@@ -8,13 +8,9 @@ and the one-line messages that say where the data is.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
 import time
 from collections.abc import Sequence
-from types import FrameType
-from typing import Any
 
 from optitop.config import Options
 from optitop.recording.writer import Recorder, error_sentence
@@ -55,7 +51,7 @@ def record_main(argv: Sequence[str]) -> int:
     A target or an output path that cannot be used is bad usage (2, before anything is sampled); a write that
     fails while recording is a failure while running (1).
     """
-    from optitop.args import EXIT_USAGE, UsageError, options_from
+    from optitop.args import EXIT_USAGE, UsageError, options_from, os_error_exit
     from optitop.target import TargetError, resolve
 
     args = record_parser().parse_args(argv)
@@ -65,9 +61,9 @@ def record_main(argv: Sequence[str]) -> int:
     except (TargetError, UsageError) as exc:
         print(f"optitop: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except OSError as exc:
+    except OSError as exc:  # a refused path is bad usage (2), a full disk a failure (1)
         print(f"optitop: cannot write {args.output}: {error_sentence(exc)}", file=sys.stderr)
-        return EXIT_USAGE
+        return os_error_exit(exc)
     options = options_from(args)
     try:
         return _record(pid, options, args.output, args.duration, args.force)
@@ -77,7 +73,8 @@ def record_main(argv: Sequence[str]) -> int:
 
 
 def _record(pid: int, options: Options, path: str, duration_s: float | None, force: bool) -> int:
-    from optitop.args import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+    from optitop.args import EXIT_FAILURE, EXIT_OK, os_error_exit
+    from optitop.commands.waiting import stop_signals, wait_for_stop
     from optitop.runtime import make_session
 
     session = make_session(pid, options)
@@ -86,27 +83,27 @@ def _record(pid: int, options: Options, path: str, duration_s: float | None, for
         recorder.open()
     except OSError as exc:
         print(f"optitop: cannot write {path}: {error_sentence(exc)}", file=sys.stderr)
-        return EXIT_USAGE
+        return os_error_exit(exc)
     print(f"optitop: recording to {recorder.part_path} (renamed to {path} when the recording ends)", file=sys.stderr)
     try:
         recorder.start()
     except OSError as exc:
         print(f"optitop: cannot write {path}: {error_sentence(exc)}", file=sys.stderr)
         return EXIT_FAILURE
-    done = threading.Event()
-    previous = _install_stop_signals(done)
-    start = time.monotonic()
-    session.start()
-    try:
-        while not done.is_set() and not session.store.target.exited and not recorder.error:
-            if duration_s is not None and time.monotonic() - start >= duration_s:
-                break
-            done.wait(0.1)
-    finally:
-        session.stop()
-        recorder.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    with stop_signals() as stopped:  # a signal ends the recording cleanly: the file gets its ``end`` line
+        start = time.monotonic()
+        session.start()
+        try:
+            wait_for_stop(
+                stopped,
+                lambda: session.store.target.exited,
+                duration_s=duration_s,
+                until=lambda: bool(recorder.error),
+                start_mono_s=start,
+            )
+        finally:
+            session.stop()
+            recorder.stop()
     elapsed = time.monotonic() - start
     if recorder.error:
         print(
@@ -118,16 +115,3 @@ def _record(pid: int, options: Options, path: str, duration_s: float | None, for
     why = " (the target exited)" if session.store.target.exited else ""
     print(f"optitop: recorded {recorder.events} events over {elapsed:.0f} s to {path}{why}", file=sys.stderr)
     return EXIT_OK
-
-
-def _install_stop_signals(done: threading.Event) -> dict[int, Any]:
-    """SIGTERM/SIGINT/SIGHUP end the recording cleanly (the file gets its ``end`` line)."""
-
-    def _stop(_signum: int, _frame: FrameType | None) -> None:
-        done.set()
-
-    previous: dict[int, Any] = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            previous[sig] = signal.signal(sig, _stop)
-    return previous
