@@ -1,13 +1,9 @@
-"""The verdict: walk the rules top-down over one window (``scoring.py``) and explain the result.
+"""The verdict: one window judged by ``scoring.py``'s top-down walk, then explained in words a person acts on.
 
-The order follows top-down analysis (Intel TMA, Meta HTA): first whether work arrives at all (idle),
-then whether it waits while capacity is free (scheduling), then where the busy time goes (compute,
-memory_io or host_cpu — judged on the GPU when the target uses one, on the CPU cores otherwise), then
-whether time goes to sockets (network); ``none`` is the remainder. Every class is scored from the rules
-table (``rules.py``), so the walk only decides precedence; what counts as evidence is data.
-
-Confidence is the class's score scaled by how much of its evidence could be seen: a missing source lowers
-it, so a verdict built on one counter is never shown as certain.
+Scoring decides the class and its confidence (the walk's order, and why a missing source lowers confidence, are
+in ``scoring.py``). This module turns that into the ``Diagnosis`` the screen, the JSON and the exporter show: the
+evidence lines with their numbers, the fixes to try first (most specific first), what would change the verdict,
+the sources that would sharpen it, and, through ``hysteresis.py``, a class that does not flicker on a live screen.
 """
 
 from __future__ import annotations
