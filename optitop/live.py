@@ -44,6 +44,11 @@ class LiveHandle(Protocol):
         """The name of the file being recorded ("" when none): the header shows it."""
         ...
 
+    @property
+    def live(self) -> bool:
+        """True when a live process is behind the screen (a bundle can be gathered, a native sample taken)."""
+        ...
+
     def window(self, span_s: float | None = None) -> Window:
         """The last ``span_s`` seconds (all history when None), cut now."""
         ...
@@ -168,6 +173,11 @@ class StoreView:
     def recording(self) -> str:
         """Nothing is recorded from here."""
         return ""
+
+    @property
+    def live(self) -> bool:
+        """No live process here."""
+        return False
 
     def window(self, span_s: float | None = None) -> Window:
         """The store's window."""

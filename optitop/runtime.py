@@ -100,6 +100,11 @@ class LiveRuntime(StoreView):
         self._recorder: Recorder | None = None
 
     @property
+    def live(self) -> bool:
+        """A live target is behind this screen."""
+        return True
+
+    @property
     def session(self) -> LiveSession | None:
         """The running session (None before ``start`` finished, and for good when stopped before that)."""
         return self._session

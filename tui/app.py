@@ -394,7 +394,11 @@ class OptitopApp(App[int]):
         self._render_window()
 
     def action_bundle(self) -> None:
-        """Write an incident bundle in the background (py-spy and doctor take seconds)."""
+        """Write an incident bundle in the background (py-spy and doctor take seconds); without a live process
+        behind the screen (a replay) say at once that there is none to gather from."""
+        if not self.live.live:
+            self._tell(self.live.write_bundle())
+            return
         self.notify("writing the incident bundle…", timeout=3)
         self.run_worker(self._write_bundle, thread=True, exclusive=True, group="bundle")
 

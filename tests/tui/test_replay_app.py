@@ -112,3 +112,16 @@ async def test_pause_step_and_seek_keys(tmp_path):
         text = await wait_for_screen(pilot, lambda t: "PAUSED" not in t and worker_on_screen(t) > at + 1)
         await pilot.press("q")
     assert not app.is_running
+
+
+async def test_keys_that_need_a_live_process_say_so_at_once(tmp_path):
+    """b, r and n in a replay: one notice each saying why not, never "writing the incident bundle…" first."""
+    app = make_app(tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for_screen(pilot, lambda t: "worker-" in t)
+        for key in ("b", "r", "n"):
+            await pilot.press(key)
+        await pilot.pause()
+        said = [str(n.message) for n in app._notifications]
+        assert said == [StoreView.NO_BUNDLE, StoreView.NO_RECORD, StoreView.NO_NATIVE], said
+        await pilot.press("q")
