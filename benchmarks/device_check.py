@@ -79,12 +79,12 @@ def load_module(name: str, path: Path) -> Any:
 def step_facts(ctx: dict[str, Any]) -> dict[str, Any]:
     from optitop.collectors.gpu import GpuCollector
     from optitop.collectors.gpupeaks import decode_throttle, dram_peak_bytes_per_s, pcie_link_bytes_per_s
-    from optitop.collectors.nvml import _import_pynvml
+    from optitop.collectors.nvml import import_pynvml
     from optitop.config import CollectorContext, Options
 
     if ctx["sim"]:
         os.environ["OPTITOP_NVML_SIM_SCENARIO"] = "compute"
-    m = _import_pynvml()
+    m = import_pynvml()
     m.nvmlInit()
     devices = []
     costs: dict[str, float] = {}

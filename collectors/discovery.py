@@ -18,14 +18,14 @@ from typing import Any
 
 import psutil
 
-from optitop.collectors.endpoint import _Scrape, _scrape
+from optitop.collectors.endpoint import Scrape, scrape
 
 
 @dataclass(slots=True)
-class _Discovery:
+class Discovery:
     """A discovery round in flight: the probes and what was learnt before probing."""
 
-    probes: dict[int, Future[_Scrape]] = field(default_factory=dict)
+    probes: dict[int, Future[Scrape]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     ports: list[int] = field(default_factory=list)
     denied: int = 0
@@ -46,7 +46,7 @@ def normalise_url(raw: str) -> str:
     return urllib.parse.urlunsplit(parts)
 
 
-def _loopback_hosts(ip: str) -> list[str] | None:
+def loopback_hosts(ip: str) -> list[str] | None:
     """Loopback hosts to reach a listener bound to ``ip``, or None when it is bound to another address only."""
     try:
         addr = ipaddress.ip_address(ip.split("%")[0])
@@ -61,23 +61,23 @@ def _loopback_hosts(ip: str) -> list[str] | None:
     return None
 
 
-def _tcp_sockets(proc: psutil.Process) -> list[Any]:
+def tcp_sockets(proc: psutil.Process) -> list[Any]:
     """The process's TCP sockets, v4 and v6 (``net_connections`` since psutil 6, ``connections`` before)."""
     method = getattr(proc, "net_connections", None) or getattr(proc, "connections")  # noqa: B009
     return list(method(kind="tcp"))
 
 
-def _server_fault(reason: str) -> bool:
+def server_fault(reason: str) -> bool:
     """A fetch that reached something broken (HTTP 5xx, a timeout), not a port without a metrics page."""
     return reason.startswith("HTTP 5") or "timed out" in reason
 
 
-def _probe(hosts: list[str], port: int, paths: tuple[str, ...], timeout_s: float, max_bytes: int) -> _Scrape:
+def probe(hosts: list[str], port: int, paths: tuple[str, ...], timeout_s: float, max_bytes: int) -> Scrape:
     """Try each loopback host and path of one port; the first that answers exposition text wins."""
-    last: _Scrape | None = None
+    last: Scrape | None = None
     for path in paths:
         for host in hosts:
-            got = _scrape(f"http://{host}:{port}{path}", timeout_s, max_bytes)
+            got = scrape(f"http://{host}:{port}{path}", timeout_s, max_bytes)
             if got.expo is not None:
                 return got
             last = got

@@ -19,7 +19,7 @@ from optitop.redact import redact_text
 
 
 @dataclass(slots=True)
-class _Scrape:
+class Scrape:
     """A fetch that finished: the parsed text or the reason it is not usable, and when it arrived."""
 
     url: str
@@ -60,7 +60,7 @@ class Endpoint:
     shown: str = ""
     prev: Exposition | None = None
     prev_mono_s: float | None = None
-    pending: Future[_Scrape] | None = None
+    pending: Future[Scrape] | None = None
     submitted_mono_s: float = 0.0
     slow: bool = False
     failures: int = 0
@@ -86,9 +86,9 @@ def unrefreshed(cur: Exposition, prev: Exposition) -> bool:
     return bool(shared) and all(cur.samples[name] == prev.samples[name] for name in shared)
 
 
-def _scrape(
+def scrape(
     url: str, timeout_s: float, max_bytes: int, keep: frozenset[str] | None = None, max_lines: int = MAX_LINES
-) -> _Scrape:
+) -> Scrape:
     """Fetch and parse one URL (runs on the pool); ``keep`` limits parsing to the names a profile reads."""
     cpu0 = time.thread_time()
     got = _judge_fetch(fetch(url, timeout_s, max_bytes, max_lines), keep)
@@ -96,14 +96,14 @@ def _scrape(
     return got
 
 
-def _judge_fetch(got: FetchResult, keep: frozenset[str] | None) -> _Scrape:
+def _judge_fetch(got: FetchResult, keep: frozenset[str] | None) -> Scrape:
     # The response time, not the parse's end: rates divide by the time between two servers' answers.
     arrived = time.monotonic()
     if not got.ok or got.body is None:
-        return _Scrape(got.url, None, got.reason or "no body", arrived)
+        return Scrape(got.url, None, got.reason or "no body", arrived)
     try:
         expo = parse_exposition(got.body, got.content_type, keep)
     except NotExposition as exc:
         reason = f"{exc} ({got.cut})" if got.cut else str(exc)
-        return _Scrape(got.url, None, reason, arrived, got.cut, keep is None)
-    return _Scrape(got.url, expo, "", arrived, got.cut, keep is None)
+        return Scrape(got.url, None, reason, arrived, got.cut, keep is None)
+    return Scrape(got.url, expo, "", arrived, got.cut, keep is None)

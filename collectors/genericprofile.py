@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from optitop.collectors.profiles import MS, US, Profile, Src, _g, _r
+from optitop.collectors.profiles import MS, US, Profile, Src, gauge_src, rate_src
 from optitop.collectors.promtext import Exposition
 
 _IGNORED_PREFIXES = ("process_", "python_", "go_", "promhttp_", "scrape_")
@@ -81,7 +81,7 @@ def generic_profile(expo: Exposition) -> Profile:
     def gauge(key: str, want: re.Pattern[str]) -> None:
         name = _pick(gauges, want, _TIME_WORDS)
         if name:
-            chosen.append((key, (_g(name),)))
+            chosen.append((key, (gauge_src(name),)))
 
     gauge("requests_waiting", _WAITING)
     gauge("requests_running", _RUNNING)
@@ -102,10 +102,10 @@ def generic_profile(expo: Exposition) -> Profile:
     request = "http_requests_total" if "http_requests_total" in counters else None
     request = request or _pick(counters, re.compile(r"request"), re.compile(r"(error|fail|size|bytes|token)"))
     if request:
-        chosen.append(("request_rate_per_s", (_r(request),)))
+        chosen.append(("request_rate_per_s", (rate_src(request),)))
     errors = _pick(counters, re.compile(r"(error|fail|exception)"))
     if errors:
-        chosen.append(("error_rate_per_s", (_r(errors),)))
+        chosen.append(("error_rate_per_s", (rate_src(errors),)))
     elif request == "http_requests_total":
         # prometheus-fastapi-instrumentator labels "status" (2xx, 5xx); other HTTP middleware labels "code".
         labels = {k for series in expo.series(request) for k, _ in series}
@@ -116,10 +116,10 @@ def generic_profile(expo: Exposition) -> Profile:
         chosen.append(("request_rate_per_s", (Src("count_rate", base),)))
     prompt = _pick(counters, re.compile(r"(prompt|input)_tokens"))
     if prompt:
-        chosen.append(("prompt_tokens_per_s", (_r(prompt),)))
+        chosen.append(("prompt_tokens_per_s", (rate_src(prompt),)))
     gen = _pick(counters, re.compile(r"(generation|generated|output|completion)_tokens"))
     if gen:
-        chosen.append(("generation_tokens_per_s", (_r(gen),)))
+        chosen.append(("generation_tokens_per_s", (rate_src(gen),)))
     return Profile("generic", "unrecognised server", (), tuple(chosen), rank=0)
 
 

@@ -11,7 +11,7 @@ while GPM tells a matmul, a copy loop, PCIe transfers and launch-bound tiny kern
 
 from __future__ import annotations
 
-from optitop.collectors.gpudevices import _DeviceState, _GpmState
+from optitop.collectors.gpudevices import DeviceState, GpmState
 from optitop.collectors.nvml import Nvml
 
 MIB = 1024 * 1024
@@ -57,7 +57,7 @@ GPM_MIB_PER_S = {"PCIE_RX_PER_SEC", "PCIE_TX_PER_SEC", "NVLINK_TOTAL_RX_PER_SEC"
 
 def gpm_readings(
     nvml: Nvml,
-    dev: _DeviceState,
+    dev: DeviceState,
     mono: float,
     missing: list[str],
     mig: bool | None,
@@ -65,7 +65,7 @@ def gpm_readings(
     host_pids: dict[int, int],
     *,
     min_span_s: float,
-) -> tuple[dict[str, float | None], int | None, _GpmState]:
+) -> tuple[dict[str, float | None], int | None, GpmState]:
     """GPM values of the whole GPU, or under MIG of the GPU instance the target's processes run in.
 
     A device whose GPM sampling keeps failing is in fallback: nothing is read until a retry is due.
@@ -80,13 +80,13 @@ def gpm_readings(
             gi = ours[0]
             if len(ours) > 1:
                 missing.append(f"GPM: the target spans GPU instances {ours}; showing instance {gi}")
-            mig_state = dev.gpm_mig.setdefault(gi, _GpmState())
+            mig_state = dev.gpm_mig.setdefault(gi, GpmState())
             return gpm_metrics(nvml, dev, mig_state, mono, missing, gi, min_span_s=min_span_s), gi, mig_state
         missing.append("GPM: MIG is on and the target runs in no GPU instance here: whole-GPU readings")
     return gpm_metrics(nvml, dev, st, mono, missing, None, min_span_s=min_span_s), None, st
 
 
-def gpm_failed(st: _GpmState, kind: str, why: str, mono: float) -> None:
+def gpm_failed(st: GpmState, kind: str, why: str, mono: float) -> None:
     """Count a failed GPM sample; after GPM_FALLBACK_AFTER in a row the device reads legacy values."""
     words = GPM_FAILURE_WORDS.get(kind) or (st.last_error if kind == "remembered" and st.last_error else why)
     st.last_error = words
@@ -99,8 +99,8 @@ def gpm_failed(st: _GpmState, kind: str, why: str, mono: float) -> None:
 
 def gpm_metrics(
     nvml: Nvml,
-    dev: _DeviceState,
-    st: _GpmState,
+    dev: DeviceState,
+    st: GpmState,
     mono: float,
     missing: list[str],
     gi: int | None,

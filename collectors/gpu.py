@@ -21,10 +21,10 @@ from types import ModuleType
 from typing import Any
 
 from optitop.collectors.gpm import GPM_FALLBACK_AFTER, GPM_FIELDS, GPM_MIN_SPAN_S, GPM_RETRY_S, gpm_readings
-from optitop.collectors.gpudevices import _DeviceState, discover_devices
+from optitop.collectors.gpudevices import DeviceState, discover_devices
 from optitop.collectors.gpupeaks import decode_throttle, dram_peak_bytes_per_s, pcie_link_bytes_per_s
 from optitop.collectors.hostmem import host_dram_bw_note
-from optitop.collectors.nvml import INIT_ERRORS, MISMATCH_REASON, STABLE_ERRORS, GpuLost, Nvml, _import_pynvml, _text
+from optitop.collectors.nvml import INIT_ERRORS, MISMATCH_REASON, STABLE_ERRORS, GpuLost, Nvml, as_text, import_pynvml
 from optitop.collectors.pidns import in_initial_pid_namespace, newest_per_pid, tree_pids
 from optitop.collectors.procfs import read_status_field
 from optitop.config import CollectorContext
@@ -67,7 +67,7 @@ class GpuCollector:
         self.pid = ctx.pid
         self._module = nvml
         self._nvml: Nvml | None = None
-        self._devices: list[_DeviceState] = []
+        self._devices: list[DeviceState] = []
         self._driver = ""
         self._nvml_version = ""
         self._prev_mono: float | None = None
@@ -83,7 +83,7 @@ class GpuCollector:
         """Import pynvml and initialise NVML once; every failure becomes an actionable SourceUnavailable."""
         if self._nvml is not None:
             return self._nvml
-        mod = self._module if self._module is not None else _import_pynvml()
+        mod = self._module if self._module is not None else import_pynvml()
         nvml = Nvml(mod)
         try:
             mod.nvmlInit()
@@ -96,8 +96,8 @@ class GpuCollector:
             with contextlib.suppress(Exception):
                 mod.nvmlShutdown()
             raise
-        self._driver = _text(nvml.call("nvmlSystemGetDriverVersion")[0] or "")
-        self._nvml_version = _text(nvml.call("nvmlSystemGetNVMLVersion")[0] or "")
+        self._driver = as_text(nvml.call("nvmlSystemGetDriverVersion")[0] or "")
+        self._nvml_version = as_text(nvml.call("nvmlSystemGetNVMLVersion")[0] or "")
         self._nvml = nvml
         return nvml
 
@@ -212,7 +212,7 @@ class GpuCollector:
         return f"the target tree ({len(pids)} processes) uses no GPU ({others} other GPU processes)"
 
     # -- one device ------------------------------------------------------------------------------------------
-    def _read_device(self, nvml: Nvml, dev: _DeviceState, mono: float, host_pids: dict[int, int]) -> GpuDevice:
+    def _read_device(self, nvml: Nvml, dev: DeviceState, mono: float, host_pids: dict[int, int]) -> GpuDevice:
         if dev.lost:
             return self._lost_device(dev)
         try:
@@ -221,7 +221,7 @@ class GpuCollector:
             dev.lost = str(exc) or "GPU is lost"
             return self._lost_device(dev)
 
-    def _lost_device(self, dev: _DeviceState) -> GpuDevice:
+    def _lost_device(self, dev: DeviceState) -> GpuDevice:
         s = dev.static
         values: dict[str, Any] = {name: None for _, name in GPM_FIELDS}
         return GpuDevice(
@@ -261,7 +261,7 @@ class GpuCollector:
             **values,
         )
 
-    def _read_live(self, nvml: Nvml, dev: _DeviceState, mono: float, host_pids: dict[int, int]) -> GpuDevice:
+    def _read_live(self, nvml: Nvml, dev: DeviceState, mono: float, host_pids: dict[int, int]) -> GpuDevice:
         s = dev.static
         h = dev.handle
         m = nvml.mod
@@ -376,7 +376,7 @@ class GpuCollector:
         return int(modes[0]) == int(getattr(nvml.mod, "NVML_DEVICE_MIG_ENABLE", 1))
 
     def _legacy_pcie(
-        self, nvml: Nvml, dev: _DeviceState, mono: float, missing: list[str]
+        self, nvml: Nvml, dev: DeviceState, mono: float, missing: list[str]
     ) -> tuple[float | None, float | None, str]:
         """The legacy PCIe counter (KB/s over a 20 ms window, blocking ~20 ms) at most every few seconds."""
         m = nvml.mod
@@ -423,7 +423,7 @@ class GpuCollector:
     def _proc_util(
         self,
         nvml: Nvml,
-        dev: _DeviceState,
+        dev: DeviceState,
         mono: float,
         mig: bool | None,
         host_pids: dict[int, int],

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from optitop.collectors.nvml import STABLE_ERRORS, GpuLost, Nvml, _text
+from optitop.collectors.nvml import STABLE_ERRORS, GpuLost, Nvml, as_text
 from optitop.model import SourceUnavailable
 
 
@@ -35,7 +35,7 @@ class _Static:
 
 
 @dataclass
-class _GpmState:
+class GpmState:
     """The GPM samples of one device (or one MIG GPU instance) kept between ticks, and its failures."""
 
     prev: Any = None
@@ -48,13 +48,13 @@ class _GpmState:
 
 
 @dataclass
-class _DeviceState:
+class DeviceState:
     """One device's cached handle, static facts and the readings kept between ticks."""
 
     handle: Any
     static: _Static
-    gpm_state: _GpmState = field(default_factory=_GpmState)
-    gpm_mig: dict[int, _GpmState] = field(default_factory=dict)
+    gpm_state: GpmState = field(default_factory=GpmState)
+    gpm_mig: dict[int, GpmState] = field(default_factory=dict)
     pcie_legacy: tuple[float | None, float | None] = (None, None)
     pcie_legacy_mono: float | None = None
     proc_util_seen_us: int = 0
@@ -62,12 +62,12 @@ class _DeviceState:
     lost: str = ""
 
 
-def _sort_key(dev: _DeviceState) -> tuple[str, int]:
+def _sort_key(dev: DeviceState) -> tuple[str, int]:
     return (dev.static.bus_id.lower(), dev.static.nvml_index)
 
 
 # -- finding the devices ------------------------------------------------------------------------------------
-def discover_devices(nvml: Nvml) -> list[_DeviceState]:
+def discover_devices(nvml: Nvml) -> list[DeviceState]:
     """Every device NVML can open, in PCI bus order; SourceUnavailable with the fix when there is none."""
     count, why = nvml.call("nvmlDeviceGetCount")
     if count is None:
@@ -83,7 +83,7 @@ def discover_devices(nvml: Nvml) -> list[_DeviceState]:
             handle, why = nvml.call("nvmlDeviceGetHandleByIndex", i)
             if handle is None:
                 continue  # e.g. no permission on one device: show the others
-            devices.append(_DeviceState(handle=handle, static=read_static(nvml, i, handle)))
+            devices.append(DeviceState(handle=handle, static=read_static(nvml, i, handle)))
         except GpuLost as exc:
             why = f"GPU {i} is lost ({exc}): it needs a reset or a reboot"
     if not devices:
@@ -104,9 +104,9 @@ def read_static(nvml: Nvml, i: int, h: Any) -> _Static:
     persistence, _ = nvml.call("nvmlDeviceGetPersistenceMode", h, dev=i)
     return _Static(
         nvml_index=i,
-        uuid=_text(nvml.call("nvmlDeviceGetUUID", h, dev=i)[0] or f"index-{i}"),
-        name=_text(nvml.call("nvmlDeviceGetName", h, dev=i)[0] or "NVIDIA GPU"),
-        bus_id=_text(getattr(pci, "busId", "") or ""),
+        uuid=as_text(nvml.call("nvmlDeviceGetUUID", h, dev=i)[0] or f"index-{i}"),
+        name=as_text(nvml.call("nvmlDeviceGetName", h, dev=i)[0] or "NVIDIA GPU"),
+        bus_id=as_text(getattr(pci, "busId", "") or ""),
         gpm=gpm,
         gpm_reason="" if gpm else f"GPM: {gpm_why}",
         bus_width_bits=nvml.call("nvmlDeviceGetMemoryBusWidth", h, dev=i)[0],

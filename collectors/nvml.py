@@ -33,7 +33,7 @@ NVML_SIM_ENV = "OPTITOP_NVML_SIM"
 
 
 # -- importing the bindings --------------------------------------------------------------------------------
-def _import_pynvml() -> ModuleType:
+def import_pynvml() -> ModuleType:
     """Import NVIDIA's bindings on first use (they cost nothing until a GPU is asked about)."""
     try:
         import pynvml
@@ -59,7 +59,7 @@ def _install_simulator(path: str) -> None:
         raise SourceUnavailable(f"{NVML_SIM_ENV}={path}: cannot load the NVML simulator: {exc}") from exc
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 

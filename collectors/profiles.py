@@ -80,11 +80,11 @@ class Profile:
         return sum(1 for n in names if n.startswith(self.prefixes) or n in self.markers)
 
 
-def _g(name: str, scale: float = 1.0, agg: Agg = "sum", **labels: str) -> Src:
+def gauge_src(name: str, scale: float = 1.0, agg: Agg = "sum", **labels: str) -> Src:
     return Src("gauge", name, scale, tuple(labels.items()), agg=agg)
 
 
-def _r(name: str, scale: float = 1.0, **labels: str) -> Src:
+def rate_src(name: str, scale: float = 1.0, **labels: str) -> Src:
     return Src("rate", name, scale, tuple(labels.items()))
 
 
@@ -92,7 +92,7 @@ def _h(name: str, scale: float = 1.0) -> Src:
     return Src("hist", name, scale)
 
 
-HTTP_5XX = _r("http_requests_total", status="5.*")
+HTTP_5XX = rate_src("http_requests_total", status="5.*")
 #: Provenance note of a waiting count derived from a queue-time counter.
 LITTLE = " (queued seconds per second = mean requests waiting, Little's law)"
 
@@ -101,19 +101,19 @@ VLLM = Profile(
     "vLLM",
     ("vllm:",),
     (
-        ("requests_waiting", (_g("vllm:num_requests_waiting"),)),
-        ("requests_running", (_g("vllm:num_requests_running"),)),
-        ("requests_swapped", (_g("vllm:num_requests_swapped"),)),
+        ("requests_waiting", (gauge_src("vllm:num_requests_waiting"),)),
+        ("requests_running", (gauge_src("vllm:num_requests_running"),)),
+        ("requests_swapped", (gauge_src("vllm:num_requests_swapped"),)),
         # Continuous batching: the running set is the batch stepped together.
-        ("batch_size", (_g("vllm:num_requests_running"),)),
+        ("batch_size", (gauge_src("vllm:num_requests_running"),)),
         (
             "kv_cache_usage_pct",
-            (_g("vllm:kv_cache_usage_perc", PCT, "max"), _g("vllm:gpu_cache_usage_perc", PCT, "max")),
+            (gauge_src("vllm:kv_cache_usage_perc", PCT, "max"), gauge_src("vllm:gpu_cache_usage_perc", PCT, "max")),
         ),
-        ("preemptions_per_s", (_r("vllm:num_preemptions_total"),)),
+        ("preemptions_per_s", (rate_src("vllm:num_preemptions_total"),)),
         (
             "request_rate_per_s",
-            (_r("vllm:request_success_total"), Src("count_rate", "vllm:e2e_request_latency_seconds")),
+            (rate_src("vllm:request_success_total"), Src("count_rate", "vllm:e2e_request_latency_seconds")),
         ),
         ("error_rate_per_s", (HTTP_5XX,)),
         ("queue_time", (_h("vllm:request_queue_time_seconds"),)),
@@ -127,14 +127,14 @@ VLLM = Profile(
             ),
         ),
         ("e2e", (_h("vllm:e2e_request_latency_seconds"),)),
-        ("prompt_tokens_per_s", (_r("vllm:prompt_tokens_total"),)),
-        ("generation_tokens_per_s", (_r("vllm:generation_tokens_total"),)),
+        ("prompt_tokens_per_s", (rate_src("vllm:prompt_tokens_total"),)),
+        ("generation_tokens_per_s", (rate_src("vllm:generation_tokens_total"),)),
         (
             "prefix_cache_hit_pct",
             (
                 Src("ratio", "vllm:prefix_cache_hits_total", PCT, den="vllm:prefix_cache_queries_total"),
                 Src("ratio", "vllm:gpu_prefix_cache_hits_total", PCT, den="vllm:gpu_prefix_cache_queries_total"),
-                _g("vllm:gpu_prefix_cache_hit_rate", PCT, "mean"),
+                gauge_src("vllm:gpu_prefix_cache_hit_rate", PCT, "mean"),
             ),
         ),
     ),
@@ -146,11 +146,11 @@ TGI = Profile(
     "Hugging Face TGI",
     ("tgi_",),
     (
-        ("requests_waiting", (_g("tgi_queue_size"),)),
-        ("requests_running", (_g("tgi_batch_current_size"),)),
-        ("batch_size", (_g("tgi_batch_current_size"),)),
-        ("request_rate_per_s", (_r("tgi_request_success"), Src("count_rate", "tgi_request_duration"))),
-        ("error_rate_per_s", (_r("tgi_request_failure"),)),
+        ("requests_waiting", (gauge_src("tgi_queue_size"),)),
+        ("requests_running", (gauge_src("tgi_batch_current_size"),)),
+        ("batch_size", (gauge_src("tgi_batch_current_size"),)),
+        ("request_rate_per_s", (rate_src("tgi_request_success"), Src("count_rate", "tgi_request_duration"))),
+        ("error_rate_per_s", (rate_src("tgi_request_failure"),)),
         ("queue_time", (_h("tgi_request_queue_duration"),)),
         ("itl", (_h("tgi_request_mean_time_per_token_duration"),)),
         ("e2e", (_h("tgi_request_duration"),)),
@@ -167,20 +167,26 @@ TRITON = Profile(
     (
         (
             "requests_waiting",
-            (_g("nv_trt_llm_request_metrics", request_type="waiting"), _g("nv_inference_pending_request_count")),
+            (
+                gauge_src("nv_trt_llm_request_metrics", request_type="waiting"),
+                gauge_src("nv_inference_pending_request_count"),
+            ),
         ),
-        ("requests_running", (_g("nv_trt_llm_request_metrics", request_type="active"),)),
-        ("max_running", (_g("nv_trt_llm_request_metrics", request_type="max"),)),
+        ("requests_running", (gauge_src("nv_trt_llm_request_metrics", request_type="active"),)),
+        ("max_running", (gauge_src("nv_trt_llm_request_metrics", request_type="max"),)),
         (
             "batch_size",
             (
-                _g("nv_trt_llm_request_metrics", request_type="scheduled"),
+                gauge_src("nv_trt_llm_request_metrics", request_type="scheduled"),
                 Src("ratio", "nv_inference_count", den="nv_inference_exec_count"),
             ),
         ),
-        ("kv_cache_usage_pct", (_g("nv_trt_llm_kv_cache_block_metrics", PCT, "max", kv_cache_block_type="fraction"),)),
-        ("request_rate_per_s", (_r("nv_inference_request_success"),)),
-        ("error_rate_per_s", (_r("nv_inference_request_failure"),)),
+        (
+            "kv_cache_usage_pct",
+            (gauge_src("nv_trt_llm_kv_cache_block_metrics", PCT, "max", kv_cache_block_type="fraction"),),
+        ),
+        ("request_rate_per_s", (rate_src("nv_inference_request_success"),)),
+        ("error_rate_per_s", (rate_src("nv_inference_request_failure"),)),
         (
             "queue_time",
             (
@@ -204,21 +210,21 @@ SGLANG = Profile(
     "SGLang",
     ("sglang:",),
     (
-        ("requests_waiting", (_g("sglang:num_queue_reqs"),)),
-        ("requests_running", (_g("sglang:num_running_reqs"),)),
-        ("batch_size", (_g("sglang:num_running_reqs"),)),
-        ("kv_cache_usage_pct", (_g("sglang:token_usage", PCT, "max"),)),
+        ("requests_waiting", (gauge_src("sglang:num_queue_reqs"),)),
+        ("requests_running", (gauge_src("sglang:num_running_reqs"),)),
+        ("batch_size", (gauge_src("sglang:num_running_reqs"),)),
+        ("kv_cache_usage_pct", (gauge_src("sglang:token_usage", PCT, "max"),)),
         (
             "request_rate_per_s",
-            (_r("sglang:num_requests_total"), Src("count_rate", "sglang:e2e_request_latency_seconds")),
+            (rate_src("sglang:num_requests_total"), Src("count_rate", "sglang:e2e_request_latency_seconds")),
         ),
         ("queue_time", (_h("sglang:queue_time_seconds"),)),
         ("ttft", (_h("sglang:time_to_first_token_seconds"),)),
         ("itl", (_h("sglang:inter_token_latency_seconds"), _h("sglang:time_per_output_token_seconds"))),
         ("e2e", (_h("sglang:e2e_request_latency_seconds"),)),
-        ("prompt_tokens_per_s", (_r("sglang:prompt_tokens_total"),)),
-        ("generation_tokens_per_s", (_r("sglang:generation_tokens_total"), _g("sglang:gen_throughput"))),
-        ("prefix_cache_hit_pct", (_g("sglang:cache_hit_rate", PCT, "mean"),)),
+        ("prompt_tokens_per_s", (rate_src("sglang:prompt_tokens_total"),)),
+        ("generation_tokens_per_s", (rate_src("sglang:generation_tokens_total"), gauge_src("sglang:gen_throughput"))),
+        ("prefix_cache_hit_pct", (gauge_src("sglang:cache_hit_rate", PCT, "mean"),)),
     ),
     rank=3,
 )
@@ -228,12 +234,12 @@ LLAMACPP = Profile(
     "llama.cpp server",
     ("llamacpp:",),
     (
-        ("requests_waiting", (_g("llamacpp:requests_deferred"),)),
-        ("requests_running", (_g("llamacpp:requests_processing"),)),
-        ("batch_size", (_g("llamacpp:n_busy_slots_per_decode"),)),
-        ("kv_cache_usage_pct", (_g("llamacpp:kv_cache_usage_ratio", PCT, "max"),)),
-        ("prompt_tokens_per_s", (_r("llamacpp:prompt_tokens_total"),)),
-        ("generation_tokens_per_s", (_r("llamacpp:tokens_predicted_total"),)),
+        ("requests_waiting", (gauge_src("llamacpp:requests_deferred"),)),
+        ("requests_running", (gauge_src("llamacpp:requests_processing"),)),
+        ("batch_size", (gauge_src("llamacpp:n_busy_slots_per_decode"),)),
+        ("kv_cache_usage_pct", (gauge_src("llamacpp:kv_cache_usage_ratio", PCT, "max"),)),
+        ("prompt_tokens_per_s", (rate_src("llamacpp:prompt_tokens_total"),)),
+        ("generation_tokens_per_s", (rate_src("llamacpp:tokens_predicted_total"),)),
     ),
     rank=3,
 )
@@ -247,8 +253,8 @@ TORCHSERVE = Profile(
         # so its rate (queued seconds per second) is the mean number of requests waiting over the interval
         # (Little's law). With batchSize > 1 the wait for maxBatchDelay counts as queue time (measured live).
         ("requests_waiting", (Src("rate", "ts_queue_latency_microseconds", US, note=LITTLE),)),
-        ("request_rate_per_s", (_r("ts_inference_requests_total"), _r("Requests2XX"))),
-        ("error_rate_per_s", (_r("Requests5XX"),)),
+        ("request_rate_per_s", (rate_src("ts_inference_requests_total"), rate_src("Requests2XX"))),
+        ("error_rate_per_s", (rate_src("Requests5XX"),)),
         (
             "queue_time",
             (Src("ratio", "ts_queue_latency_microseconds", US, den="ts_inference_requests_total"),),
@@ -268,15 +274,18 @@ RAY_SERVE = Profile(
     "Ray Serve",
     ("ray_serve_",),
     (
-        ("requests_waiting", (_g("ray_serve_deployment_queued_queries"), _g("ray_serve_replica_pending_queries"))),
-        ("requests_running", (_g("ray_serve_replica_processing_queries"),)),
+        (
+            "requests_waiting",
+            (gauge_src("ray_serve_deployment_queued_queries"), gauge_src("ray_serve_replica_pending_queries")),
+        ),
+        ("requests_running", (gauge_src("ray_serve_replica_processing_queries"),)),
         (
             "request_rate_per_s",
-            (_r("ray_serve_deployment_request_counter_total"), _r("ray_serve_num_http_requests_total")),
+            (rate_src("ray_serve_deployment_request_counter_total"), rate_src("ray_serve_num_http_requests_total")),
         ),
         (
             "error_rate_per_s",
-            (_r("ray_serve_deployment_error_counter_total"), _r("ray_serve_num_http_error_requests_total")),
+            (rate_src("ray_serve_deployment_error_counter_total"), rate_src("ray_serve_num_http_error_requests_total")),
         ),
         (
             "e2e",
@@ -296,18 +305,18 @@ BENTOML = Profile(
     (
         (
             "requests_running",
-            (_g("bentoml_service_request_in_progress"), _g("bentoml_api_server_request_in_progress")),
+            (gauge_src("bentoml_service_request_in_progress"), gauge_src("bentoml_api_server_request_in_progress")),
         ),
         ("batch_size", (Src("mean", "bentoml_service_adaptive_batch_size"),)),
         (
             "request_rate_per_s",
-            (_r("bentoml_service_request_total"), _r("bentoml_api_server_request_total")),
+            (rate_src("bentoml_service_request_total"), rate_src("bentoml_api_server_request_total")),
         ),
         (
             "error_rate_per_s",
             (
-                _r("bentoml_service_request_total", http_response_code="5.*"),
-                _r("bentoml_api_server_request_total", http_response_code="5.*"),
+                rate_src("bentoml_service_request_total", http_response_code="5.*"),
+                rate_src("bentoml_api_server_request_total", http_response_code="5.*"),
             ),
         ),
         (

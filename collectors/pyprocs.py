@@ -42,7 +42,7 @@ def python_in_process(pid: int) -> tuple[bool | None, str]:
     return False, exe
 
 
-def _running(pid: int) -> bool:
+def is_running(pid: int) -> bool:
     """Not exited, not a zombie, and not in the middle of exiting (its executable is already unlinked)."""
     stat = read_stat(f"/proc/{pid}/stat")
     if stat is None or stat.state in ("Z", "X", "x"):
@@ -73,7 +73,7 @@ def busiest_python_child(pid: int) -> int | None:
         except TargetGone:
             continue
         stat = read_stat(f"/proc/{child}/stat")
-        if is_python and stat is not None and _running(child) and (best is None or stat.cpu_s > best[0]):
+        if is_python and stat is not None and is_running(child) and (best is None or stat.cpu_s > best[0]):
             best = (stat.cpu_s, child)
     return None if best is None else best[1]
 

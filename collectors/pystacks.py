@@ -58,7 +58,13 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from optitop.collectors.procfs import read_stat, thread_stats
-from optitop.collectors.pyprocs import _running, busiest_python_child, busiest_recent, follow_choice, python_in_process
+from optitop.collectors.pyprocs import (
+    busiest_python_child,
+    busiest_recent,
+    follow_choice,
+    is_running,
+    python_in_process,
+)
 from optitop.collectors.pyspy import PySpyRunner, explain_failure, find_pyspy
 from optitop.collectors.pyspyparse import parse_dump, parse_raw
 from optitop.collectors.sourcelines import SourceLines
@@ -230,7 +236,7 @@ class PyStacksCollector:
         if self.stacks_pid == self.pid:
             return False
         deadline = time.monotonic() + 1.0  # a killed worker takes a moment to finish exiting
-        while _running(self.stacks_pid):
+        while is_running(self.stacks_pid):
             if time.monotonic() > deadline or self._stop.wait(0.05):
                 return False
         child = busiest_python_child(self.pid)

@@ -31,8 +31,8 @@ from typing import ClassVar
 
 import psutil
 
-from optitop.collectors.discovery import _Discovery, _loopback_hosts, _probe, _server_fault, _tcp_sockets, normalise_url
-from optitop.collectors.endpoint import Endpoint, _Scrape, _scrape, unrefreshed
+from optitop.collectors.discovery import Discovery, loopback_hosts, normalise_url, probe, server_fault, tcp_sockets
+from optitop.collectors.endpoint import Endpoint, Scrape, scrape, unrefreshed
 from optitop.collectors.profileread import evaluate, wanted_names
 from optitop.collectors.profiles import metrics_paths, profile_by_name
 from optitop.collectors.promfetch import FETCH_TIMEOUT_S, MAX_BODY_BYTES, MAX_LINES
@@ -98,7 +98,7 @@ class QueueCollector:
         except psutil.NoSuchProcess as exc:
             raise SourceUnavailable(f"no process with pid {ctx.pid}") from exc
         self._pool = ThreadPoolExecutor(POOL_WORKERS, thread_name_prefix="optitop-scrape")
-        self._discovery: _Discovery | None = None
+        self._discovery: Discovery | None = None
         self._last_discovery_mono_s: float | None = None
         self._tried: tuple[str, ...] = ()
         self._prev_mono_s: float | None = None
@@ -126,12 +126,12 @@ class QueueCollector:
         dt = None if self._prev_mono_s is None else mono - self._prev_mono_s
         self._prev_mono_s = mono
         self._maybe_discover(mono)
-        waited: list[Future[_Scrape]] = []
+        waited: list[Future[Scrape]] = []
         for ep in self.endpoints.values():
             if ep.pending is None:
                 fresh = ep.keep is not None and mono - ep.full_parse_mono_s < REPARSE_S
                 keep = ep.keep if fresh else None
-                ep.pending = self._pool.submit(_scrape, ep.url, self.timeout_s, self.max_bytes, keep, self.max_lines)
+                ep.pending = self._pool.submit(scrape, ep.url, self.timeout_s, self.max_bytes, keep, self.max_lines)
                 ep.submitted_mono_s = time.monotonic()
             if not ep.slow:  # a known-slow endpoint is harvested when it is done, never waited for
                 waited.append(ep.pending)
@@ -163,13 +163,13 @@ class QueueCollector:
         try:
             got = ep.pending.result()
         except Exception as exc:  # noqa: BLE001 - a parser bug on one endpoint must not stop the others
-            got = _Scrape(ep.url, None, f"{type(exc).__name__}: {exc}", time.monotonic())
+            got = Scrape(ep.url, None, f"{type(exc).__name__}: {exc}", time.monotonic())
         ep.pending = None
         ep.slow = got.mono_s - ep.submitted_mono_s > self._wait_budget_s()
         self._record(ep, got)
         return got.cpu_s
 
-    def _record(self, ep: Endpoint, got: _Scrape) -> None:
+    def _record(self, ep: Endpoint, got: Scrape) -> None:
         """Keep one finished scrape's reading (or its failure) on the endpoint."""
         if got.expo is None:
             ep.failures += 1
@@ -204,9 +204,9 @@ class QueueCollector:
         self._last_discovery_mono_s = mono
         self._discovery = self._start_discovery()
 
-    def _start_discovery(self) -> _Discovery:
+    def _start_discovery(self) -> Discovery:
         """List the tree's listening ports and start one probe per port on the pool."""
-        round_ = _Discovery()
+        round_ = Discovery()
         listeners, round_.denied = self._listeners()
         explicit_ports = {urllib.parse.urlsplit(u).port for u in self.endpoints}
         paths = metrics_paths()
@@ -214,7 +214,7 @@ class QueueCollector:
         for ip, port in sorted(listeners, key=lambda t: t[1]):
             if port in explicit_ports:
                 continue
-            hosts = _loopback_hosts(ip)
+            hosts = loopback_hosts(ip)
             if hosts is None:
                 round_.notes.append(f"port {port} listens on {ip} only: not probed (loopback only)")
                 continue
@@ -226,7 +226,7 @@ class QueueCollector:
             ports = ports[:MAX_PROBE_PORTS]
         round_.ports = ports
         for port in ports:
-            round_.probes[port] = self._pool.submit(_probe, by_port[port], port, paths, self.timeout_s, self.max_bytes)
+            round_.probes[port] = self._pool.submit(probe, by_port[port], port, paths, self.timeout_s, self.max_bytes)
         return round_
 
     def _listeners(self) -> tuple[list[tuple[str, int]], int]:
@@ -241,7 +241,7 @@ class QueueCollector:
         denied = 0
         for proc in procs:
             try:
-                conns = _tcp_sockets(proc)
+                conns = tcp_sockets(proc)
             except psutil.AccessDenied:
                 denied += 1
                 continue
@@ -268,7 +268,7 @@ class QueueCollector:
                 continue
             if got.expo is None:
                 failed.append(f"{port}: {got.reason}")
-                if _server_fault(got.reason):
+                if server_fault(got.reason):
                     self._probe_faults.append(f"{got.url}: {got.reason}")
                 continue
             ep = Endpoint(got.url, explicit=False)
@@ -281,7 +281,7 @@ class QueueCollector:
             ep.keep, ep.full_parse_mono_s = wanted_names(got.expo), got.mono_s
         self._tried = self._tried_lines(round_, found, failed)
 
-    def _tried_lines(self, round_: _Discovery, found: list[str], failed: list[str]) -> tuple[str, ...]:
+    def _tried_lines(self, round_: Discovery, found: list[str], failed: list[str]) -> tuple[str, ...]:
         denied = (
             [f"sockets of {round_.denied} process(es) not readable (needs the same user or root)"]
             if round_.denied
