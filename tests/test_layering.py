@@ -271,3 +271,18 @@ def test_nothing_imports_the_entry_point():
             if path not in allowed and "optitop.cli" in imported_names(path):
                 bad.append(str(path.relative_to(ROOT)))
     assert not bad, f"these import optitop.cli: {bad}"
+
+
+def test_no_product_module_imports_another_modules_private_name():
+    """A leading underscore means "this module only": a name another module needs is made public where it lives
+    (splitting a module is where such imports creep in)."""
+    bad = []
+    for name, path in product_modules().items():
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("optitop"):
+                bad += [
+                    f"{name} imports {node.module}.{a.name}"
+                    for a in node.names
+                    if a.name.startswith("_") and not a.name.startswith("__")
+                ]
+    assert not bad, bad
