@@ -23,6 +23,7 @@ from optitop.model import (
     ServingStats,
     SocketSample,
     SystemSample,
+    requests_in_system,
 )
 
 T = TypeVar("T")
@@ -257,7 +258,7 @@ def serving(primary: Sequence[ServingSample], fallback: Sequence[ServingSample])
         "serving_profile": profile,
         "requests_waiting": waiting,
         "requests_running": running,
-        "requests_in_system": _sum_known((waiting, running)),
+        "requests_in_system": requests_in_system(waiting, running),
         "batch_size": values.get("batch_size"),
         "max_running": values.get("max_running"),
         "batch_fill_pct": _ratio_pct(values.get("batch_size") or running, values.get("max_running")),

@@ -28,7 +28,7 @@ from optitop.model.gpu import GpuDevice, GpuSample, TargetDevices, gpu_busy_pct,
 from optitop.model.process import ProcessSample, ProcInfo, ThreadSample
 from optitop.model.pystacks import HotFunction, PyStacksSample, PyThread
 from optitop.model.series import SAMPLE_TYPES
-from optitop.model.serving import ServingSample, ServingStats
+from optitop.model.serving import ServingSample, ServingStats, requests_in_system
 from optitop.model.sockets import ListenQueue, PeerConn, SocketSample
 from optitop.model.system import SystemSample
 from optitop.model.window import Window
@@ -66,5 +66,6 @@ __all__ = [
     "Window",
     "confidence_word",
     "gpu_busy_pct",
+    "requests_in_system",
     "target_devices",
 ]

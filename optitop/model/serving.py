@@ -39,6 +39,11 @@ class ServingStats:
     #: (canonical field, raw metric or log field it came from)
     provenance: tuple[tuple[str, str], ...] = ()
 
+    @property
+    def requests_in_system(self) -> float | None:
+        """Requests the server holds, waiting or running (see ``requests_in_system``)."""
+        return requests_in_system(self.requests_waiting, self.requests_running)
+
 
 @dataclass(frozen=True, slots=True)
 class ServingSample(Sample):
@@ -56,3 +61,12 @@ class ServingSample(Sample):
     profile: str
     stats: ServingStats
     tried: tuple[str, ...] = ()
+
+
+def requests_in_system(waiting: float | None, running: float | None) -> float | None:
+    """Requests in the server, waiting plus running: Little's law's N, the number the idle rule and the latency
+    decomposition read. One count known stands for both (a server that exports only its running requests has no
+    queue to report); None only when neither is known, never 0 for "unknown"."""
+    if waiting is None and running is None:
+        return None
+    return (waiting or 0.0) + (running or 0.0)

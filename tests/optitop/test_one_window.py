@@ -18,7 +18,7 @@ from prometheus_client import generate_latest
 
 from optitop.analyzers.signals import extract
 from optitop.exporter import make_registry
-from optitop.model import GpuSample, TargetInfo, Window
+from optitop.model import GpuSample, ServingSample, ServingStats, TargetInfo, Window
 from optitop.recording.compare import row_spec, run_of, value_of
 from optitop.recording.scan import load
 from optitop.recording.writer import write_snapshot
@@ -80,3 +80,16 @@ def test_compare_reads_the_targets_gpu(tmp_path) -> None:
     path = str(tmp_path / "run.jsonl")
     write_snapshot(two_gpu_store(), path)
     assert value_of(run_of(load(path)), row_spec("GPU SM util")) == TARGET_BUSY
+
+
+@pytest.mark.parametrize(
+    ("waiting", "running", "in_system"),
+    [(2.0, 3.0, 5.0), (None, 3.0, 3.0), (2.0, None, 2.0), (None, None, None), (0.0, 0.0, 0.0)],
+)
+def test_requests_in_system_is_one_rule_for_the_model_and_the_verdict(waiting, running, in_system) -> None:
+    store = two_gpu_store()
+    stats = ServingStats(requests_waiting=waiting, requests_running=running, request_rate_per_s=1.0)
+    for i in range(4):
+        store.add("queue", ServingSample(WALL0 + i, 10.0 + i, 1.0, "vllm @ test", "vllm", stats))
+    assert stats.requests_in_system == in_system
+    assert extract(store.window()).requests_in_system == in_system
