@@ -27,7 +27,6 @@ from optitop.model import (
     ServingSample,
     ServingStats,
     SystemSample,
-    gpu_busy_pct,
 )
 from optitop.recording.codec import DIAGNOSIS, SAMPLE, Event
 from optitop.recording.replayer import Replayer
@@ -97,16 +96,6 @@ def _serving(read: Callable[[ServingStats], float | None]) -> Extract:
     return _of(ServingSample, lambda s: read(s.stats))
 
 
-def _gpu_mean(pick: Callable[[GpuDevice], float | None]) -> Callable[[GpuSample], float | None]:
-    """The mean of ``pick`` over the target's GPUs (``GpuSample.target_devices``; None when none has it)."""
-
-    def get(sample: GpuSample) -> float | None:
-        values = [v for v in (pick(d) for d in sample.target_devices().devices) if v is not None]
-        return sum(values) / len(values) if values else None
-
-    return get
-
-
 def _gpu_sum(pick: Callable[[GpuDevice], float | int | None]) -> Callable[[GpuSample], float | None]:
     """The sum of ``pick`` over the target's GPUs (None when none has it)."""
 
@@ -137,7 +126,8 @@ ROWS: tuple[RowSpec, ...] = (
     RowSpec("KV cache used", "serving", _serving(lambda st: st.kv_cache_usage_pct), "%", NEUTRAL),
     RowSpec("target CPU (of one core)", "process", _of(ProcessSample, lambda s: s.cpu_pct), "%", LOWER),
     RowSpec("host CPU busy", "system", _of(SystemSample, lambda s: s.cpu_busy_pct), "%", LOWER),
-    RowSpec("GPU SM util", "gpu", _of(GpuSample, _gpu_mean(gpu_busy_pct)), "%", HIGHER),
+    # the busiest of the target's GPUs by the model's one busy policy: what the verdict and the exporter read
+    RowSpec("GPU busy (target)", "gpu", _of(GpuSample, lambda s: s.target_busy_pct()), "%", HIGHER),
     RowSpec("GPU DRAM bandwidth", "gpu", _of(GpuSample, _gpu_sum(lambda d: d.dram_bytes_per_s)), "B/s", NEUTRAL),
     RowSpec("PCIe bandwidth (rx+tx)", "gpu", _of(GpuSample, _gpu_sum(_pcie)), "B/s", NEUTRAL),
     RowSpec(

@@ -142,7 +142,7 @@ def test_rows_have_the_right_deltas_and_better_sides(runs):
     assert got["TTFT p50"].delta == pytest.approx(-0.2) and got["TTFT p50"].better == "after"  # lower latency
     assert got["TTFT p95"].before == pytest.approx(1.5)
     assert got["target CPU (of one core)"].better == "after"  # less CPU
-    assert got["GPU SM util"].better == "after"
+    assert got["GPU busy (target)"].better == "after"
     assert got["GPU memory used (peak)"].before == pytest.approx(40 * GIB)  # the peak, not the mean
     assert got["GPU memory used (peak)"].better == "before"  # more memory is worse
     assert got["queue: waiting"].better == "same"

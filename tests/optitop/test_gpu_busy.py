@@ -27,7 +27,7 @@ def readings(device) -> dict[str, float | None]:
         "policy": gpu_busy_pct(device),
         "verdict": extract(window).gpu_busy_pct,
         "pane": util_history(window, device.index)[0][-1],
-        "compare": row_spec("GPU SM util").extract(sample),
+        "compare": row_spec("GPU busy (target)").extract(sample),
         "gpu-dip": sample.target_busy_pct(),  # what optitop.policies.GpuDipDump compares
     }
 

@@ -29,9 +29,15 @@ WALL0 = 1_800_000_000.0
 TARGET_BUSY = 78.0
 
 
-def two_gpu_store() -> Store:
+def two_gpu_store(other_is_mine: bool = False) -> Store:
+    """``other_is_mine``: the target runs on both GPUs (tensor parallel), one GPM-busy at 78 %, one legacy at 99 %."""
     other = samplefactory.gpu_device(
-        index=0, uuid="GPU-0", util_source="legacy", sm_util_pct=None, legacy_gpu_util_pct=99.0, target_pids=()
+        index=0,
+        uuid="GPU-0",
+        util_source="legacy",
+        sm_util_pct=None,
+        legacy_gpu_util_pct=99.0 if not other_is_mine else 40.0,
+        target_pids=() if not other_is_mine else (4242,),
     )
     mine = samplefactory.gpu_device(
         index=1, uuid="GPU-1", util_source="gpm", sm_util_pct=TARGET_BUSY, legacy_gpu_util_pct=0.0
@@ -39,7 +45,10 @@ def two_gpu_store() -> Store:
     store = Store(TargetInfo(4242, "python", "python serve.py", "me", WALL0 - 60, "box"), clock=lambda: 13.0)
     for i in range(4):
         store.add("process", samplefactory.process_sample(WALL0 + i, 10.0 + i, 1.0 if i else None, cpu_pct=90.0))
-        store.add("gpu", samplefactory.gpu_sample(WALL0 + i, 10.0 + i, devices=(other, mine), target_gpu_indices=(1,)))
+        mine_at = (0, 1) if other_is_mine else (1,)
+        store.add(
+            "gpu", samplefactory.gpu_sample(WALL0 + i, 10.0 + i, devices=(other, mine), target_gpu_indices=mine_at)
+        )
     return store
 
 
@@ -79,7 +88,21 @@ def test_compare_reads_the_targets_gpu(tmp_path) -> None:
     """Through the real path: the window written as a recording, read back, reduced to compare's row."""
     path = str(tmp_path / "run.jsonl")
     write_snapshot(two_gpu_store(), path)
-    assert value_of(run_of(load(path)), row_spec("GPU SM util")) == TARGET_BUSY
+    assert value_of(run_of(load(path)), row_spec("GPU busy (target)")) == TARGET_BUSY
+
+
+def test_a_target_on_two_gpus_reads_its_busiest_everywhere(tmp_path) -> None:
+    """Tensor parallel: the target's GPUs at 78 % (GPM) and 40 % (legacy). One saturated GPU is the bottleneck even
+    when its neighbour idles, so every reader says 78, none the mean (59)."""
+    store = two_gpu_store(other_is_mine=True)
+    window = store.window()
+    assert extract(window).gpu_busy_pct == TARGET_BUSY
+    page = generate_latest(make_registry(store)).decode()
+    assert re.search(r"^optitop_gpu_target_busy_percent 78\.0$", page, re.M), page
+    path = str(tmp_path / "run.jsonl")
+    write_snapshot(store, path)
+    assert value_of(run_of(load(path)), row_spec("GPU busy (target)")) == TARGET_BUSY
+    assert "target on GPU 0, 1" in GpuPane().build(window, 78).plain.splitlines()[0]
 
 
 @pytest.mark.parametrize(
