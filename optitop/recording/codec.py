@@ -40,6 +40,8 @@ from optitop.safetext import printable
 SCHEMA_VERSION = 1
 #: The value of the header line's ``type``; a file whose first line says otherwise is not a recording.
 HEADER_TYPE = "optitop-record"
+#: The options a header keeps (the reader uses them to replay at the recorded pace and window).
+HEADER_OPTIONS = ("interval_s", "history_s", "analysis_window_s", "pyspy_rate_hz")
 
 #: The ``type`` of each event line.
 SAMPLE, STATUS, DIAGNOSIS, TARGET, SELF, END = "sample", "status", "diagnosis", "target", "self", "end"
@@ -397,3 +399,29 @@ def _event(kind: str, mono: float, obj: dict[str, Any]) -> Event | None:
     if kind == SELF:
         return Event(mono, kind, "self", from_jsonable(SelfCost, data))
     return None  # another type comes from a newer optitop within the same schema version: ignored
+
+
+def header_problem(head: dict[str, Any]) -> str:
+    """What makes a header unusable, in words ("" when nothing does).
+
+    A header is untrusted like every line: the reader takes its clocks, its options and its host as they are, so
+    a damaged or crafted one (``"history_s": "x"``) must be refused with one line here, not fail later as a
+    traceback in the replayer or compare.
+    """
+    for key in ("created_at", "created_mono_s"):
+        if key in head and not _finite(head[key]):
+            return f"its {key} is not a number"
+    if not isinstance(head.get("host", ""), str):
+        return "its host is not text"
+    options = head.get("options", {})
+    if not isinstance(options, dict):
+        return "its options are not an object"
+    for key in HEADER_OPTIONS:
+        value = options.get(key)
+        if value is not None and not (_finite(value) and value > 0):
+            return f"its option {key} is not a positive number"
+    return ""
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

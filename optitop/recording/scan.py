@@ -34,6 +34,7 @@ from optitop.recording.codec import (
     Event,
     decode_line,
     from_jsonable,
+    header_problem,
     sample_class,
     unknown_reason,
 )
@@ -268,6 +269,9 @@ def _header_from(path: str, number: int, raw: bytes) -> dict[str, Any]:
             f"{path}: written with record schema version {version} (optitop {by}); this optitop reads "
             f"schema version {SCHEMA_VERSION}: replay it with optitop {by}"
         )
+    problem = header_problem(head)
+    if problem:
+        raise RecordingError(f"{path}: the header is damaged: {problem}")
     return head
 
 

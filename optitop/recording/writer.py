@@ -25,6 +25,7 @@ from optitop import __version__
 from optitop.config import Options
 from optitop.model import Diagnosis, SelfCost, SourceStatus, TargetInfo
 from optitop.recording.codec import (
+    HEADER_OPTIONS,
     HEADER_TYPE,
     SCHEMA_VERSION,
     diagnosis_line,
@@ -42,7 +43,6 @@ from optitop.store import Store
 #: Seconds between the writer's sweeps when nothing wakes it (it is woken by every store change).
 SWEEP_S = 0.5
 #: Options written into the header (what a replay or a comparison needs to interpret the data).
-HEADER_OPTIONS = ("interval_s", "history_s", "analysis_window_s", "pyspy_rate_hz")
 
 
 class LineWriter:

@@ -380,3 +380,30 @@ def test_a_gzip_bomb_stops_at_the_line_cap_in_bounded_memory(tmp_path):
     _, baseline_mib, _ = run_measured([OPTITOP, "replay", "/dev/null"], 60)
     assert code == 2 and "longer than 16 MiB" in err, err
     assert bomb_mib < baseline_mib + 48, (bomb_mib, baseline_mib)  # the cap and one piece, never the line
+
+
+@pytest.mark.parametrize(
+    ("damage", "said"),
+    [
+        ({"options": {"history_s": "x"}}, "option history_s is not a positive number"),
+        ({"options": "oops"}, "options are not an object"),
+        ({"options": {"analysis_window_s": "10s"}}, "option analysis_window_s is not a positive number"),
+        ({"options": {"interval_s": -1}}, "option interval_s is not a positive number"),
+        ({"created_mono_s": "soon"}, "created_mono_s is not a number"),
+        ({"host": {"a": 1}}, "host is not text"),
+    ],
+)
+@pytest.mark.parametrize("command", ["replay", "compare"])
+def test_a_damaged_header_is_one_line_not_a_traceback(tmp_path, damage, said, command):
+    """Every line of a recording is untrusted, the header too: its options feed the replayer and its host compare."""
+    path = tmp_path / "damaged.jsonl"
+    write_evil_recording(str(path))
+    lines = path.read_text().splitlines()
+    head = json.loads(lines[0])
+    head.update(damage)
+    path.write_text("\n".join([json.dumps(head), *lines[1:]]) + "\n")
+    args = [command, str(path)] + ([str(path)] if command == "compare" else [])
+    got = optitop(*args)
+    assert got.returncode == 2, got.stderr
+    assert got.stderr.count("\n") == 1 and said in got.stderr, got.stderr
+    assert "Traceback" not in got.stderr
