@@ -47,17 +47,6 @@ class Num(float):
 
 
 # -- explaining ----------------------------------------------------------------------------------------
-def source_coverage(a: Assessment) -> float:
-    """The share of the sources that matter here which produced data."""
-    wanted = ["process", "system", "queue", "sockets", "pystacks"]
-    if a.branch == "gpu":
-        wanted.append("gpu")
-    have = set(a.signals.sources)
-    if "logs" in have:
-        have.add("queue")
-    return sum(1 for w in wanted if w in have) / len(wanted)
-
-
 def host_contended(s: Signals) -> bool:
     """The host's cores are all busy while the target uses little of them: others hold the CPU."""
     busy = s.host_cpu_busy_pct is not None and s.host_cpu_busy_pct >= HOST_BUSY_PCT

@@ -10,7 +10,7 @@ import importlib
 import importlib.util
 from dataclasses import dataclass
 
-from optitop.config import CollectorContext
+from optitop.config import CollectorContext, Options
 from optitop.model import Collector
 
 
@@ -33,6 +33,15 @@ class CollectorSpec:
     default_on: bool
     help: str
     needs: tuple[str, str] | None = None
+
+    def off_reason(self, options: Options) -> str:
+        """Why this collector does not run with ``options`` ("" when it runs): turned off, or lacking what it
+        needs. The session's builder and ``doctor`` both ask here."""
+        if self.name in options.disabled:
+            return f"turned off with --no-{self.name}"
+        if self.needs is not None and not getattr(options, self.needs[0]):
+            return self.needs[1]
+        return ""
 
     def build(self, ctx: CollectorContext) -> Collector:
         """Import the module and construct the collector."""
@@ -67,11 +76,3 @@ def available_specs() -> tuple[CollectorSpec, ...]:
         if importlib.util.find_spec(f"optitop.collectors.{spec.module}") is not None:
             out.append(spec)
     return tuple(out)
-
-
-def spec_by_name(name: str) -> CollectorSpec:
-    """Look a collector up by name (KeyError when unknown)."""
-    for spec in REGISTRY:
-        if spec.name == name:
-            return spec
-    raise KeyError(name)

@@ -3,7 +3,8 @@ whose errors are one line.
 
 Every command module (``optitop.commands.*``: the live/``--once`` mode, ``record``, ``replay``, ``compare``,
 ``export``, ``bundle``, ``doctor``; the demo) builds its parser from here; none imports another command's module or
-the entry point (``optitop.cli``) for them.
+the entry point (``optitop.cli``) for them (what two commands share otherwise lives in ``commands/waiting.py`` and
+``commands/progress.py``).
 
 Exit codes: 0 success, 1 a failure while running (a full disk included), 2 bad usage or a target that cannot be
 resolved, 130 interrupted. Every user error is one line on stderr, never a traceback.
@@ -72,13 +73,6 @@ def _number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = _number(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
     return value
 
 

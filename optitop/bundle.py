@@ -28,7 +28,7 @@ from optitop import __version__
 from optitop.collectors import REGISTRY
 from optitop.collectors.pyspy import find_pyspy, ptrace_fix  # the py-spy that samples is the one that dumps
 from optitop.config import Options
-from optitop.model import Diagnosis, Window
+from optitop.model import Diagnosis, GpuSample, Window
 from optitop.recording.codec import SCHEMA_VERSION, to_jsonable
 from optitop.recording.writer import write_snapshot
 from optitop.redact import redact_json, redact_text
@@ -87,7 +87,7 @@ def stack_dump(pid: int) -> str:
 
 def device_state(window: Window) -> dict[str, Any]:
     """The latest GPU sample (devices, driver, clocks, throttle reasons) or why there is none."""
-    latest = window.latest("gpu")
+    latest = window.latest_of("gpu", GpuSample)
     if latest is not None:
         return {"gpu": to_jsonable(latest)}
     status = window.statuses.get("gpu")

@@ -1,8 +1,8 @@
 """The entry point: ``optitop [SUBCOMMAND] …`` dispatches to the subcommand's module in ``optitop.commands``.
 
 Without a subcommand it is the live screen or the ``--once`` report (``optitop.commands.top``). The options every
-subcommand shares, their bounds and the exit codes live in ``optitop.args``. This module is imported by nobody but
-``python -m optitop``, the console script and the demo (which runs the live screen on its own server); each
+subcommand shares, their bounds and the exit codes live in ``optitop.args``. Nothing imports this module but
+``python -m optitop`` and the console script (the demo runs the live screen through ``optitop.commands.top``); each
 subcommand's module is imported only when it runs, so ``optitop --help`` does not load the exporter or the UI.
 """
 

@@ -129,11 +129,9 @@ def run_doctor(pid: int | None, options: Options, as_json: bool = False) -> int:
     target_pid = pid if pid is not None else os.getpid()
     findings = []
     for spec in available_specs():
-        if spec.name in options.disabled:
-            findings.append(Finding(spec.name, True, f"turned off with --no-{spec.name}"))
-            continue
-        if spec.needs is not None and not getattr(options, spec.needs[0]):
-            findings.append(Finding(spec.name, True, spec.needs[1]))
+        off = spec.off_reason(options)
+        if off:
+            findings.append(Finding(spec.name, True, off))
             continue
         findings.append(check_source(spec.name, target_pid, options))
     note = namespace_note(target_pid)

@@ -158,7 +158,7 @@ class StoreView:
     #: What record, bundle and native say on a screen with nothing live behind it.
     NO_RECORD = "recording is off while replaying: the file is already a recording"
     NO_BUNDLE = "incident bundle: not available in a replay (there is no live process to gather from)"
-    NO_NATIVE = "native stacks: the pystacks collector is not running"
+    NO_NATIVE = "native stacks: not available in a replay (there is no live process to sample)"
 
     def __init__(self, store: Store) -> None:
         """Show ``store``."""

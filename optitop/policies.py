@@ -108,9 +108,10 @@ class GpuDipDump:
     #: samples triggers a stack dump.
     DIP_POINTS = 30.0
 
-    def __init__(self) -> None:
-        """No GPU sample looked at yet."""
-        self._last: GpuSample | None = None
+    def __init__(self, store: Store | None = None) -> None:
+        """Start after what ``store`` already holds: after a ``--follow`` re-attach it keeps the previous process's
+        samples, and the GPU going idle as that process died is not a dip of the new one."""
+        self._last: GpuSample | None = store.latest_of("gpu", GpuSample) if store is not None else None
 
     def react(self, host: PolicyHost, verdict: Diagnosis | None, now_mono_s: float) -> None:
         """Look at every consecutive pair of GPU samples once, however many arrived since the last pass."""
@@ -151,6 +152,7 @@ class FollowExec:
         store.rename_target(first.name, first.cmdline or first.name)
 
 
-def default_policies() -> list[Policy]:
-    """A fresh set of the session's policies (they keep state: one set per session), in the order they run."""
-    return [GpuDipDump(), FollowExec(), PaceStacks()]
+def default_policies(store: Store | None = None) -> list[Policy]:
+    """A fresh set of the session's policies for a session feeding ``store`` (they keep state: one set per
+    session), in the order they run."""
+    return [GpuDipDump(store), FollowExec(), PaceStacks()]

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 REDACTED = "***"
@@ -237,7 +237,3 @@ def _hide_values(text: str) -> str:
         pos = value.end()
     out.append(text[pos:])
     return "".join(out)
-
-
-#: The display form of a URL (the password and secret query parameters hidden).
-redact_url: Callable[[str], str] = redact_text

@@ -9,7 +9,6 @@ a store, a recorder or a bundle writer.
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -37,11 +36,9 @@ def build_collectors(ctx: CollectorContext) -> tuple[list[Collector], list[Sourc
     for spec in REGISTRY:
         if spec.name not in present:
             continue
-        if spec.name in ctx.options.disabled:
-            statuses.append(SourceStatus(spec.name, SourceState.DISABLED, f"turned off with --no-{spec.name}"))
-            continue
-        if spec.needs is not None and not getattr(ctx.options, spec.needs[0]):
-            statuses.append(SourceStatus(spec.name, SourceState.DISABLED, spec.needs[1]))
+        off = spec.off_reason(ctx.options)
+        if off:
+            statuses.append(SourceStatus(spec.name, SourceState.DISABLED, off))
             continue
         try:
             built.append(spec.build(ctx))
@@ -99,6 +96,9 @@ class LiveRuntime(StoreView):
         self._stacks_watched = False
         self._recorder: Recorder | None = None
 
+    #: What ``n`` says when no stack sampler runs (py-spy turned off or unavailable).
+    NO_SAMPLER = "native stacks: no stack sampler is running (optitop doctor says why)"
+
     @property
     def live(self) -> bool:
         """A live target is behind this screen."""
@@ -142,7 +142,7 @@ class LiveRuntime(StoreView):
         """Ask the stack sampler for a 1 s native burst (it pauses the target; ~2 s for torch)."""
         sampler = self._session.stacks() if self._session is not None else None
         if sampler is None:
-            return Notice(self.NO_NATIVE, "warning")
+            return Notice(self.NO_SAMPLER, "warning")
         started = sampler.request_native()  # returns at once; the burst runs on its own thread
         if started:
             return Notice("native stack sample started (pauses the target briefly)")
@@ -225,19 +225,3 @@ def live_runtime(pid: int, options: Options, follow: tuple[int | None, str | Non
     FollowingSession.check(port, name)
     store = make_store(pid, options)
     return LiveRuntime(store, options, build=lambda: follow_session(pid, options, port, name, store=store))
-
-
-def run_live(pid: int, options: Options, follow: tuple[int | None, str | None] | None = None) -> int:
-    """Attach the live screen to ``pid`` until the user quits; ``follow`` = (port, name) re-attaches on restart."""
-    if not sys.stdout.isatty():
-        print("optitop: the live screen needs a terminal; use --once --json for scripts", file=sys.stderr)
-        return 2
-    live = live_runtime(pid, options, follow)
-    from optitop.tui.app import OptitopApp  # the UI only when there is a screen: the headless core never loads it
-
-    app = OptitopApp(live, options, watch_tty=True)
-    try:
-        app.run()
-    finally:
-        live.stop()
-    return 0 if app.return_code in (None, 0) else app.return_code

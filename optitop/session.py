@@ -175,7 +175,7 @@ class Session:
         self._housekeeper = threading.Thread(target=self._housekeep, name="optitop-housekeeping", daemon=True)
         self._me = psutil.Process(os.getpid())
         self._self_cpu: deque[tuple[float, float]] = deque()
-        self.policies: list[Policy] = list(default_policies() if policies is None else policies)
+        self.policies: list[Policy] = list(default_policies(store) if policies is None else policies)
         for status in unavailable:
             store.set_status(status)
 

@@ -63,6 +63,41 @@ CONTRACTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "optitop.safefile",
         ),
     ),
+    # what the screen may ask of its handle: model types (the store only to type the StoreView it wraps)
+    "handle": (("optitop.live",), ("optitop.model", "optitop.store")),
+    # the composition root builds everything below the commands and the UI, and never reaches up into them
+    "runtime": (
+        ("optitop.runtime",),
+        (
+            "optitop.runtime",
+            "optitop.model",
+            "optitop.store",
+            "optitop.session",
+            "optitop.policies",
+            "optitop.follow",
+            "optitop.live",
+            "optitop.collectors",
+            "optitop.analyzers",
+            "optitop.recording",
+            "optitop.bundle",
+            "optitop.config",
+            "optitop.target",
+            "optitop.safefile",
+        ),
+    ),
+    # the outputs read windows of model types: no collector, no session, no UI
+    "outputs": (
+        ("optitop.exporter", "optitop.serialize"),
+        (
+            "=optitop",
+            "optitop.model",
+            "optitop.store",
+            "optitop.redact",
+            "optitop.httpserve",
+            "optitop.webconfig",
+            "optitop.recording.codec",
+        ),
+    ),
     # the UI draws model types through the runtime's handle (optitop.live): never a collector, a session, the
     # store, the recording code or the runtime that builds them
     "tui": (

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
-from optitop.analyzers.verdict import assess
+from optitop.analyzers.scoring import assess
 from optitop.recording.replayer import Replayer
 from optitop.recording.scan import load
 

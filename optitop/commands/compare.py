@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from optitop.commands.replay import read_with_progress
+from optitop.commands.progress import read_with_progress
 from optitop.recording.codec import SCHEMA_VERSION
 from optitop.recording.compare import Row, Run, RunStats, compare, describe_run, run_of
 from optitop.recording.reader import RecordingError

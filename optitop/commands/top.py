@@ -113,8 +113,24 @@ def top_main(argv: Sequence[str]) -> int:
 
             print(format_report(doc))
         return EXIT_OK
-    from optitop.runtime import run_live
-
     if args.follow:
         return run_live(pid, options, follow=(args.port, args.name))
     return run_live(pid, options)
+
+
+def run_live(pid: int, options: Options, follow: tuple[int | None, str | None] | None = None) -> int:
+    """Attach the live screen to ``pid`` until the user quits; ``follow`` = (port, name) re-attaches on restart."""
+    if not sys.stdout.isatty():
+        print("optitop: the live screen needs a terminal; use --once --json for scripts", file=sys.stderr)
+        return 2
+    from optitop.runtime import live_runtime
+    from optitop.tui.app import OptitopApp  # the UI only when there is a screen: the headless core never loads it
+
+    live = live_runtime(pid, options, follow)
+
+    app = OptitopApp(live, options, watch_tty=True)
+    try:
+        app.run()
+    finally:
+        live.stop()
+    return 0 if app.return_code in (None, 0) else app.return_code

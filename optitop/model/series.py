@@ -1,7 +1,8 @@
-"""Which sample type each series holds: the one table replay, compare and the typed window reads agree on.
+"""Which sample type each series holds: how a recording's lines are rebuilt into model samples.
 
-A collector's name is its series name in the store, the recording and the exporter. Adding a collector adds its
-sample module here (and its ``CollectorSpec`` in ``collectors/__init__.py``); nothing else keys on the name.
+A collector's name is its series name in the store, the recording and the exporter. A new collector adds one line
+here beside its ``CollectorSpec`` in ``collectors/__init__.py`` (``tests/optitop/test_series.py`` checks that every
+registered collector has one: without it, replay would skip the collector's recorded samples).
 """
 
 from __future__ import annotations

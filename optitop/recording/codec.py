@@ -288,13 +288,12 @@ def _scalar_converter(cls: type) -> Convert:
 
 # -- series -> sample class -----------------------------------------------------------------------------
 def sample_class(series: str) -> type[Sample] | None:
-    """The sample type of one series (``model.SAMPLE_TYPES``); None (see ``unknown_reason``) when unknown."""
+    """The sample type of one series (``model.SAMPLE_TYPES``); None when this build has no series of that name."""
     return SAMPLE_TYPES.get(series)
 
 
-def unknown_reason(series: str) -> str:
-    """Why a series could not be rebuilt (after sample_class returned None)."""
-    return "no series of that name in this build"
+#: Why a series' lines are skipped when this build has no such series.
+UNKNOWN_SERIES = "no series of that name in this build"
 
 
 # -- the lines ------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from optitop.recording.codec import (
     SAMPLE,
     SCHEMA_VERSION,
     SKIP,
+    UNKNOWN_SERIES,
     BadLineError,
     ConversionError,
     Event,
@@ -36,7 +37,6 @@ from optitop.recording.codec import (
     from_jsonable,
     header_problem,
     sample_class,
-    unknown_reason,
 )
 from optitop.recording.reader import (
     REORDER_MAX_S,
@@ -364,7 +364,7 @@ def _read(
             if event.kind == END:
                 rec.complete = True
             elif event.kind == SKIP:
-                rec.skipped.setdefault(event.series, unknown_reason(event.series))
+                rec.skipped.setdefault(event.series, UNKNOWN_SERIES)
                 rec.skipped_count += 1
             else:
                 extent.add(event, number)

@@ -70,6 +70,21 @@ def test_a_gpu_dip_asks_the_sampler_for_a_dump_and_wakes_it():
     assert len(host.sampler.triggers) == 1
 
 
+def test_after_a_reattach_the_previous_processs_dip_is_not_the_new_ones():
+    """--follow keeps the store: the GPU going idle as the old process died must not dump the new one's stacks."""
+    host = Host(Sampler())
+    add_gpu(host.store, 1.0, 90.0)
+    add_gpu(host.store, 2.0, 3.0)  # the old process died: its GPU went idle
+    policy = GpuDipDump(host.store)  # the new session's policy starts after what the store holds
+    add_gpu(host.store, 3.0, 4.0)
+    policy.react(host, None, 3.0)
+    assert host.sampler.triggers == []
+    add_gpu(host.store, 4.0, 80.0)
+    add_gpu(host.store, 5.0, 10.0)  # the new process's own dip is seen
+    policy.react(host, None, 5.0)
+    assert host.sampler.triggers == ["GPU utilisation fell from 80% to 10%"]
+
+
 def test_a_gpu_dip_without_a_sampler_or_on_foreign_samples_does_nothing():
     host = Host(None)
     add_gpu(host.store, 1.0, 90.0)

@@ -155,9 +155,9 @@ def test_a_session_built_after_stop_is_never_started():
 def test_native_without_a_sampler_and_a_replay_view_say_what_is_not_available():
     live = LiveRuntime(Store(TARGET), QUIET, build=lambda: FakeSession(live.store))
     live.start()
-    assert live.request_native() == Notice("native stacks: the pystacks collector is not running", "warning")
+    assert live.request_native() == Notice(LiveRuntime.NO_SAMPLER, "warning")
     view = StoreView(Store(TARGET))
-    assert "not running" in view.request_native().text
+    assert "not available in a replay" in view.request_native().text
     assert view.toggle_record()[0].text.startswith("recording is off while replaying")
     assert "not available in a replay" in view.write_bundle().text
     assert view.recording == ""

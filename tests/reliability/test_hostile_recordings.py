@@ -27,7 +27,7 @@ from conftest import wait_for
 
 from optitop.bundle import Bundle, stack_dump
 from optitop.commands.compare import compare_main
-from optitop.commands.replay import ProgressLine, quiet_keys
+from optitop.commands.progress import ProgressLine, quiet_keys
 from optitop.config import Options
 from optitop.model import Diagnosis, SelfCost, SourceState, SourceStatus, TargetInfo, ThreadSample
 from optitop.recording.codec import sample_line, to_jsonable
