@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from optitop.analyzers.verdict import analyze, judge
+from optitop.analyzers.verdict import analyze, analyzer_failed, judge
 
-__all__ = ["analyze", "judge"]
+__all__ = ["analyze", "analyzer_failed", "judge"]

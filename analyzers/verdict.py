@@ -419,3 +419,20 @@ def summary(category: str) -> str:
 
 
 __all__ = ["Assessment", "Hit", "Num", "Score", "analyze", "assess", "judge"]
+
+
+def analyzer_failed(window: Window, exc: Exception) -> Diagnosis:
+    """The verdict to show when judging ``window`` raised: "unknown", saying why, never the previous verdict.
+
+    The analyzer is pure and should not raise; when a bug makes it, every caller that is not the live session (which
+    also shows an ``analyzer`` status) stores this instead: a replay, compare, ``--once`` and a bundle go on, and the
+    reason is on screen and in the file rather than a traceback or a stale verdict.
+    """
+    why = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
+    return Diagnosis(
+        "unknown",
+        0.0,
+        evidence=(f"the analyzer failed on this window ({why}): no verdict",),
+        fixes=("report it with a recording of the run (optitop record): a fixed analyzer re-judges it",),
+        mono_s=window.now_mono_s,
+    )

@@ -162,9 +162,12 @@ def latest_verdict(window: Window) -> Diagnosis:
     """The newest verdict in the window, or a fresh judgement when none was made."""
     if window.diagnoses:
         return window.diagnoses[-1]
-    from optitop.analyzers import judge
+    from optitop.analyzers import analyzer_failed, judge
 
-    return judge(window, None)[0]
+    try:
+        return judge(window, None)[0]
+    except Exception as exc:  # an analyzer bug must not cost the bundle: it says so instead
+        return analyzer_failed(window, exc)
 
 
 def gather(

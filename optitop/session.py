@@ -205,8 +205,14 @@ class Session:
         return next((r for r in self.runners if r.name == name), None)
 
     def analyze_now(self) -> Diagnosis | None:
-        """Run the analyzer once over the analysis window and store the verdict."""
-        diagnosis = self._judge()
+        """Run the analyzer once over the analysis window and store the verdict (None, with the ``analyzer`` status
+        saying why, when it failed)."""
+        try:
+            diagnosis = self._judge()
+        except Exception as exc:  # as on the housekeeping thread: a status, not a traceback
+            self._analyzer_status(exc)
+            return None
+        self._analyzer_status(None)
         if diagnosis is not None:
             self.store.add_diagnosis(diagnosis)
         return diagnosis

@@ -71,7 +71,7 @@ def _pick() -> int | None:
 
 def run_headless(pid: int, options: Options, duration_s: float) -> dict[str, Any]:
     """Sample for ``duration_s`` (or until the target exits or SIGTERM/SIGINT/SIGHUP) and return the report."""
-    from optitop.analyzers import analyze
+    from optitop.analyzers import analyze, analyzer_failed
     from optitop.runtime import make_session
     from optitop.serialize import report
 
@@ -84,7 +84,11 @@ def run_headless(pid: int, options: Options, duration_s: float) -> dict[str, Any
             elapsed_s = time.monotonic() - start
             window = session.store.window(max(elapsed_s, options.interval_s) + options.interval_s)
             # One shot: judge the whole run directly; hysteresis is for a live screen that must not flicker.
-            diagnosis = analyze(session.store.window(min(options.analysis_window_s, elapsed_s + options.interval_s)))
+            judged = session.store.window(min(options.analysis_window_s, elapsed_s + options.interval_s))
+            try:
+                diagnosis = analyze(judged)
+            except Exception as exc:  # an analyzer bug: the report still comes, its verdict saying why there is none
+                diagnosis = analyzer_failed(judged, exc)
         finally:
             session.stop()
     return report(window, diagnosis, elapsed_s)

@@ -257,7 +257,12 @@ class Replayer:
         if self._unread or self._unread_state:
             self._flush()
         window = self.store.window(self.analysis_window_s, now_mono_s=mono_s)
-        diagnosis, self._state = self._judge(window, self._state)
+        try:
+            diagnosis, self._state = self._judge(window, self._state)
+        except Exception as exc:  # an analyzer bug: the replay goes on, and the verdict says why there is none
+            from optitop.analyzers import analyzer_failed
+
+            diagnosis, self._state = analyzer_failed(window, exc), None
         if diagnosis.mono_s != mono_s:
             diagnosis = dataclasses.replace(diagnosis, mono_s=mono_s, ts_s=self.recording.wall_time(mono_s))
         self.store.add_diagnosis(diagnosis)
