@@ -135,6 +135,17 @@ class Store:
         with self._lock:
             self._self_cost = cost
 
+    def clear(self, target: TargetInfo) -> None:
+        """Empty the store for ``target``, keeping its history length, its listeners and its clock: a replay seeking
+        backwards refills the same store the screen holds."""
+        with self._lock:
+            self._series = {}
+            self._statuses = {}
+            self._diagnoses = deque(maxlen=self._maxlen(1.0))
+            self._target = target
+            self._self_cost = SelfCost(None, None)
+            self._intervals = {}
+
     def set_history(self, history_s: float) -> None:
         """Change how much history is kept (the +/- keys); shrinking drops the oldest samples."""
         with self._lock:

@@ -109,15 +109,9 @@ class Replayer:
         return store
 
     def _refill(self, old: ReplayStore) -> ReplayStore:
-        """Empty the same store object (the app holds a reference to it) and seed it again."""
-        fresh = ReplayStore(self.recording.target, self.history_s, self.start_mono_s)
-        with old._lock, fresh._lock:
-            old._series = fresh._series
-            old._statuses = fresh._statuses
-            old._diagnoses = fresh._diagnoses
-            old._target = fresh._target
-            old._self_cost = fresh._self_cost
-            old._intervals = fresh._intervals
+        """Empty the same store object (the app holds a reference to it) and seed it again; the history the user
+        chose with +/- is kept."""
+        old.clear(self.recording.target)
         old.clock_mono_s = self.start_mono_s
         self._seed(old)
         return old
