@@ -34,7 +34,7 @@ from optitop.tui.format import with_gaps
 from optitop.tui.help import HelpScreen
 from optitop.tui.layout import BUDGET, PANE_SOURCE, PANES, ZOOMABLE, ZOOMS
 from optitop.tui.panes.base import Pane
-from optitop.tui.panes.header import HeaderPane
+from optitop.tui.panes.header import HeaderPane, has_notice_line
 from optitop.tui.quietinput import quiet_driver
 from optitop.tui.wire import crop_partial_updates
 
@@ -251,7 +251,7 @@ class OptitopApp(App[int]):
         compact = height < self.COMPACT_BELOW_ROWS
         self.set_class(compact, "-compact")
         panes = {pane.id: pane for pane in self.panes()}
-        header_lines = 3 if window.target.exited else 2
+        header_lines = 3 if has_notice_line(window.target) else 2
         for pane in panes.values():  # a zoomed pane has the screen below the header, less its border
             pane.room_rows = height - header_lines - 1 - (0 if compact else 1)
         if not compact:

@@ -3,6 +3,7 @@ is cut, and the words match the numbers (confidence words; TTFT only for servers
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import pytest
@@ -190,3 +191,24 @@ def test_wrap_row_breaks_at_spaces_and_cuts_only_words_longer_than_a_row():
     assert all(r.plain.startswith("    word") for r in rows[1:])
     long = wrap_row(Text("x" * 100), 40)
     assert [len(r.plain) for r in long] == [40, 40, 20]
+
+
+@pytest.mark.parametrize("notice", ["exited", "re-attached"])
+async def test_a_third_header_line_is_taken_from_the_panes_budget(notice):
+    """The header grows a line when the target exits or --follow re-attaches: the panes below share one row less,
+    so the bottom pane is not pushed under the footer."""
+
+    async def budget(store: Store) -> int:
+        app = OptitopApp(StoreView(store), Options(interval_s=0.2))
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_for_screen(pilot, lambda t: "SCHEDULING" in t and "worker-" in t)
+            await pilot.pause(0.3)
+            return sum(p.max_lines or 0 for p in app.query(Pane) if p.display)
+
+    plain = make_store()
+    marked = make_store()
+    if notice == "exited":
+        marked.mark_target_exited("test")
+    else:
+        marked.set_target(dataclasses.replace(TARGET, previous_pids=(TARGET.pid - 1,), reattached_at_s=WALL0))
+    assert await budget(marked) == await budget(plain) - 1

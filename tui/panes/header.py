@@ -6,7 +6,7 @@ import time
 
 from rich.text import Text
 
-from optitop.model import SourceState, Window
+from optitop.model import SourceState, TargetInfo, Window
 from optitop.safetext import printable
 from optitop.tui.format import clip, fmt_bytes, fmt_clock, fmt_uptime
 from optitop.tui.panes.base import Pane
@@ -79,3 +79,9 @@ class HeaderPane(Pane):
                 style=self.sty("pane--exited"),
             )
         return text
+
+
+def has_notice_line(target: TargetInfo) -> bool:
+    """Whether the header draws a third line (the target exited, or a ``--follow`` re-attach): the app's line
+    budget asks here, so the panes below never lose a row to it unaccounted."""
+    return target.exited or bool(target.previous_pids)
