@@ -32,7 +32,7 @@ from optitop.live import LiveHandle, Notice
 from optitop.model import ProcessSample, Window
 from optitop.tui.format import with_gaps
 from optitop.tui.help import HelpScreen
-from optitop.tui.layout import BUDGET, PANE_SOURCE, PANES, ZOOMABLE, ZOOMS
+from optitop.tui.layout import BUDGET, PANE_SOURCE, PANES, STACK_VIEWS, ZOOMABLE, ZOOMS
 from optitop.tui.panes.base import Pane
 from optitop.tui.panes.header import HeaderPane, has_notice_line
 from optitop.tui.quietinput import quiet_driver
@@ -368,7 +368,7 @@ class OptitopApp(App[int]):
             child.set_class(bool(wanted) and child.id == wanted, "zoomed")
         for pane in self.panes():
             pane.set_zoomed(bool(wanted))
-        self.live.set_stacks_watched(wanted == "python")  # stacks the user looks at are sampled at full duty
+        self.live.set_stacks_watched(wanted in STACK_VIEWS)  # stacks the user looks at are sampled at full duty
         self._render_window()
 
     def action_history(self, factor: float) -> None:

@@ -33,6 +33,7 @@ class PaneSpec:
         budget: (weight, minimum lines) of the rows it gets on a small terminal; None when it takes no share
             (the verdict has its own rule).
         source: the source whose absence shrinks it to one line ("" when it has none).
+        watches_stacks: zoomed, it shows the Python stacks: they are then sampled at full duty.
         title: its name in the help's list of panes.
         explain: what it shows, for that list (wrapped there).
     """
@@ -44,6 +45,7 @@ class PaneSpec:
     box: str = ""
     budget: tuple[float, int] | None = None
     source: str = ""
+    watches_stacks: bool = False
     title: str = ""
     explain: str = ""
 
@@ -114,6 +116,7 @@ PANES: tuple[PaneSpec, ...] = (
         label="Python",
         budget=(3, 2),
         source="pystacks",
+        watches_stacks=True,
         title="PYTHON",
         explain="py-spy: per thread active/GIL %, what it waits on (network, queue, GPU sync, sleep, I/O), hot"
         " functions, native op mix",
@@ -125,6 +128,10 @@ ZOOMS: tuple[PaneSpec, ...] = tuple(sorted((p for p in PANES if p.zoom_key), key
 
 #: The ids the number keys zoom, in key order (the key of ``ZOOMABLE[i]`` is ``i + 1``).
 ZOOMABLE: tuple[str, ...] = tuple(p.zoom_id for p in ZOOMS)
+
+
+#: The ids whose zoom means the user looks at the stacks.
+STACK_VIEWS: frozenset[str] = frozenset(p.zoom_id for p in PANES if p.watches_stacks)
 
 
 #: Compact mode's line budget: (pane id, weight, minimum lines). Spare rows go to the heavier panes first, and
