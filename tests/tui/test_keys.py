@@ -27,7 +27,7 @@ from optitop.live import StoreView
 from optitop.model import ThreadSample
 from optitop.recording.scan import load
 from optitop.recording.writer import default_record_path
-from optitop.runtime import live_runtime
+from optitop.runtime import LiveRuntime, live_runtime
 from optitop.tui.app import HelpScreen, OptitopApp
 from optitop.tui.panes.verdict import VerdictPane
 
@@ -311,13 +311,13 @@ async def test_b_never_writes_through_a_link_planted_at_its_predictable_name(sta
         assert "optitop-bundle/manifest.json" in tar.getnames()
 
 
-async def test_n_without_the_stacks_collector_says_it_is_not_running(start_target):
+async def test_n_without_a_stack_sampler_says_none_is_running(start_target):
     target = start_target(TARGET)
     app = live_app(target.pid)  # pystacks disabled: the session has no such runner
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for_screen(pilot, lambda t: "napper" in t)
         await pilot.press("n")
-        assert "not running" in await wait_notified(pilot, "native stacks")
+        assert await wait_notified(pilot, "native stacks") == LiveRuntime.NO_SAMPLER
 
 
 async def test_zooming_the_python_pane_keeps_the_stacks_at_full_duty(start_target):
@@ -336,12 +336,12 @@ async def test_zooming_the_python_pane_keeps_the_stacks_at_full_duty(start_targe
         assert app.zoomed is None and not session.stacks_watched
 
 
-async def test_n_on_a_replay_says_it_is_not_running(tmp_path):
+async def test_n_on_a_replay_says_there_is_no_live_process(tmp_path):
     app = replay_app(tmp_path)  # no session at all
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for_screen(pilot, lambda t: "COMPUTE-BOUND" in t)
         await pilot.press("n")
-        assert "not running" in await wait_notified(pilot, "native stacks")
+        assert await wait_notified(pilot, "native stacks") == StoreView.NO_NATIVE
 
 
 # -- colour ----------------------------------------------------------------------------------------------
