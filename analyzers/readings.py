@@ -23,6 +23,7 @@ from optitop.model import (
     ServingStats,
     SocketSample,
     SystemSample,
+    pcie_bytes_per_s,
     requests_in_system,
 )
 
@@ -166,11 +167,6 @@ def _pcie_max(d: GpuDevice) -> float | None:
     return _max_known((d.pcie_rx_bytes_per_s, d.pcie_tx_bytes_per_s))
 
 
-def _pcie_both(d: GpuDevice) -> float | None:
-    """Both PCIe directions of one device together."""
-    return _sum_known((d.pcie_rx_bytes_per_s, d.pcie_tx_bytes_per_s))
-
-
 def gpu(samples: Sequence[GpuSample]) -> dict[str, Any]:
     """The target's GPUs (every GPU when which are the target's is not known), each value the busiest's."""
     chosen = [s.target_devices() for s in samples]
@@ -187,7 +183,7 @@ def gpu(samples: Sequence[GpuSample]) -> dict[str, Any]:
         # Legacy utilisation reads 0 % on busy Hopper GPUs (measured): only trust it where GPM is absent.
         return mean(_busiest([d for d in devs if d.util_source == "legacy"], pick) for devs in per_sample)
 
-    both = [_busiest(devs, _pcie_both) for devs in per_sample]
+    both = [_busiest(devs, pcie_bytes_per_s) for devs in per_sample]
     known_both = [b for b in both if b is not None]
     duty = sum(b >= PCIE_ACTIVE_BYTES_PER_S for b in known_both) / len(known_both) if known_both else None
     last = per_sample[-1]

@@ -24,7 +24,7 @@ from optitop.model.core import (
     TargetInfo,
     confidence_word,
 )
-from optitop.model.gpu import GpuDevice, GpuSample, TargetDevices, gpu_busy_pct, target_devices
+from optitop.model.gpu import GpuDevice, GpuSample, TargetDevices, gpu_busy_pct, pcie_bytes_per_s, target_devices
 from optitop.model.process import ProcessSample, ProcInfo, ThreadSample
 from optitop.model.pystacks import HotFunction, PyStacksSample, PyThread
 from optitop.model.series import SAMPLE_TYPES
@@ -66,6 +66,7 @@ __all__ = [
     "Window",
     "confidence_word",
     "gpu_busy_pct",
+    "pcie_bytes_per_s",
     "requests_in_system",
     "target_devices",
 ]

@@ -80,6 +80,15 @@ class GpuDevice:
     gpu_instance_id: int | None = None
 
 
+def pcie_bytes_per_s(device: GpuDevice) -> float | None:
+    """PCIe traffic of one GPU, both directions together (None only when neither direction is known): what the
+    verdict's PCIe duty, the memory pane and compare read."""
+    rx, tx = device.pcie_rx_bytes_per_s, device.pcie_tx_bytes_per_s
+    if rx is None and tx is None:
+        return None
+    return (rx or 0.0) + (tx or 0.0)
+
+
 @dataclass(frozen=True, slots=True)
 class GpuSample(Sample):
     """Every GPU (PCI bus order) and where the target runs on them.

@@ -27,6 +27,7 @@ from optitop.model import (
     ServingSample,
     ServingStats,
     SystemSample,
+    pcie_bytes_per_s,
 )
 from optitop.recording.codec import DIAGNOSIS, SAMPLE, Event
 from optitop.recording.replayer import Replayer
@@ -106,11 +107,6 @@ def _gpu_sum(pick: Callable[[GpuDevice], float | int | None]) -> Callable[[GpuSa
     return get
 
 
-def _pcie(device: GpuDevice) -> float | None:
-    parts = [p for p in (device.pcie_rx_bytes_per_s, device.pcie_tx_bytes_per_s) if p is not None]
-    return sum(parts) if parts else None
-
-
 ROWS: tuple[RowSpec, ...] = (
     RowSpec("requests/s", "serving", _serving(lambda st: st.request_rate_per_s), "/s", HIGHER),
     RowSpec("generated tokens/s", "serving", _serving(lambda st: st.generation_tokens_per_s), "/s", HIGHER),
@@ -129,7 +125,7 @@ ROWS: tuple[RowSpec, ...] = (
     # the busiest of the target's GPUs by the model's one busy policy: what the verdict and the exporter read
     RowSpec("GPU busy (target)", "gpu", _of(GpuSample, lambda s: s.target_busy_pct()), "%", HIGHER),
     RowSpec("GPU DRAM bandwidth", "gpu", _of(GpuSample, _gpu_sum(lambda d: d.dram_bytes_per_s)), "B/s", NEUTRAL),
-    RowSpec("PCIe bandwidth (rx+tx)", "gpu", _of(GpuSample, _gpu_sum(_pcie)), "B/s", NEUTRAL),
+    RowSpec("PCIe bandwidth (rx+tx)", "gpu", _of(GpuSample, _gpu_sum(pcie_bytes_per_s)), "B/s", NEUTRAL),
     RowSpec(
         "GPU memory used (peak)", "gpu", _of(GpuSample, _gpu_sum(lambda d: d.mem_used_bytes)), "B", LOWER, peak=True
     ),

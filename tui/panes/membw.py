@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from optitop.model import GpuDevice, GpuSample, ProcessSample, ServingSample, SystemSample, Window
+from optitop.model import GpuDevice, GpuSample, ProcessSample, ServingSample, SystemSample, Window, pcie_bytes_per_s
 from optitop.tui.format import bar, clip, fmt_bytes, fmt_pct, fmt_rate, spark
 from optitop.tui.panes.base import Pane
 from optitop.tui.panes.gpu import COMPACT_ABOVE, fmt_si_rate, link_label, pct_of, unavailable_line, wrap
@@ -52,8 +52,8 @@ def device_history(window: Window, index: int) -> tuple[list[float | None], list
             pcie.append(None)
             continue
         dram.append(dev.dram_bw_util_pct if dev.util_source == "gpm" else dev.legacy_mem_util_pct)
-        rx, tx = dev.pcie_rx_bytes_per_s, dev.pcie_tx_bytes_per_s
-        pcie.append(None if rx is None and tx is None else ((rx or 0.0) + (tx or 0.0)) / 1e9)
+        both = pcie_bytes_per_s(dev)
+        pcie.append(None if both is None else both / 1e9)
     return dram, pcie
 
 
