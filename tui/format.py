@@ -34,6 +34,18 @@ def fmt_pct(p: float | None, width: int = 0) -> str:
     return f"{p:.0f}%".rjust(width)
 
 
+def fmt_si_rate(bytes_per_s: float | None) -> str:
+    """Bandwidth in decimal units, as GPU and PCIe specs quote it: 16.6 GB/s, 3.35 TB/s; None -> '–'."""
+    if bytes_per_s is None:
+        return "–"
+    value = float(bytes_per_s)
+    for unit in ("B/s", "kB/s", "MB/s", "GB/s"):
+        if abs(value) < 1000:
+            return f"{value:.0f} {unit}" if unit == "B/s" else f"{value:.3g} {unit}"
+        value /= 1000
+    return f"{value:.3g} TB/s"
+
+
 def fmt_rate(x: float | None, unit: str = "/s") -> str:
     """A count per second, compact (1.2k/s)."""
     if x is None:

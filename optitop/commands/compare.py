@@ -29,7 +29,7 @@ def read_run(path: str) -> Run:
 # -- printing -------------------------------------------------------------------------------------------
 def fmt_value(value: float | None, unit: str) -> str:
     """A value in the row's unit, for people."""
-    from optitop.tui.format import fmt_bytes
+    from optitop.tui.format import fmt_bytes, fmt_si_rate
 
     if value is None:
         return "–"
@@ -37,8 +37,8 @@ def fmt_value(value: float | None, unit: str) -> str:
         return f"{value * 1000:.0f} ms" if abs(value) < 10 else f"{value:.1f} s"
     if unit == "%":
         return f"{value:.1f}%"
-    if unit in ("B/s", "B"):
-        text = fmt_bytes(abs(value), per_s=unit == "B/s")
+    if unit in ("B/s", "B"):  # bandwidth in decimal units as the GPU pane and the specs say it, sizes in binary
+        text = fmt_si_rate(abs(value)) if unit == "B/s" else fmt_bytes(abs(value))
         return f"-{text}" if value < 0 else text
     if unit == "/s":
         return f"{value:.3g}/s"

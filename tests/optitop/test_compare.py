@@ -9,7 +9,7 @@ import pytest
 import samplefactory
 from conftest import wait_for
 
-from optitop.commands.compare import compare_main
+from optitop.commands.compare import compare_main, fmt_value
 from optitop.model import Diagnosis, GpuDevice, GpuSample, ProcessSample, ServingSample, ServingStats, TargetInfo
 from optitop.recording.compare import compare
 from optitop.recording.scan import load
@@ -193,3 +193,10 @@ def test_compare_main_errors_are_one_line(tmp_path, capsys):
     assert compare_main([str(bad), str(bad)]) == 2
     err = capsys.readouterr().err
     assert "not an optitop recording" in err and err.count("\n") == 1
+
+
+def test_bandwidth_reads_in_the_gpu_panes_units_and_sizes_in_binary():
+    """16e9 B/s of PCIe is "16 GB/s" in the GPU pane and the specs: compare says the same, not "14.9 GiB/s"."""
+    assert fmt_value(16e9, "B/s") == "16 GB/s"
+    assert fmt_value(-3.35e12, "B/s") == "-3.35 TB/s"
+    assert fmt_value(80 * 1024**3, "B") == "80.0 GiB"

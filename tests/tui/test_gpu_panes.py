@@ -27,7 +27,8 @@ from optitop.collectors.system import SystemCollector  # noqa: E402
 from optitop.config import CollectorContext, Options  # noqa: E402
 from optitop.model import SourceState, SourceStatus, TargetInfo, Window  # noqa: E402
 from optitop.store import Store  # noqa: E402
-from optitop.tui.panes.gpu import GpuPane, fmt_si_rate  # noqa: E402
+from optitop.tui.format import fmt_si_rate  # noqa: E402
+from optitop.tui.panes.gpu import GpuPane  # noqa: E402
 from optitop.tui.panes.membw import HOST_DRAM_UNKNOWN, MemBwPane  # noqa: E402
 
 WIDTH = 78

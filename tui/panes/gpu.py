@@ -12,7 +12,7 @@ import textwrap
 from rich.text import Text
 
 from optitop.model import GpuDevice, GpuSample, SourceState, Window, gpu_busy_pct
-from optitop.tui.format import bar, clip, fmt_bytes, fmt_pct, spark
+from optitop.tui.format import bar, clip, fmt_bytes, fmt_pct, fmt_si_rate, spark
 from optitop.tui.panes.base import Pane
 
 #: Above this many GPUs each one gets a single row instead of a block.
@@ -21,18 +21,6 @@ COMPACT_ABOVE = 2
 BLOCK_ROWS_EVERY_S = 10.0
 #: The warning under a GPU whose driver runs without persistence mode.
 PERSISTENCE_OFF = "persistence mode off: clocks drop between requests, NVML starts slowly (nvidia-smi -pm 1)"
-
-
-def fmt_si_rate(bytes_per_s: float | None) -> str:
-    """Bandwidth in decimal units, as GPU and PCIe specs quote it: 16.6 GB/s, 3.35 TB/s; None -> '–'."""
-    if bytes_per_s is None:
-        return "–"
-    value = float(bytes_per_s)
-    for unit in ("B/s", "kB/s", "MB/s", "GB/s"):
-        if abs(value) < 1000:
-            return f"{value:.0f} {unit}" if unit == "B/s" else f"{value:.3g} {unit}"
-        value /= 1000
-    return f"{value:.3g} TB/s"
 
 
 def link_label(dev: GpuDevice) -> str:

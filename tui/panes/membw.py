@@ -10,9 +10,9 @@ from __future__ import annotations
 from rich.text import Text
 
 from optitop.model import GpuDevice, GpuSample, ProcessSample, ServingSample, SystemSample, Window, pcie_bytes_per_s
-from optitop.tui.format import bar, clip, fmt_bytes, fmt_pct, fmt_rate, spark
+from optitop.tui.format import bar, clip, fmt_bytes, fmt_pct, fmt_rate, fmt_si_rate, spark
 from optitop.tui.panes.base import Pane
-from optitop.tui.panes.gpu import COMPACT_ABOVE, fmt_si_rate, link_label, pct_of, unavailable_line, wrap
+from optitop.tui.panes.gpu import COMPACT_ABOVE, link_label, pct_of, unavailable_line, wrap
 
 #: Seconds of process history the RSS growth rate is fitted over.
 RSS_SPAN_S = 60.0
