@@ -1,5 +1,6 @@
-"""The composition root: the one place stores and sessions are built (live screen, follow, and the helpers the
-headless, record, export and bundle commands call), and the live screen's handle (``LiveRuntime``).
+"""The composition root: the one place live stores and sessions are built (live screen, follow, and the helpers the
+headless, record, export and bundle commands call), and the live screen's handle (``LiveRuntime``). A replay's
+store is the replayer's own (``optitop.recording.replayer``): nothing is collected into it.
 
 A target is described once (``describe(pid)``): the store is made from that description, and the session for it is
 built into that store. The screen receives a ``LiveRuntime`` (an ``optitop.live.LiveHandle``) and never a session,
