@@ -25,6 +25,7 @@ from optitop.model import (
     SystemSample,
     pcie_bytes_per_s,
     requests_in_system,
+    sum_known,
 )
 
 T = TypeVar("T")
@@ -47,11 +48,6 @@ def mean(values: Iterable[float | None]) -> float | None:
 def _avg(items: Sequence[T], pick: Callable[[T], float | None]) -> float | None:
     """The mean of ``pick`` over ``items`` (unknown values left out)."""
     return mean(pick(item) for item in items)
-
-
-def _sum_known(values: Iterable[float | None]) -> float | None:
-    known = [v for v in values if v is not None]
-    return sum(known) if known else None
 
 
 def _max_known(values: Iterable[float | None]) -> float | None:
@@ -152,7 +148,7 @@ def system(samples: Sequence[SystemSample]) -> dict[str, Any]:
         "host_cpu_busy_pct": _avg(samples, lambda s: s.cpu_busy_pct),
         "iowait_pct": _avg(samples, lambda s: s.iowait_pct),
         "steal_pct": _avg(samples, lambda s: s.steal_pct),
-        "swap_bytes_per_s": _avg(samples, lambda s: _sum_known((s.swap_in_bytes_per_s, s.swap_out_bytes_per_s))),
+        "swap_bytes_per_s": _avg(samples, lambda s: sum_known((s.swap_in_bytes_per_s, s.swap_out_bytes_per_s))),
     }
 
 
@@ -272,7 +268,7 @@ def sockets(samples: Sequence[SocketSample]) -> dict[str, Any]:
     if not samples:
         return {}
     return {
-        "accept_queue": _avg(samples, lambda s: _sum_known(q.accept_queue for q in s.listeners) or 0.0),
+        "accept_queue": _avg(samples, lambda s: sum_known(q.accept_queue for q in s.listeners) or 0.0),
         "listen_overflows_per_s": _avg(samples, lambda s: s.listen_overflows_per_s),
         "inbound_conns": _avg(samples, lambda s: s.inbound_conns),
         "inbound_recv_q_bytes": _avg(samples, lambda s: s.inbound_recv_q_bytes),

@@ -23,6 +23,7 @@ from optitop.model.core import (
     TargetGone,
     TargetInfo,
     confidence_word,
+    sum_known,
 )
 from optitop.model.gpu import GpuDevice, GpuSample, TargetDevices, gpu_busy_pct, pcie_bytes_per_s, target_devices
 from optitop.model.process import ProcessSample, ProcInfo, ThreadSample
@@ -68,5 +69,6 @@ __all__ = [
     "gpu_busy_pct",
     "pcie_bytes_per_s",
     "requests_in_system",
+    "sum_known",
     "target_devices",
 ]

@@ -7,6 +7,7 @@ they are plain, frozen and serialisable (see ``optitop.recording.codec``).
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar, Protocol, runtime_checkable
 
@@ -237,3 +238,10 @@ class Candidate:
     torch: bool
     known: str
     score: float
+
+
+def sum_known(values: Iterable[float | None]) -> float | None:
+    """The sum of the values that are known; None only when none is (an unknown part never reads as 0, and a
+    missing whole never reads as 0 either). Derived values that add parts (waiting + running, rx + tx) use it."""
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None

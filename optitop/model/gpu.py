@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from optitop.model.core import Sample
+from optitop.model.core import Sample, sum_known
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +83,7 @@ class GpuDevice:
 def pcie_bytes_per_s(device: GpuDevice) -> float | None:
     """PCIe traffic of one GPU, both directions together (None only when neither direction is known): what the
     verdict's PCIe duty, the memory pane and compare read."""
-    rx, tx = device.pcie_rx_bytes_per_s, device.pcie_tx_bytes_per_s
-    if rx is None and tx is None:
-        return None
-    return (rx or 0.0) + (tx or 0.0)
+    return sum_known((device.pcie_rx_bytes_per_s, device.pcie_tx_bytes_per_s))
 
 
 @dataclass(frozen=True, slots=True)

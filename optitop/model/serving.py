@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from optitop.model.core import Sample
+from optitop.model.core import Sample, sum_known
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +67,4 @@ def requests_in_system(waiting: float | None, running: float | None) -> float | 
     """Requests in the server, waiting plus running: Little's law's N, the number the idle rule and the latency
     decomposition read. One count known stands for both (a server that exports only its running requests has no
     queue to report); None only when neither is known, never 0 for "unknown"."""
-    if waiting is None and running is None:
-        return None
-    return (waiting or 0.0) + (running or 0.0)
+    return sum_known((waiting, running))
